@@ -1,0 +1,84 @@
+"""Prints the analytical cost of a network: `python -m measure.cost --model=resnet50`."""
+
+import json
+
+from absl import flags
+
+import models
+from measure import cost as cost_lib
+from models import cli
+
+_MODEL = flags.DEFINE_string("model", "resnet50", "Network to count, or 'all' for the 14 networks.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Images per batch.", lower_bound=1)
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: the network's own).")
+_CONVENTION = flags.DEFINE_enum("convention", "flops", cost_lib.CONVENTIONS,
+                                "Operation convention of the table (see measure/cost/rules.py).")
+_REAL_TAPS = flags.DEFINE_bool("real_taps", False, "flops: count only kernel taps on real input, as XLA does.")
+_DENSE_GROUPS = flags.DEFINE_bool("dense_groups", False, "paper: count grouped convolutions as dense.")
+_PER_LAYER = flags.DEFINE_bool("per_layer", False, "Print the per-module breakdown.")
+_DEPTH = flags.DEFINE_integer("depth", 2, "Module path levels kept in the per-layer breakdown.", lower_bound=1)
+_SORT = flags.DEFINE_enum("sort", "order", ["order", "ops", "params", "activations", "path"],
+                          "Order of the per-layer rows.")
+_TRAIN = flags.DEFINE_bool("train", False, "Also count one training step (loss value and gradient).")
+_JSON = flags.DEFINE_bool("json", False, "Print JSON (an object, or a list for --model=all) instead of tables.")
+
+
+def _options() -> dict:
+    return {"real_taps": _REAL_TAPS.value} if _CONVENTION.value == "flops" else (
+        {"dense_groups": _DENSE_GROUPS.value} if _CONVENTION.value == "paper" else {})
+
+
+def _summary(name: str) -> dict:
+    """Counts one network; with --train, adds the training step and its ratio to the forward pass."""
+    cost = cost_lib.count_model(name, _BATCH_SIZE.value, _RESOLUTION.value)
+    row = cost.as_dict()
+    if _TRAIN.value:
+        step = cost_lib.count_model(name, _BATCH_SIZE.value, _RESOLUTION.value, train=True)
+        row["train_step"] = step.as_dict()
+        row["train_to_forward_flops"] = step.ops("flops") / cost.ops("flops")
+    return {"cost": cost, "row": row}
+
+
+def _print_table(result: dict) -> None:
+    cost, row, unit = result["cost"], result["row"], _CONVENTION.value
+    print(f"{row['model']}  batch {row['batch_size']}  {row['resolution']}x{row['resolution']}")
+    print(f"  params        {row['params']:>16,}   ({row['param_bytes'] / 2**20:,.1f} MiB)")
+    print(f"  MACs          {row['macs']:>16,}")
+    print(f"  FLOPs         {row['flops']:>16,}   ({row['flops_real_taps']:,} on real taps, as XLA)")
+    print(f"  paper ops     {row['paper_ops']:>16,}   ({row['paper_ops_dense_groups']:,} groups dense)")
+    print(f"  activations   {row['activations']:>16,}")
+    print(f"  memory bytes  {row['memory_bytes']:>16,}   (peak activations {row['peak_activation_bytes']:,})")
+    if "train_step" in row:
+        print(f"  train step    {row['train_step']['flops']:>16,} FLOPs  "
+              f"({row['train_to_forward_flops']:.2f}x the forward pass)")
+    if row["unknown_primitives"]:
+        print(f"  not counted (no rule): {row['unknown_primitives']}")
+    for note in row["notes"]:
+        print(f"  note: {note}")
+    if _PER_LAYER.value:
+        print(f"\n  {'module':<40}{unit:>16}{'params':>14}{'activations':>14}")
+        for layer in cost.per_layer(unit, _DEPTH.value, _SORT.value, **_options()):
+            print(f"  {layer.path:<40}{layer.ops:>16,}{layer.params:>14,}{layer.activations:>14,}")
+        print(f"\n  {'primitive':<40}{unit:>16}")
+        for name, ops in cost.per_primitive(unit, **_options()).items():
+            print(f"  {name:<40}{ops:>16,}")
+    print()
+
+
+def main(argv):
+    """Counts the requested networks and prints tables or JSON."""
+    del argv
+    names = models.names() if _MODEL.value == "all" else [_MODEL.value]
+    for name in names:
+        models.input_shape(name, _BATCH_SIZE.value, _RESOLUTION.value)  # bad input fails before any output
+    results = [_summary(name) for name in names]
+    if _JSON.value:
+        rows = [r["row"] for r in results]
+        print(json.dumps(rows if _MODEL.value == "all" else rows[0], indent=1))
+    else:
+        for result in results:
+            _print_table(result)
+
+
+if __name__ == "__main__":
+    cli.run(main)

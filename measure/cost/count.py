@@ -1,0 +1,189 @@
+"""Costs of a JAX function or a Flax model, traced abstractly: nothing is allocated or run."""
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import tree_util
+
+import models
+from measure.cost import memory, rules
+from measure.cost import walk as walk_lib
+
+Scope = walk_lib.Scope
+TOP_LEVEL = "(top level)"
+
+
+@dataclasses.dataclass
+class LayerRow:
+    """One row of the per-layer table: a module path and what it costs."""
+
+    path: str
+    ops: int
+    params: int
+    activations: int
+
+
+@dataclasses.dataclass
+class Cost:
+    """The analytical cost of one traced function: operations, parameters, activations, memory."""
+
+    breakdown: walk_lib.Breakdown
+    input_bytes: int
+    peak_activation_bytes: int
+    scope_params: dict = dataclasses.field(default_factory=dict)  # Scope -> parameters
+    param_bytes: int = 0
+    batch_stats: int = 0
+    batch_stats_bytes: int = 0
+    model: Optional[str] = None
+    batch_size: Optional[int] = None
+    resolution: Optional[int] = None
+
+    @functools.cached_property
+    def total(self) -> rules.Tally:
+        """The tally summed over every module."""
+        return self.breakdown.total()
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters (BatchNorm scale and bias included, running statistics not)."""
+        return sum(self.scope_params.values())
+
+    @property
+    def memory_bytes(self) -> int:
+        """Footprint estimate for one inference: parameters, statistics, input, peak activations."""
+        return self.param_bytes + self.batch_stats_bytes + self.input_bytes + self.peak_activation_bytes
+
+    def ops(self, convention: str, real_taps: bool = False, dense_groups: bool = False) -> int:
+        """Operations under a named convention (see measure.cost.rules)."""
+        return self.total.ops(convention, real_taps, dense_groups)
+
+    def per_layer(self, convention: str = "flops", depth: int = 2, sort_by: str = "order",
+                  **options) -> list[LayerRow]:
+        """Costs per module path, paths cut to `depth` levels, in execution order or sorted."""
+        if sort_by not in ("order", "ops", "params", "activations", "path"):
+            raise ValueError(f"unknown sort key {sort_by!r}; choose order, ops, params, activations or path")
+        rows: dict[Scope, LayerRow] = {}
+        for scope, tally in self.breakdown.per_scope.items():
+            row = _row(rows, scope[:depth])
+            row.ops += tally.ops(convention, **options)
+            row.activations += tally.activations
+        for scope, n in self.scope_params.items():
+            _row(rows, scope[:depth]).params += n
+        ordered = list(rows.values())
+        if sort_by == "path":
+            ordered.sort(key=lambda r: r.path)
+        elif sort_by != "order":
+            ordered.sort(key=lambda r: -getattr(r, sort_by))
+        return ordered
+
+    def per_primitive(self, convention: str = "flops", **options) -> dict[str, int]:
+        """Operations per primitive, most expensive first."""
+        counts = {name: t.ops(convention, **options) for name, t in self.breakdown.per_primitive.items()}
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary; every key names its unit or convention."""
+        total = self.total
+        return {
+            "model": self.model, "batch_size": self.batch_size, "resolution": self.resolution,
+            "params": self.params, "param_bytes": self.param_bytes, "batch_stats": self.batch_stats,
+            "macs": total.ops("macs"), "flops": total.ops("flops"),
+            "flops_real_taps": total.ops("flops", real_taps=True),
+            "paper_ops": total.ops("paper"), "paper_ops_dense_groups": total.ops("paper", dense_groups=True),
+            "transcendentals": total.transcendentals, "activations": total.activations,
+            "peak_activation_bytes": self.peak_activation_bytes, "input_bytes": self.input_bytes,
+            "memory_bytes": self.memory_bytes,
+            "unknown_primitives": dict(self.breakdown.unknown_primitives), "notes": list(self.breakdown.notes),
+        }
+
+
+def _row(rows: dict, scope: Scope) -> LayerRow:
+    if scope not in rows:
+        rows[scope] = LayerRow("/".join(scope) or TOP_LEVEL, 0, 0, 0)
+    return rows[scope]
+
+
+def _bytes(tree) -> int:
+    return sum(memory.nbytes(leaf) for leaf in jax.tree.leaves(tree))
+
+
+def count_function(fn, *args) -> Cost:
+    """Costs of `fn` on abstract arguments (jax.ShapeDtypeStruct pytrees); no parameters known."""
+    closed = jax.make_jaxpr(fn)(*args)
+    breakdown = walk_lib.Breakdown()
+    walk_lib.walk(closed.jaxpr, breakdown)
+    return Cost(breakdown, input_bytes=_bytes(args), peak_activation_bytes=memory.peak_live_bytes(closed.jaxpr))
+
+
+def _cross_entropy_step(module: nn.Module):
+    """The training objective whose value and gradient a training step computes."""
+
+    def loss(params, state, x, labels):
+        out, _ = module.apply({"params": params, **state}, x, train=True,
+                              rngs={"dropout": jax.random.key(0)}, mutable=list(state))
+        outputs = out if isinstance(out, tuple) else (out,)
+        log_probs = [jax.nn.log_softmax(o) for o in outputs]
+        return -sum(jnp.take_along_axis(lp, labels[:, None], -1).mean() for lp in log_probs)
+
+    return jax.value_and_grad(loss)
+
+
+def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = False,
+                 dtype=jnp.float32) -> Cost:
+    """Costs of a Flax module's forward pass (or training step) on inputs of `input_shape`."""
+    variables = models.abstract_variables(module, input_shape, dtype)
+    x = jax.ShapeDtypeStruct(input_shape, dtype)
+    calls = []  # (module path, class name, output elements) of every module call, in order
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            elements = sum(rules.size(leaf) for leaf in jax.tree.leaves(out))
+            calls.append((context.module.path, type(context.module).__name__, elements))
+        return out
+
+    params = variables["params"]
+    state = {k: v for k, v in variables.items() if k != "params"}
+    with nn.intercept_methods(record):
+        if train:
+            labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
+            closed = jax.make_jaxpr(_cross_entropy_step(module))(params, state, x, labels)
+        else:
+            closed = jax.make_jaxpr(functools.partial(module.apply, train=False))(variables, x)
+
+    root = type(module).__name__  # Flax names the outermost scope after the root module's class
+    opaque = {(root,) + path for path, kind, _ in calls if kind in rules.PAPER_MODULE_COST}
+    raw = walk_lib.Breakdown()
+    parameters = frozenset(closed.jaxpr.invars[:len(jax.tree.leaves(variables))])  # traced first
+    walk_lib.walk(closed.jaxpr, raw, static=parameters,
+                  is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
+    breakdown = walk_lib.Breakdown(unknown_primitives=raw.unknown_primitives, notes=raw.notes)
+    for scope, tally in raw.per_scope.items():
+        breakdown.per_scope[scope[1:] if scope[:1] == (root,) else scope] = tally
+    breakdown.per_primitive = raw.per_primitive
+    for path, kind, elements in calls:
+        if not train and rules.PAPER_MODULE_COST.get(kind):
+            breakdown.add(path, f"{kind} (module)",
+                          rules.Tally(paper_other=rules.PAPER_MODULE_COST[kind] * elements))
+
+    scope_params = {}
+    for key_path, leaf in tree_util.tree_flatten_with_path(params)[0]:
+        scope = tuple(k.key for k in key_path[:-1])
+        scope_params[scope] = scope_params.get(scope, 0) + rules.size(leaf)
+    return Cost(breakdown, input_bytes=memory.nbytes(x), peak_activation_bytes=memory.peak_live_bytes(closed.jaxpr),
+                scope_params=scope_params, param_bytes=_bytes(params),
+                batch_stats=sum(rules.size(leaf) for leaf in jax.tree.leaves(state)),
+                batch_stats_bytes=_bytes(state))
+
+
+def count_model(name: str, batch_size: int = 1, resolution: Optional[int] = None, train: bool = False,
+                dtype=jnp.float32, **overrides) -> Cost:
+    """Costs of a registered network at a batch size, resolution and knob overrides."""
+    shape = models.input_shape(name, batch_size, resolution)
+    cost = count_module(models.get(name, **overrides), shape, train=train, dtype=dtype)
+    cost.model, cost.batch_size, cost.resolution = name, batch_size, shape[1]
+    return cost

@@ -1,0 +1,194 @@
+"""Counting rules: what one jaxpr equation costs, and the conventions built from those costs.
+
+The one place each convention is defined:
+
+- ``macs``: multiply-accumulates of convolutions and dense layers (``dot_general``), padded
+  taps included. The convention of torchvision's "GFLOPS", fvcore and pycls.
+- ``flops``: 2 per multiply-accumulate plus 1 per elementwise arithmetic operation, per
+  reduction step (a sum of n values is n - 1 additions) and per pooling-window step, as
+  XLA's HloCostAnalysis counts them. Transcendental functions (exp, log, rsqrt, pow, tanh...)
+  are counted apart, as XLA does, in ``transcendentals``. With ``real_taps`` only the kernel
+  taps that fall on real input (not zero padding, not dilation holes) are counted: XLA's
+  cost analysis, and so Flax's ``tabulate(compute_flops=True)``.
+- ``paper``: the 2016 Torch op counter of Canziani et al.: a multiply-add is 2 operations;
+  a bias adds 1 per output; additions and ReLU (max) cost 1 per element per full-size input
+  (so a residual sum of two tensors is 2 per element); max and average pooling cost the
+  window size per output; global pooling costs 1 per input element; PReLU costs 1 per
+  element; BatchNorm and dropout cost nothing, nor does data movement. With
+  ``dense_groups`` grouped convolutions count as dense, as that counter did (AlexNet's
+  2.26 G-Ops).
+
+Activations follow pycls: the output elements of convolutions, dense layers and pooling.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+CONVENTIONS = ("macs", "flops", "paper")
+
+# Flax module classes the paper's counter costed as one Torch module: operations inside
+# them do not count on their own; the module costs `factor` per output element instead.
+PAPER_MODULE_COST = {"BatchNorm": 0, "LayerNorm": 0, "GroupNorm": 0, "Dropout": 0, "PReLU": 1}
+
+ELEMENTWISE = frozenset("""
+    abs add add_any and ceil clamp convert_element_type div eq floor ge gt is_finite le lt max min
+    mul ne neg nextafter not or rem round select_n sign square sub xor shift_left
+    shift_right_arithmetic shift_right_logical population_count imag real conj complex
+    """.split())
+TRANSCENDENTAL = frozenset("""
+    acos acosh asin asinh atan atan2 atanh cbrt cos cosh digamma erf erf_inv erfc exp exp2 expm1
+    igamma igammac lgamma log log1p logistic pow rsqrt sin sinh sqrt tan tanh
+    """.split())
+REDUCTION = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or "
+                      "reduce_xor argmax argmin".split())
+POOLING = frozenset("reduce_window_sum reduce_window_max reduce_window_min reduce_window".split())
+CUMULATIVE = frozenset("cumsum cumprod cummax cummin cumlogsumexp".split())
+# Data movement, constants, random bits and sharding annotations cost no arithmetic.
+FREE = frozenset("""
+    broadcast_in_dim bitcast_convert_type concatenate copy copy_p device_put dynamic_slice
+    dynamic_update_slice expand_dims gather iota pad reduce_precision reshape rev scatter
+    scatter-add scatter_add select_and_gather_add_p slice sharding_constraint split squeeze
+    stop_gradient transpose random_bits random_fold_in random_seed random_split random_unwrap
+    random_wrap threefry2x32 optimization_barrier mesh_cast pvary
+    """.split())
+
+
+@dataclasses.dataclass
+class Tally:
+    """Costs accumulated over equations; every field is a count, multiplied by trip counts."""
+
+    macs: int = 0
+    macs_real_taps: int = 0
+    macs_dense_groups: int = 0
+    elementwise: int = 0  # XLA-style flops outside convolutions and dot products
+    transcendentals: int = 0
+    paper_other: int = 0  # paper-convention operations outside convolutions and dot products
+    activations: int = 0
+    equations: int = 0
+
+    def __iadd__(self, other: "Tally") -> "Tally":
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        return self
+
+    def scaled(self, factor: int) -> "Tally":
+        """This tally repeated `factor` times (a loop body)."""
+        return Tally(**{f.name: getattr(self, f.name) * factor for f in dataclasses.fields(self)})
+
+    def ops(self, convention: str, real_taps: bool = False, dense_groups: bool = False) -> int:
+        """The operation count under a named convention (see the module docstring)."""
+        if convention == "macs":
+            return self.macs
+        if convention == "flops":
+            return 2 * (self.macs_real_taps if real_taps else self.macs) + self.elementwise
+        if convention == "paper":
+            return 2 * (self.macs_dense_groups if dense_groups else self.macs) + self.paper_other
+        raise ValueError(f"unknown convention {convention!r}; choose one of: {', '.join(CONVENTIONS)}")
+
+
+def size(aval) -> int:
+    """Number of elements of an abstract value."""
+    return math.prod(getattr(aval, "shape", ()))
+
+
+def _real_taps(in_size, out_size, kernel, stride, pad_lo, lhs_dilation, rhs_dilation) -> int:
+    """(output position, kernel tap) pairs along one axis whose input is real, not padding."""
+    pos = np.arange(out_size)[:, None] * stride + np.arange(kernel)[None, :] * rhs_dilation - pad_lo
+    real = (pos >= 0) & (pos % lhs_dilation == 0) & (pos // lhs_dilation < in_size)
+    return int(real.sum())
+
+
+def conv_tally(eqn) -> Tally:
+    """MACs of `conv_general_dilated`: padded, real-tap (XLA) and grouped-as-dense counts."""
+    lhs, rhs = (v.aval for v in eqn.invars[:2])
+    out = eqn.outvars[0].aval
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    kernel = [rhs.shape[d] for d in rhs_spec[2:]]
+    per_output = rhs.shape[rhs_spec[1]] * math.prod(kernel)
+    macs = size(out) * per_output
+    real = math.prod(
+        _real_taps(lhs.shape[ld], out.shape[od], k, s, pad[0], ldil, rdil)
+        for ld, od, k, s, pad, ldil, rdil in zip(lhs_spec[2:], out_spec[2:], kernel, p["window_strides"],
+                                                p["padding"], p["lhs_dilation"], p["rhs_dilation"]))
+    per_position = out.shape[out_spec[0]] * out.shape[out_spec[1]] * rhs.shape[rhs_spec[1]]
+    groups = p["feature_group_count"]
+    return Tally(macs=macs, macs_real_taps=per_position * real, macs_dense_groups=macs * groups,
+                 activations=size(out), equations=1)
+
+
+def dot_tally(eqn) -> Tally:
+    """MACs of `dot_general`: every output element contracts the contracting dimensions."""
+    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+    lhs, out = eqn.invars[0].aval, eqn.outvars[0].aval
+    macs = size(out) * math.prod(lhs.shape[d] for d in lhs_contract)
+    return Tally(macs=macs, macs_real_taps=macs, macs_dense_groups=macs, activations=size(out), equations=1)
+
+
+def _full_size_data_inputs(eqn, is_static) -> int:
+    """Inputs that are data of the output's full shape: a bias, a scalar or a constant is not one."""
+    shape = eqn.outvars[0].aval.shape
+    return sum(1 for v in eqn.invars if not is_static(v) and getattr(v.aval, "shape", ()) == shape)
+
+
+def elementwise_tally(eqn, is_static) -> Tally:
+    """An elementwise primitive: 1 flop per output element (integer powers: one per multiply)."""
+    n = size(eqn.outvars[0].aval)
+    name = eqn.primitive.name
+    per_element = 1
+    if name == "integer_pow":
+        y = abs(eqn.params["y"])
+        per_element = max(1, y - 1) + (eqn.params["y"] < 0)
+    elif name == "clamp":
+        per_element = 2
+    paper = n * _full_size_data_inputs(eqn, is_static) if name in ("add", "add_any", "max") else 0
+    return Tally(elementwise=n * per_element, paper_other=paper, equations=1)
+
+
+def pooling_tally(eqn) -> Tally:
+    """A pooling window: XLA counts window - 1 steps per output, the paper the window size."""
+    out = size(eqn.outvars[0].aval)
+    window = math.prod(eqn.params["window_dimensions"])
+    return Tally(elementwise=out * (window - 1), paper_other=out * window, activations=out, equations=1)
+
+
+def reduction_tally(eqn) -> Tally:
+    """A reduction of n inputs to m outputs takes n - m steps; the paper counts n (global pooling)."""
+    n, m = size(eqn.invars[0].aval), size(eqn.outvars[0].aval)
+    return Tally(elementwise=n - m, paper_other=n, equations=1)
+
+
+def select_and_scatter_tally(eqn) -> Tally:
+    """The gradient of max pooling: one comparison per window tap of every output."""
+    source = size(eqn.invars[0].aval)
+    window = math.prod(eqn.params["window_dimensions"])
+    return Tally(elementwise=source * window, equations=1)
+
+
+def tally(eqn, is_static=lambda var: False):
+    """The cost of one leaf equation, or None when no rule knows its primitive.
+
+    `is_static(var)` tells values that do not depend on the data (parameters, constants).
+    """
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
+        return conv_tally(eqn)
+    if name == "dot_general":
+        return dot_tally(eqn)
+    if name in ELEMENTWISE or name == "integer_pow":
+        return elementwise_tally(eqn, is_static)
+    if name in TRANSCENDENTAL:
+        return Tally(transcendentals=size(eqn.outvars[0].aval), equations=1)
+    if name in POOLING:
+        return pooling_tally(eqn)
+    if name in REDUCTION:
+        return reduction_tally(eqn)
+    if name in ("select_and_scatter_add", "select_and_gather_add"):
+        return select_and_scatter_tally(eqn)
+    if name in CUMULATIVE:
+        return Tally(elementwise=size(eqn.outvars[0].aval), equations=1)
+    if name in FREE:
+        return Tally(equations=1)
+    return None

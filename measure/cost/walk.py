@@ -1,0 +1,139 @@
+"""A recursive walk over a jaxpr: every leaf equation with its module scope and trip count."""
+
+import dataclasses
+from typing import Callable, Optional
+
+from jax import extend
+
+from measure.cost import rules
+
+Scope = tuple[str, ...]
+
+
+@dataclasses.dataclass
+class Breakdown:
+    """Tallies of one walk: per module scope, per primitive, and what no rule covered."""
+
+    per_scope: dict = dataclasses.field(default_factory=dict)  # Scope -> rules.Tally
+    per_primitive: dict = dataclasses.field(default_factory=dict)  # primitive name -> rules.Tally
+    unknown_primitives: dict = dataclasses.field(default_factory=dict)  # name -> equation count
+    notes: list = dataclasses.field(default_factory=list)
+
+    def add(self, scope: Scope, primitive: str, tally: rules.Tally) -> None:
+        """Adds one equation's tally under its scope and its primitive."""
+        self.per_scope.setdefault(scope, rules.Tally()).__iadd__(tally)
+        self.per_primitive.setdefault(primitive, rules.Tally()).__iadd__(tally)
+
+    def merge(self, other: "Breakdown") -> None:
+        """Adds every tally of another breakdown to this one."""
+        for scope, t in other.per_scope.items():
+            self.per_scope.setdefault(scope, rules.Tally()).__iadd__(t)
+        for name, t in other.per_primitive.items():
+            self.per_primitive.setdefault(name, rules.Tally()).__iadd__(t)
+        for name, n in other.unknown_primitives.items():
+            self.unknown_primitives[name] = self.unknown_primitives.get(name, 0) + n
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+
+    def total(self) -> rules.Tally:
+        """The sum over every scope."""
+        total = rules.Tally()
+        for t in self.per_scope.values():
+            total += t
+        return total
+
+
+def scope_names(name_stack) -> Scope:
+    """The named scopes of an equation's name stack, transformations (jvp, transpose) dropped."""
+    return tuple(s.name for s in name_stack.stack if type(s).__name__ == "Scope")
+
+
+def _as_jaxpr(value):
+    if isinstance(value, extend.core.ClosedJaxpr):
+        return value.jaxpr
+    return value if isinstance(value, extend.core.Jaxpr) else None
+
+
+def _while_trip_count(eqn) -> Optional[int]:
+    """The trip count of a `while` whose condition is `i < N` on a counter from literal to literal."""
+    cond = eqn.params["cond_jaxpr"].jaxpr
+    if len(cond.eqns) != 1 or cond.eqns[0].primitive.name != "lt":
+        return None
+    counter, bound = cond.eqns[0].invars
+    if not isinstance(bound, extend.core.Literal) or counter not in cond.invars:
+        return None
+    carry_index = cond.invars.index(counter) - eqn.params["cond_nconsts"]
+    init = eqn.invars[eqn.params["cond_nconsts"] + eqn.params["body_nconsts"] + carry_index]
+    if not isinstance(init, extend.core.Literal):
+        return None
+    return max(0, int(bound.val) - int(init.val))
+
+
+def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
+         is_opaque: Callable[[Scope], bool] = lambda scope: False, static: frozenset = frozenset()) -> None:
+    """Adds the tally of every leaf equation of `jaxpr` (recursively) into `out`.
+
+    `times` multiplies everything (loop trip counts); scopes of nested jaxprs are relative to
+    their calling equation. Equations inside an opaque scope keep their XLA-style counts but
+    none of the paper's (the paper costs such a module as a whole). `static` holds the input
+    variables that do not depend on the data (parameters); what is computed from them alone is
+    static too, so that the paper's rules can tell a bias from a second data input.
+    """
+    static = set(static) | set(jaxpr.constvars)
+
+    def is_static(var) -> bool:
+        return isinstance(var, extend.core.Literal) or var in static
+
+    for eqn in jaxpr.eqns:
+        eqn_scope = scope + scope_names(eqn.source_info.name_stack)
+        name = eqn.primitive.name
+        if all(map(is_static, eqn.invars)):
+            static.update(eqn.outvars)
+        if name == "cond":
+            branches = []
+            for branch in eqn.params["branches"]:
+                sub = Breakdown()
+                walk(branch.jaxpr, sub, eqn_scope, times, is_opaque,
+                     _inner_static(branch.jaxpr.invars, eqn.invars[1:], is_static))
+                branches.append(sub)
+            out.merge(max(branches, key=lambda b: b.total().ops("flops")))
+            _note(out, "cond: the most expensive branch is counted")
+        elif name == "while":
+            trips = _while_trip_count(eqn)
+            if trips is None:
+                trips = 1
+                _note(out, "while: trip count unknown, its body is counted once")
+            cond_n, body_n = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+            body, cond = eqn.params["body_jaxpr"].jaxpr, eqn.params["cond_jaxpr"].jaxpr
+            carry = eqn.invars[cond_n + body_n:]
+            walk(body, out, eqn_scope, times * trips, is_opaque,
+                 _inner_static(body.invars, eqn.invars[cond_n:cond_n + body_n] + carry, is_static))
+            walk(cond, out, eqn_scope, times * trips, is_opaque,
+                 _inner_static(cond.invars, eqn.invars[:cond_n] + carry, is_static))
+        elif (tally := rules.tally(eqn, is_static)) is not None:
+            if is_opaque(eqn_scope):
+                tally.paper_other = 0
+            out.add(eqn_scope, name, tally.scaled(times) if times != 1 else tally)
+        elif (body := call_body(eqn)) is not None:  # jit, custom_jvp/vjp, remat, scan...
+            trips = eqn.params["length"] if name == "scan" else 1
+            walk(body, out, eqn_scope, times * trips, is_opaque,
+                 _inner_static(body.invars, eqn.invars, is_static))
+        else:
+            out.unknown_primitives[name] = out.unknown_primitives.get(name, 0) + times
+
+
+def _inner_static(inner_invars, outer_operands, is_static) -> frozenset:
+    """The body's input variables bound to static operands of the calling equation."""
+    return frozenset(v for v, operand in zip(inner_invars, outer_operands) if is_static(operand))
+
+
+def call_body(eqn):
+    """The body a call-like primitive runs (jit, custom_jvp/vjp, remat, shard_map...), if any."""
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):  # the primal body, not the derivative rules
+        if (body := _as_jaxpr(eqn.params.get(key))) is not None:
+            return body
+    return None
+
+
+def _note(out: Breakdown, note: str) -> None:
+    if note not in out.notes:
+        out.notes.append(note)

@@ -1,0 +1,7 @@
+"""Flax definitions of the 14 ImageNet networks measured by Canziani et al. (2017)."""
+
+from models.registry import (ModelSpec, abstract_variables, count_params, get, input_shape, knobs,
+                             names, spec)
+
+__all__ = ["ModelSpec", "abstract_variables", "count_params", "get", "input_shape", "knobs", "names",
+           "spec"]

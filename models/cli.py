@@ -1,0 +1,34 @@
+"""The absl entry point every `python -m` front end shares: one-line errors, exit code 2.
+
+It lives in `models` because every other package already depends on it.
+"""
+
+import sys
+
+from absl import app, flags
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{error} (see --help)")
+
+
+def _fail(message: str):
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
+def run(main) -> None:
+    """Runs an absl `main`, turning flag errors and ValueErrors into one line on stderr, exit 2."""
+
+    def guarded(argv):
+        if len(argv) > 1:
+            _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags take the form --name=value)")
+        try:
+            return main(argv)
+        except ValueError as error:
+            _fail(str(error))
+
+    app.run(guarded, flags_parser=_parse_flags)

@@ -1,0 +1,77 @@
+"""GoogLeNet as BVLC's Caffe model defines it (Szegedy et al. 2015), without auxiliary classifiers."""
+
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models import layers
+
+# conv1 (7x7/2) and four ceil-mode 3x3/2 max-pools: 31 leaves 2x2 before pool4, which
+# Caffe's ceil mode still pools to 1x1; at 30 pool4 would get a 1x1 input and output nothing.
+MIN_RESOLUTION = 31
+
+# Per inception module: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection (width 1).
+INCEPTION_CHANNELS = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+# A ceil-mode 3x3/2 max-pool precedes the first module of groups 4 and 5.
+POOLED_BEFORE = ("4a", "5a")
+
+
+def conv_relu(x, features: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str):
+    """A convolution with bias followed by ReLU, as every BVLC GoogLeNet convolution."""
+    return nn.relu(layers.conv(features, kernel, stride, padding, use_bias=True, name=name)(x))
+
+
+class Inception(nn.Module):
+    """Four parallel branches (1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3 max-pool -> 1x1) concatenated."""
+
+    channels: tuple[int, int, int, int, int, int]
+
+    @nn.compact
+    def __call__(self, x):
+        c1, c3_reduce, c3, c5_reduce, c5, pool_proj = self.channels
+        b1 = conv_relu(x, c1, 1, name="b1_conv1")
+        b2 = conv_relu(conv_relu(x, c3_reduce, 1, name="b2_conv1"), c3, 3, padding=1, name="b2_conv2")
+        b3 = conv_relu(conv_relu(x, c5_reduce, 1, name="b3_conv1"), c5, 5, padding=2, name="b3_conv2")
+        b4 = conv_relu(layers.max_pool(x, 3, 1, 1), pool_proj, 1, name="b4_conv1")
+        return jnp.concatenate([b1, b2, b3, b4], axis=-1)
+
+
+class GoogLeNet(nn.Module):
+    """BVLC GoogLeNet with width (channel multiplier) and class-count knobs."""
+
+    width: float = 1.0
+    num_classes: int = 1000
+
+    def __post_init__(self):
+        layers.check_positive("googlenet", width=self.width, num_classes=self.num_classes)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        layers.check_resolution(x, MIN_RESOLUTION, "googlenet")
+        w = functools.partial(layers.round_width, width=self.width)
+        x = conv_relu(x, w(64), 7, 2, 3, name="conv1")
+        x = layers.LocalResponseNorm(name="norm1")(layers.max_pool(x, 3, 2, ceil=True))
+        x = conv_relu(x, w(64), 1, name="conv2_reduce")
+        x = conv_relu(x, w(192), 3, padding=1, name="conv2")
+        x = layers.max_pool(layers.LocalResponseNorm(name="norm2")(x), 3, 2, ceil=True)
+        for module, channels in INCEPTION_CHANNELS.items():
+            if module in POOLED_BEFORE:
+                x = layers.max_pool(x, 3, 2, ceil=True)
+            x = Inception(tuple(w(c) for c in channels), name=f"inception{module}")(x)
+        x = nn.Dropout(0.4, deterministic=not train, name="dropout")(layers.global_avg_pool(x))
+        return nn.Dense(self.num_classes, name="fc")(x)
+
+
+googlenet = functools.partial(GoogLeNet)

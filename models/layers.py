@@ -1,0 +1,117 @@
+"""Building blocks shared by the model families: norms, pooling, activations, width rounding."""
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+# He initialisation on fan-out, as fb.resnet.torch and torchvision initialise convolutions.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def batch_norm(train: bool, name: str, epsilon: float = 1e-5) -> nn.BatchNorm:
+    """BatchNorm with Torch's defaults (momentum 0.1 in Torch's sense), frozen statistics in eval."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, name=name)
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str,
+         use_bias: bool = False, groups: int = 1, dilation: int = 1) -> nn.Conv:
+    """A square 2-D convolution with Torch-style symmetric integer padding."""
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                   feature_group_count=groups, kernel_dilation=(dilation, dilation),
+                   kernel_init=conv_init, name=name)
+
+
+def round_width(channels: int, width: float, divisor: int = 8) -> int:
+    """Scales a channel count by `width`, rounded to a multiple of `divisor` (exact at width 1)."""
+    if width == 1.0:
+        return channels
+    scaled = max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+    if scaled < 0.9 * channels * width:  # never round down by more than 10 %
+        scaled += divisor
+    return scaled
+
+
+def pool_output_size(size: int, window: int, stride: int, padding: int = 0, ceil: bool = False) -> int:
+    """Output length of a pooling window along one axis, in Torch's floor or Caffe's ceil mode."""
+    span = size + 2 * padding - window
+    out = (math.ceil(span / stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + padding:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def max_pool(x, window: int, stride: int, padding: int = 0, ceil: bool = False):
+    """Max pooling over NHWC with symmetric padding and optional Caffe-style ceil mode."""
+    pads = []
+    for size in x.shape[1:3]:
+        out = pool_output_size(size, window, stride, padding, ceil)
+        extra = max(0, (out - 1) * stride + window - size - 2 * padding)
+        pads.append((padding, padding + extra))
+    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+
+
+def avg_pool(x, window: int, stride: int, padding: int = 0):
+    """Average pooling over NHWC, padded taps included in the divisor as Torch does by default."""
+    return nn.avg_pool(x, (window, window), (stride, stride),
+                       padding=((padding, padding), (padding, padding)), count_include_pad=True)
+
+
+def global_avg_pool(x):
+    """Averages NHWC over its spatial axes; at the default resolution it is the papers' 7x7 pool."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def check_resolution(x, minimum: int, model: str) -> None:
+    """Raises ValueError when the input is too small for the network's downsampling."""
+    if x.ndim != 4:
+        raise ValueError(f"{model} takes NHWC images; got an input of shape {x.shape}")
+    height, width = x.shape[1:3]
+    if min(height, width) < minimum:
+        raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum} pixels; "
+                         f"got {height}x{width} (use a resolution >= {minimum})")
+
+
+def check_positive(model: str, **knobs) -> None:
+    """Raises ValueError naming the first knob that is not a positive number."""
+    for knob, value in knobs.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{model}: {knob} must be a positive number; got {value!r}")
+
+
+def check_depths(model: str, depths, expected_len: int) -> None:
+    """Raises ValueError unless `depths` has one positive integer per stage."""
+    if (not isinstance(depths, (tuple, list)) or len(depths) != expected_len
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths)):
+        raise ValueError(f"{model}: depths must be {expected_len} positive integers, one per stage; "
+                         f"got {depths!r}")
+
+
+class PReLU(nn.Module):
+    """Parametric ReLU with one slope per channel, as Torch's nn.PReLU(nChannels)."""
+
+    init_slope: float = 0.25
+
+    @nn.compact
+    def __call__(self, x):
+        slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],))
+        return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
+
+
+class LocalResponseNorm(nn.Module):
+    """Caffe's cross-channel LRN: x / (k + alpha/n * sum of squares over n channels)^beta."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        half = self.size // 2
+        window_sum = lax.reduce_window(jnp.square(x), jnp.zeros((), x.dtype), lax.add, (1, 1, 1, self.size), (1, 1, 1, 1),
+                                       ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)))
+        return x / (self.k + self.alpha / self.size * window_sum) ** self.beta
+

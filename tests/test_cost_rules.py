@@ -1,0 +1,150 @@
+"""Hand-computed counts of small functions in every convention, each also checked against XLA."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import lax
+
+from measure import cost
+from models import layers
+
+S = jax.ShapeDtypeStruct
+F32 = jnp.float32
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(x, k, stride=1, padding="VALID", dilation=1, groups=1):
+    """A 2-D NHWC convolution with a square stride and dilation."""
+    return lax.conv_general_dilated(x, k, (stride, stride), padding, rhs_dilation=(dilation, dilation),
+                                    dimension_numbers=NHWC, feature_group_count=groups)
+
+
+def xla_flops(fn, *args):
+    """Flops of XLA's cost analysis on the unoptimised program."""
+    return jax.jit(fn).lower(*args).cost_analysis().get("flops", 0.0)
+
+
+# name, function, abstract args, expected macs, flops, flops on real taps, paper ops, activations
+CASES = [
+    # 8x8x3 -> 4x4x4, 3x3 stride 2 pad 1 with bias: 64 outputs x 27 taps; 11 of 12 taps per axis real.
+    ("strided_padded_conv_bias", lambda x, k, b: conv(x, k, 2, ((1, 1), (1, 1))) + b,
+     (S((1, 8, 8, 3), F32), S((3, 3, 3, 4), F32), S((4,), F32)), 1728, 3520, 2 * 4 * 3 * 11 * 11 + 64, 3520, 64),
+    # 10x10x2 -> 6x6x3, 3x3 dilation 2, no padding: every tap is real.
+    ("dilated_conv", lambda x, k: conv(x, k, dilation=2),
+     (S((1, 10, 10, 2), F32), S((3, 3, 2, 3), F32)), 1944, 3888, 3888, 3888, 108),
+    # 6x6x8 -> 6x6x16 in 4 groups: each output sees 2 input channels.
+    ("grouped_conv", lambda x, k: conv(x, k, padding="SAME", groups=4),
+     (S((1, 6, 6, 8), F32), S((3, 3, 2, 16), F32)), 10368, 20736, 2 * 16 * 2 * 16 * 16, 20736, 576),
+    # Depthwise 6x6x8 -> 4x4x8.
+    ("depthwise_conv", lambda x, k: conv(x, k, groups=8),
+     (S((1, 6, 6, 8), F32), S((3, 3, 1, 8), F32)), 1152, 2304, 2304, 2304, 128),
+    # Dense 10 -> 5 on a batch of 2 with bias: paper = 2 x weights + biases per sample.
+    ("dense_bias", lambda x, w, b: x @ w + b, (S((2, 10), F32), S((10, 5), F32), S((5,), F32)),
+     100, 210, 210, 210, 10),
+    # Max pool 3x3/2 on 7x7x4 -> 3x3x4: XLA takes window - 1 steps, the paper the window.
+    ("max_pool", lambda x: nn.max_pool(x, (3, 3), (2, 2)), (S((1, 7, 7, 4), F32),), 0, 288, 288, 324, 36),
+    # Avg pool 2x2/2 on 4x4x4: 16 sums of 4 plus 16 divisions; the paper counts the window only.
+    ("avg_pool", lambda x: nn.avg_pool(x, (2, 2), (2, 2)), (S((1, 4, 4, 4), F32),), 0, 64, 64, 64, 16),
+    # Residual sum then ReLU on 64 elements: the paper counts 2 per element for the sum.
+    ("residual_relu", lambda x, y: jax.nn.relu(x + y), (S((1, 4, 4, 4), F32), S((1, 4, 4, 4), F32)),
+     0, 128, 128, 192, 0),
+    # Global average pool of 4x4x8: 120 additions and 8 divisions; the paper counts 128 inputs.
+    ("global_avg_pool", lambda x: x.mean((1, 2)), (S((1, 4, 4, 8), F32),), 0, 128, 128, 128, 0),
+]
+
+
+@pytest.mark.parametrize("name, fn, args, macs, flops, real, paper, acts", CASES, ids=[c[0] for c in CASES])
+def test_golden_counts(name, fn, args, macs, flops, real, paper, acts):
+    result = cost.count_function(fn, *args)
+    assert result.ops("macs") == macs
+    assert result.ops("flops") == flops
+    assert result.ops("flops", real_taps=True) == real
+    assert result.ops("paper") == paper
+    assert result.total.activations == acts
+    assert result.ops("flops", real_taps=True) == xla_flops(fn, *args)
+    assert result.breakdown.unknown_primitives == {}
+
+
+def test_dense_groups_counts_grouped_convolutions_as_dense():
+    result = cost.count_function(lambda x, k: conv(x, k, padding="SAME", groups=4),
+                                 S((1, 6, 6, 8), F32), S((3, 3, 2, 16), F32))
+    assert result.ops("paper", dense_groups=True) == 4 * result.ops("paper") == 4 * 20736
+
+
+def test_transcendentals_are_counted_apart_as_xla_does():
+    x = S((2, 1000), F32)
+    result = cost.count_function(jax.nn.log_softmax, x)
+    analysis = jax.jit(jax.nn.log_softmax).lower(x).cost_analysis()
+    assert result.total.transcendentals == analysis["transcendentals"] == 2002
+    assert abs(result.ops("flops") - analysis["flops"]) <= 4  # XLA adds a few scalar conversions
+
+
+def test_loops_multiply_by_their_trip_count():
+    x, w = S((4, 8), F32), S((8, 8), F32)
+    once = cost.count_function(lambda x, w: x @ w, x, w).ops("macs")
+    scanned = cost.count_function(lambda x, w: lax.fori_loop(0, 5, lambda i, c: c @ w, x), x, w)
+    assert scanned.ops("macs") == 5 * once
+    looped = cost.count_function(
+        lambda x, w: lax.while_loop(lambda c: c[0] < 7, lambda c: (c[0] + 1, c[1] @ w), (0, x))[1], x, w)
+    assert looped.ops("macs") == 7 * once and looped.breakdown.notes == []
+    dynamic = cost.count_function(
+        lambda x, w, n: lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] @ w), (0, x))[1],
+        x, w, S((), jnp.int32))
+    assert dynamic.ops("macs") == once
+    assert dynamic.breakdown.notes == ["while: trip count unknown, its body is counted once"]
+
+
+def test_cond_counts_its_most_expensive_branch():
+    x, w = S((4, 8), F32), S((8, 8), F32)
+    result = cost.count_function(lambda p, x, w: lax.cond(p, lambda: (x @ w) @ w, lambda: x), S((), bool), x, w)
+    assert result.ops("macs") == 2 * 4 * 8 * 8
+
+
+def test_primitives_without_a_rule_are_reported_not_dropped():
+    result = cost.count_function(lambda x: jnp.sort(x) * 2, S((16,), F32))
+    assert result.breakdown.unknown_primitives == {"sort": 1}
+    assert result.ops("flops") == 16
+
+
+def test_peak_live_bytes_of_a_chain_and_a_fork():
+    x = S((1000,), F32)  # 4000 bytes a value
+    assert cost.count_function(lambda x: ((x * 2) + 1) * 3, x).peak_activation_bytes == 8000
+    assert cost.count_function(lambda x: (x * 2) + (x * 3), x).peak_activation_bytes == 12000
+
+
+class _Tiny(nn.Module):
+    """conv -> BatchNorm -> PReLU -> dense: module-level paper rules and per-layer rows."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3), padding="VALID", name="conv")(x)
+        x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+        x = layers.PReLU(name="act")(x)
+        return nn.Dense(3, name="fc")(x.reshape((x.shape[0], -1)))
+
+
+def test_module_rules_and_per_layer_rows():
+    result = cost.count_module(_Tiny(), (1, 6, 6, 2))
+    conv_out = 4 * 4 * 4
+    conv_paper = 2 * conv_out * 18 + conv_out
+    fc_paper = 2 * 64 * 3 + 3
+    rows = {row.path: row for row in result.per_layer("paper")}
+    assert list(rows) == ["conv", "bn", "act", "(top level)", "fc"]  # the flatten runs at the top
+    assert rows["(top level)"].ops == 0
+    assert rows["conv"].ops == conv_paper and rows["conv"].params == 18 * 4 + 4
+    assert rows["bn"].ops == 0 and rows["bn"].params == 8  # statistics are not parameters
+    assert rows["act"].ops == conv_out and rows["act"].params == 4
+    assert rows["fc"].ops == fc_paper
+    assert result.ops("paper") == conv_paper + conv_out + fc_paper
+    flops_rows = {row.path: row.ops for row in result.per_layer("flops")}
+    assert flops_rows["bn"] > 0  # BatchNorm's arithmetic is real to XLA
+    assert result.params == 72 + 4 + 8 + 4 + 64 * 3 + 3 and result.batch_stats == 8
+
+
+def test_unknown_convention_and_sort_key():
+    result = cost.count_function(lambda x: x + 1, S((4,), F32))
+    with pytest.raises(ValueError, match="unknown convention 'gflops'"):
+        result.ops("gflops")
+    with pytest.raises(ValueError, match="unknown sort key"):
+        result.per_layer(sort_by="speed")

@@ -1,0 +1,116 @@
+"""Every registered network through the same checks: exact counts, shapes, modes, errors."""
+
+import functools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+
+# Inception-v4 has no exact paper target (the paper's model is unknown): the standard network of
+# Szegedy et al. 2016 with 1000 classes has this many parameters.
+INCEPTION_V4_PARAMS = 42_679_816
+
+
+def expected_params(name):
+    """The exact parameter count a network must reproduce at its defaults."""
+    target = models.spec(name).paper.params_exact_target
+    return target if target is not None else INCEPTION_V4_PARAMS
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_exact_params_and_output_shape_abstractly(name):
+    module = models.get(name)
+    shape = models.input_shape(name, batch_size=2)
+    variables = models.abstract_variables(module, shape)
+    assert models.count_params(variables) == expected_params(name)
+    out = jax.eval_shape(functools.partial(module.apply, train=False), variables,
+                         jax.ShapeDtypeStruct(shape, jnp.float32))
+    assert out.shape == (2, 1000)
+
+
+def test_names_and_specs():
+    assert models.names() == ["alexnet", "bn_alexnet", "bn_nin", "enet", "googlenet", "vgg16", "vgg19",
+                              "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                              "inception_v3", "inception_v4"]
+    sizes = {name: models.spec(name).input_size for name in models.names()}
+    assert sizes.pop("alexnet") == 227
+    assert sizes.pop("inception_v3") == sizes.pop("inception_v4") == 299
+    assert set(sizes.values()) == {224}
+    resnet50 = models.spec("resnet50")
+    assert (resnet50.display_name, resnet50.family, resnet50.num_classes) == ("ResNet-50", "resnet", 1000)
+    assert resnet50.paper.gops_paper == 8.21 and resnet50.paper.top1_percent == 75.99
+    assert {"width", "depths", "num_classes"} <= set(resnet50.knobs)
+    for family_member in ("vgg16", "enet"):
+        assert {"width", "depths", "num_classes"} <= set(models.spec(family_member).knobs)
+
+
+def _one_per_family():
+    firsts = {}
+    for name in models.names():
+        firsts.setdefault(models.spec(name).family, name)
+    return sorted(firsts.values())
+
+
+@pytest.mark.parametrize("name", _one_per_family())
+def test_real_forward_pass_at_min_resolution(name):
+    module = models.get(name, num_classes=10)
+    resolution = models.spec(name).min_resolution
+    x = jax.random.normal(jax.random.key(1), models.input_shape(name, 2, resolution))
+    variables = jax.jit(functools.partial(module.init, train=False))(jax.random.key(0), x)
+    apply_eval = jax.jit(functools.partial(module.apply, train=False))
+    logits = apply_eval(variables, x)
+    assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+    np.testing.assert_array_equal(logits, apply_eval(variables, x))  # eval is deterministic
+    out, updates = module.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                                mutable=["batch_stats"])
+    out = out[0] if isinstance(out, tuple) else out
+    assert out.shape == (2, 10)
+    if "batch_stats" in variables:  # train mode moves the running statistics
+        old, new = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updates["batch_stats"])
+        assert any(not np.allclose(a, b) for a, b in zip(old, new))
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="unknown model 'resnet9'.*resnet18"):
+        models.get("resnet9")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.spec("vgg11")
+
+
+def test_unknown_knob_names_the_knobs():
+    with pytest.raises(ValueError, match="resnet50 has no knob depth; its knobs are:.*depths"):
+        models.get("resnet50", depth=3)
+
+
+@pytest.mark.parametrize("overrides", [dict(width=0), dict(width=-1.0), dict(num_classes=0),
+                                       dict(depths=(1, 2, 3)), dict(depths=(2, 2, 0, 2)),
+                                       dict(block="wide")])
+def test_bad_knob_values_raise(overrides):
+    with pytest.raises(ValueError, match="resnet"):
+        models.get("resnet18", **overrides)
+
+
+def test_too_small_resolution_fails_clearly():
+    with pytest.raises(ValueError, match="at least 32"):
+        models.input_shape("resnet50", resolution=16)
+    module = models.get("resnet50")
+    with pytest.raises(ValueError, match="at least 32x32 pixels; got 16x16"):
+        models.abstract_variables(module, (1, 16, 16, 3))
+    with pytest.raises(ValueError, match="batch size"):
+        models.input_shape("resnet50", batch_size=0)
+
+
+def test_cli_lists_every_network_and_rejects_unknown_names():
+    ok = subprocess.run([sys.executable, "-m", "models", "--models=enet,resnet18"],
+                        capture_output=True, text=True, check=True)
+    assert "5,861,508" in ok.stdout and "11,689,512" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "models", "--models=resnet9"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: unknown model 'resnet9'; choose one of: {', '.join(models.names())}"]
+    assert bad.stdout == ""
