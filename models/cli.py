@@ -5,14 +5,17 @@ It lives in `models` because every other package already depends on it.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def _parse_flags(argv):
     try:
-        return flags.FLAGS(argv)
+        argv = flags.FLAGS(argv)
     except flags.Error as error:
         _fail(f"{error} (see --help)")
+    if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines (backends it did not find) are noise here
+        logging.set_verbosity(logging.WARNING)
+    return argv
 
 
 def _fail(message: str):

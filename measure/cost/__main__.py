@@ -61,7 +61,8 @@ def _print_table(result: dict) -> None:
             print(f"  {layer.path:<40}{layer.ops:>16,}{layer.params:>14,}{layer.activations:>14,}")
         print(f"\n  {'primitive':<40}{unit:>16}")
         for name, ops in cost.per_primitive(unit, **_options()).items():
-            print(f"  {name:<40}{ops:>16,}")
+            if ops:
+                print(f"  {name:<40}{ops:>16,}")
     print()
 
 

@@ -19,8 +19,12 @@ def nbytes(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64)) * itemsize
 
 
-def peak_live_bytes(jaxpr) -> int:
-    """Peak bytes of values created inside `jaxpr` that are alive together; its inputs excluded."""
+def peak_live_bytes(jaxpr, static: frozenset = frozenset()) -> int:
+    """Peak bytes of values created inside `jaxpr` that are alive together; its inputs excluded.
+
+    Values computed from the `static` inputs alone (parameter initialisation in a traced `init`)
+    are not activations and are left out.
+    """
     last_use = {}
     for i, eqn in enumerate(jaxpr.eqns):
         for v in eqn.invars:
@@ -30,8 +34,13 @@ def peak_live_bytes(jaxpr) -> int:
         if not isinstance(v, extend.core.Literal):
             last_use[v] = len(jaxpr.eqns)
     inputs = set(jaxpr.invars) | set(jaxpr.constvars)
+    static = set(static) | set(jaxpr.constvars)
     live = peak = 0
     for i, eqn in enumerate(jaxpr.eqns):
+        if all(isinstance(v, extend.core.Literal) or v in static for v in eqn.invars):
+            static.update(eqn.outvars)
+            inputs.update(eqn.outvars)  # never counted, so never freed either
+            continue
         produced = sum(nbytes(v.aval) for v in eqn.outvars)
         peak = max(peak, live + max(produced, _inner_peak(eqn)))
         live += produced

@@ -69,14 +69,17 @@ def _while_trip_count(eqn) -> Optional[int]:
 
 
 def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
-         is_opaque: Callable[[Scope], bool] = lambda scope: False, static: frozenset = frozenset()) -> None:
+         is_opaque: Callable[[Scope], bool] = lambda scope: False, static: frozenset = frozenset(),
+         skip_static: bool = False) -> None:
     """Adds the tally of every leaf equation of `jaxpr` (recursively) into `out`.
 
     `times` multiplies everything (loop trip counts); scopes of nested jaxprs are relative to
     their calling equation. Equations inside an opaque scope keep their XLA-style counts but
     none of the paper's (the paper costs such a module as a whole). `static` holds the input
     variables that do not depend on the data (parameters); what is computed from them alone is
-    static too, so that the paper's rules can tell a bias from a second data input.
+    static too, so that the paper's rules can tell a bias from a second data input. With
+    `skip_static`, equations on static values alone are not counted: tracing `init` runs the
+    forward pass, and what it computes from the RNG key alone is parameter initialisation.
     """
     static = set(static) | set(jaxpr.constvars)
 
@@ -88,12 +91,14 @@ def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
         name = eqn.primitive.name
         if all(map(is_static, eqn.invars)):
             static.update(eqn.outvars)
+            if skip_static:
+                continue
         if name == "cond":
             branches = []
             for branch in eqn.params["branches"]:
                 sub = Breakdown()
                 walk(branch.jaxpr, sub, eqn_scope, times, is_opaque,
-                     _inner_static(branch.jaxpr.invars, eqn.invars[1:], is_static))
+                     _inner_static(branch.jaxpr.invars, eqn.invars[1:], is_static), skip_static)
                 branches.append(sub)
             out.merge(max(branches, key=lambda b: b.total().ops("flops")))
             _note(out, "cond: the most expensive branch is counted")
@@ -106,9 +111,9 @@ def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
             body, cond = eqn.params["body_jaxpr"].jaxpr, eqn.params["cond_jaxpr"].jaxpr
             carry = eqn.invars[cond_n + body_n:]
             walk(body, out, eqn_scope, times * trips, is_opaque,
-                 _inner_static(body.invars, eqn.invars[cond_n:cond_n + body_n] + carry, is_static))
+                 _inner_static(body.invars, eqn.invars[cond_n:cond_n + body_n] + carry, is_static), skip_static)
             walk(cond, out, eqn_scope, times * trips, is_opaque,
-                 _inner_static(cond.invars, eqn.invars[:cond_n] + carry, is_static))
+                 _inner_static(cond.invars, eqn.invars[:cond_n] + carry, is_static), skip_static)
         elif (tally := rules.tally(eqn, is_static)) is not None:
             if is_opaque(eqn_scope):
                 tally.paper_other = 0
@@ -116,7 +121,7 @@ def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
         elif (body := call_body(eqn)) is not None:  # jit, custom_jvp/vjp, remat, scan...
             trips = eqn.params["length"] if name == "scan" else 1
             walk(body, out, eqn_scope, times * trips, is_opaque,
-                 _inner_static(body.invars, eqn.invars, is_static))
+                 _inner_static(body.invars, eqn.invars, is_static), skip_static)
         else:
             out.unknown_primitives[name] = out.unknown_primitives.get(name, 0) + times
 

@@ -1,0 +1,252 @@
+"""Fits behind the paper's four findings, in plain numpy, and the per-row quantities they read.
+
+- `linear_fit`: y = slope * x + intercept by least squares (time vs operations, memory vs params).
+- `hyperbola_fit`: accuracy = a_max - k / (t - t0). For a fixed t0 the model is linear in
+  (a_max, k), so it is solved exactly by least squares on u = 1 / (t - t0); t0 itself is found
+  by a zooming grid search over the gap t_min - t0 on a log scale. No initial guess, no scipy.
+- `energy_bound`: which networks fit an energy budget per image, and the most operations and
+  best (paper) accuracy reachable within it.
+- `power_spread`: how much power varies across networks and batch sizes.
+Degenerate input (too few points, zero variance, nothing measured) raises ValueError.
+"""
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from measure import results
+
+# Batch sizes the paper reports its fits at.
+HEADLINE_BATCHES = (1, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFit:
+    """y = slope * x + intercept, with its coefficient of determination over n points."""
+
+    slope: float
+    intercept: float
+    r2: float
+    n: int
+
+    def predict(self, x):
+        """The fitted y at x."""
+        return self.slope * np.asarray(x, dtype=float) + self.intercept
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperbolaFit:
+    """accuracy = a_max - k / (t - t0): a_max the asymptote, t0 the vertical asymptote (t > t0)."""
+
+    a_max: float
+    k: float
+    t0: float
+    r2: float
+    n: int
+    t0_at_limit: bool  # t0 hit the far end of the search: the data show no curvature, only a line
+
+    def predict(self, t):
+        """The fitted accuracy at time t (only meaningful for t > t0)."""
+        return self.a_max - self.k / (np.asarray(t, dtype=float) - self.t0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyBound:
+    """What an energy budget per image allows: the networks within it and the best they reach."""
+
+    budget_j: float
+    networks: tuple[str, ...]  # display names within the budget, least energy first
+    max_gops: Optional[float]  # None when nothing fits
+    max_gops_network: Optional[str]
+    best_top1_percent: Optional[float]  # the paper's accuracy, never measured here
+    best_network: Optional[str]
+    measured_networks: int  # networks that have an energy per image at all
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerSpread:
+    """Spread of power over the measured points: coefficient of variation and range."""
+
+    n: int
+    networks: int
+    mean_w: float
+    std_w: float
+    min_w: float
+    max_w: float
+    sources: tuple[str, ...]
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation, std / mean."""
+        return self.std_w / self.mean_w
+
+    @property
+    def range_fraction(self) -> float:
+        """(max - min) / mean: the spread the paper's 'independent of batch size' claim is about."""
+        return (self.max_w - self.min_w) / self.mean_w
+
+
+def _as_points(x, y, minimum: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float arrays of equal length with at least `minimum` finite points; ValueError otherwise."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length ({x.size} vs {y.size})")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x and y must be finite")
+    if x.size < minimum:
+        raise ValueError(f"needs at least {minimum} points, got {x.size}")
+    if np.ptp(x) == 0:
+        raise ValueError("x has zero variance: every point has the same x")
+    if np.ptp(y) == 0:
+        raise ValueError("y has zero variance: R² is undefined")
+    return x, y
+
+
+def _r2(y: np.ndarray, sse: float) -> float:
+    """1 - SSE / SST."""
+    return float(1.0 - sse / np.sum((y - y.mean()) ** 2))
+
+
+def linear_fit(x, y) -> LinearFit:
+    """Least-squares line through (x, y); ValueError under 2 points or with zero variance."""
+    x, y = _as_points(x, y, minimum=2)
+    # Centring keeps the normal equations well conditioned for large x (operations ~ 1e10).
+    dx, dy = x - x.mean(), y - y.mean()
+    slope = float(np.sum(dx * dy) / np.sum(dx * dx))
+    intercept = float(y.mean() - slope * x.mean())
+    sse = float(np.sum((y - (slope * x + intercept)) ** 2))
+    return LinearFit(slope, intercept, _r2(y, sse), x.size)
+
+
+def _fit_given_gaps(t: np.ndarray, y: np.ndarray, gaps: np.ndarray):
+    """For each gap (t0 = t_min - gap), the exact least-squares a_max, k and their SSE."""
+    u = 1.0 / (t[None, :] - (t.min() - gaps[:, None]))  # (gaps, points)
+    du = u - u.mean(axis=1, keepdims=True)
+    dy = y - y.mean()
+    slope = np.sum(du * dy, axis=1) / np.sum(du * du, axis=1)  # slope of y on u is -k
+    a_max = y.mean() - slope * u.mean(axis=1)
+    sse = np.sum((y[None, :] - (a_max[:, None] + slope[:, None] * u)) ** 2, axis=1)
+    return a_max, -slope, sse
+
+
+def hyperbola_fit(t, accuracy, zoom_rounds: int = 4, points: int = 81) -> HyperbolaFit:
+    """accuracy = a_max - k / (t - t0) by least squares; needs 3 points (3 parameters)."""
+    t, y = _as_points(t, accuracy, minimum=3)
+    span = float(np.ptp(t))
+    # t0 must lie below every t; gaps t_min - t0 from 1e-4 to 1e4 spans reach from a near-vertical
+    # asymptote at the fastest network to a hyperbola flat enough to be a line over the data.
+    low, high = np.log(1e-4 * span), np.log(1e4 * span)
+    first_step = (high - low) / (points - 1)
+    log_gaps = np.linspace(low, high, points)
+    for _ in range(zoom_rounds):
+        sse = _fit_given_gaps(t, y, np.exp(log_gaps))[2]
+        best_log_gap = log_gaps[int(np.argmin(sse))]
+        # Zoom onto the cells either side of the best gap: SSE is smooth in log(gap).
+        step = log_gaps[1] - log_gaps[0]
+        log_gaps = np.linspace(max(low, best_log_gap - step), min(high, best_log_gap + step), points)
+    gap = float(np.exp(best_log_gap))
+    a_max, k, sse = _fit_given_gaps(t, y, np.array([gap]))
+    at_limit = bool(best_log_gap >= high - first_step)
+    return HyperbolaFit(float(a_max[0]), float(k[0]), float(t.min() - gap), _r2(y, float(sse[0])), t.size, at_limit)
+
+
+def ok_rows(rows: Sequence[results.Row], batch_size: Optional[int] = None) -> list[results.Row]:
+    """The rows that carry timings, optionally only those at one batch size."""
+    return [r for r in rows if r.status == results.OK and r.time_per_image_s is not None
+            and (batch_size is None or r.batch_size == batch_size)]
+
+
+def batch_sizes(rows: Sequence[results.Row]) -> list[int]:
+    """The batch sizes with at least one measured (ok) row, ascending."""
+    return sorted({r.batch_size for r in ok_rows(rows)})
+
+
+def headline_batches(rows: Sequence[results.Row]) -> list[int]:
+    """Batch sizes to report fits at: the paper's 1 and 16 where measured, else the smallest."""
+    present = batch_sizes(rows)
+    return [b for b in HEADLINE_BATCHES if b in present] or present[:1]
+
+
+def gops_per_image(row: results.Row) -> float:
+    """G-Ops per image in the paper's convention: counted here, else the paper's own number."""
+    return row.paper_ops_per_image / 1e9 if row.paper_ops_per_image else row.gops_paper
+
+
+def params_m(row: results.Row) -> float:
+    """Millions of parameters: counted here, else the paper's own number."""
+    return row.params / 1e6 if row.params else row.params_m_paper
+
+
+def has_power(row: results.Row) -> bool:
+    """Whether the row has a power reading, measured or modelled."""
+    return row.power_w is not None and row.power_source != "not measured"
+
+
+def energy_per_image_j(row: results.Row) -> Optional[float]:
+    """Joules per image: the row's own, else power / images per second; None without power."""
+    if row.status != results.OK:
+        return None
+    if row.energy_per_image_j is not None:
+        return row.energy_per_image_j
+    if has_power(row) and row.images_per_s:
+        return row.power_w / row.images_per_s
+    return None
+
+
+def _least_energy(rows: Sequence[results.Row], batch_size: Optional[int]) -> dict[str, tuple[float, results.Row]]:
+    """Per network, its lowest energy per image over batch sizes, and the row achieving it."""
+    best = {}
+    for row in ok_rows(rows, batch_size):
+        energy = energy_per_image_j(row)
+        if energy is not None and (row.model not in best or energy < best[row.model][0]):
+            best[row.model] = (energy, row)
+    if not best:
+        where = "" if batch_size is None else f" at batch {batch_size}"
+        raise ValueError(f"no energy per image measured{where}: power was not measured")
+    return best
+
+
+def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
+                 batch_size: Optional[int] = None) -> EnergyBound:
+    """Networks whose energy per image (at their most frugal batch size) fits the budget, and the best."""
+    if not energy_per_image_j > 0:
+        raise ValueError(f"the energy budget must be positive, got {energy_per_image_j}")
+    best = _least_energy(rows, batch_size)
+    within = sorted((v for v in best.values() if v[0] <= energy_per_image_j), key=lambda v: v[0])
+    fitting = [row for _, row in within]
+    most_ops = max(fitting, key=gops_per_image, default=None)
+    most_accurate = max(fitting, key=lambda r: r.top1_percent_paper, default=None)
+    return EnergyBound(
+        budget_j=float(energy_per_image_j),
+        networks=tuple(r.display_name for r in fitting),
+        max_gops=gops_per_image(most_ops) if most_ops else None,
+        max_gops_network=most_ops.display_name if most_ops else None,
+        best_top1_percent=most_accurate.top1_percent_paper if most_accurate else None,
+        best_network=most_accurate.display_name if most_accurate else None,
+        measured_networks=len(best))
+
+
+def energy_budgets(rows: Sequence[results.Row], count: int = 4) -> list[float]:
+    """`count` budgets (J per image), log-spaced from the most to the least frugal network."""
+    energies = [e for e, _ in _least_energy(rows, None).values()]
+    lowest, highest = min(energies), max(energies)
+    if lowest == highest:
+        return [lowest]
+    raw = np.geomspace(lowest, highest, count)
+    # Rounded up to 2 significant digits, so the smallest budget still admits the most frugal network.
+    scale = 10.0 ** (np.floor(np.log10(raw)) - 1)
+    return sorted({float(v) for v in np.ceil(raw / scale - 1e-9) * scale})
+
+
+def power_spread(rows: Sequence[results.Row]) -> PowerSpread:
+    """Spread of power over every measured (ok) point; ValueError when no power was read."""
+    points = [r for r in ok_rows(rows) if has_power(r)]
+    if not points:
+        raise ValueError("power was not measured on this device")
+    watts = np.array([r.power_w for r in points], dtype=float)
+    if watts.mean() <= 0:
+        raise ValueError("power readings are not positive")
+    return PowerSpread(n=len(points), networks=len({r.model for r in points}), mean_w=float(watts.mean()),
+                       std_w=float(watts.std()), min_w=float(watts.min()), max_w=float(watts.max()),
+                       sources=tuple(sorted({r.power_source for r in points})))

@@ -1,0 +1,197 @@
+"""Power and energy from hardware counters: NVML on NVIDIA GPUs, RAPL on x86 CPU packages.
+
+A meter reads a cumulative energy counter; power is the energy spent over a window of repeated
+batches divided by its length, which averages out the counters' coarse update steps (about 1 ms
+for RAPL, tens of milliseconds for NVML).
+"""
+
+import abc
+import dataclasses
+import glob
+import os
+import time
+from typing import Any, Callable, Optional
+
+import jax
+
+RAPL_ROOT = "/sys/class/powercap"
+
+
+class MeterUnavailable(Exception):
+    """A meter that cannot be read here; the message says why."""
+
+
+class Meter(abc.ABC):
+    """A cumulative energy counter."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def energy_j(self) -> float:
+        """Joules spent since an arbitrary origin; never decreases."""
+
+    def power_w(self) -> Optional[float]:
+        """The hardware's instantaneous (or short-average) power; None where it has none."""
+        return None
+
+    def close(self) -> None:
+        """Releases the hardware interface."""
+
+
+def _import_pynvml():
+    """pynvml from nvidia-ml-py, imported only when a GPU meter is asked for."""
+    try:
+        import pynvml  # pylint: disable=import-outside-toplevel
+    except ImportError as error:
+        raise MeterUnavailable("pynvml is not installed (pip install nvidia-ml-py)") from error
+    return pynvml
+
+
+def _nvml_handle(pynvml, index: int):
+    """NVML's handle of the index-th GPU the process sees; NVML itself ignores CUDA_VISIBLE_DEVICES."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if index < len(visible):
+        if visible[index].isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(visible[index]))
+        return pynvml.nvmlDeviceGetHandleByUUID(visible[index])
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+class NvmlMeter(Meter):
+    """The board energy of an NVIDIA GPU (Volta or newer), from nvmlDeviceGetTotalEnergyConsumption."""
+
+    name = "nvml"
+
+    def __init__(self, index: int = 0):
+        self._pynvml = _import_pynvml()
+        try:
+            self._pynvml.nvmlInit()
+        except Exception as error:  # pynvml.NVMLError and its many subclasses
+            raise MeterUnavailable(f"NVML cannot start: {error}") from error
+        try:
+            self._handle = _nvml_handle(self._pynvml, index)
+            self.energy_j()  # pre-Volta GPUs have no energy counter: fail now, not mid-run
+        except Exception as error:
+            self._pynvml.nvmlShutdown()
+            raise MeterUnavailable(f"NVML has no energy counter for GPU {index}: {error}") from error
+
+    def energy_j(self) -> float:
+        """Millijoules since the driver loaded, in joules."""
+        return self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1e3
+
+    def power_w(self) -> Optional[float]:
+        """The board's power draw (averaged over one second on Ampere and newer)."""
+        return self._pynvml.nvmlDeviceGetPowerUsage(self._handle) / 1e3
+
+    def close(self) -> None:
+        """Shuts NVML down."""
+        self._pynvml.nvmlShutdown()
+
+
+def _read_int(path: str) -> int:
+    """An integer sysfs file."""
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _package_domains(root: str) -> list[str]:
+    """RAPL package domains (intel-rapl:N, not their core/uncore/dram subzones), in order."""
+    domains = []
+    for path in sorted(glob.glob(os.path.join(root, "intel-rapl:*"))):
+        if os.path.basename(path).count(":") != 1:
+            continue
+        try:
+            with open(os.path.join(path, "name")) as f:
+                name = f.read().strip()
+        except OSError:
+            name = "package"  # the name file is informative only
+        if name.startswith("package"):
+            domains.append(path)
+    return domains
+
+
+class RaplMeter(Meter):
+    """The summed energy of the CPU packages from the Linux powercap RAPL counters (Intel, AMD Zen)."""
+
+    name = "rapl"
+
+    def __init__(self, root: str = RAPL_ROOT):
+        self._domains = _package_domains(root)
+        if not self._domains:
+            raise MeterUnavailable(f"no RAPL package domains under {root}")
+        try:
+            self._ranges = [_read_int(os.path.join(d, "max_energy_range_uj")) for d in self._domains]
+            self._last = [_read_int(os.path.join(d, "energy_uj")) for d in self._domains]
+        except PermissionError as error:
+            # Linux 5.10 made energy_uj readable by root only (CVE-2020-8694).
+            raise MeterUnavailable(f"permission denied reading {error.filename}: run as root or make the "
+                                   f"RAPL energy_uj files readable") from error
+        except (OSError, ValueError) as error:
+            raise MeterUnavailable(f"cannot read RAPL counters under {root}: {error}") from error
+        self._total_uj = 0
+
+    def energy_j(self) -> float:
+        """Joules since the meter opened, across counter wraparounds (read at least once per wrap)."""
+        for i, domain in enumerate(self._domains):
+            raw = _read_int(os.path.join(domain, "energy_uj"))
+            delta = raw - self._last[i]
+            if delta < 0:  # the counter passed max_energy_range_uj and restarted from zero
+                delta += self._ranges[i]
+            self._total_uj += delta
+            self._last[i] = raw
+        return self._total_uj / 1e6
+
+
+def open_meter(platform: Optional[str] = None, rapl_root: str = RAPL_ROOT) -> tuple[Optional[Meter], str]:
+    """The meter of the backend's device ("gpu": NVML, "cpu": RAPL) and "", or None and why not."""
+    platform = platform or jax.default_backend()
+    openers: dict[str, Callable[[], Meter]] = {"gpu": NvmlMeter, "cuda": NvmlMeter,
+                                               "cpu": lambda: RaplMeter(rapl_root)}
+    if platform not in openers:
+        return None, f"no power meter for {platform} devices"
+    try:
+        return openers[platform](), ""
+    except MeterUnavailable as error:
+        return None, str(error)
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerReading:
+    """Average power over a window of repeated batches, and the energy each batch took."""
+
+    power_w: float
+    energy_per_call_j: float
+    calls: int
+    window_s: float
+
+    def energy_per_image_j(self, batch_size: int) -> float:
+        """Energy per image: one batch's energy shared among its images."""
+        return self.energy_per_call_j / batch_size
+
+    def row_fields(self, source: str, batch_size: int, idle_power_w: Optional[float] = None) -> dict:
+        """The power fields of a results.Row; `source` is the meter's name."""
+        return {"power_source": source, "power_w": self.power_w, "idle_power_w": idle_power_w,
+                "energy_per_image_j": self.energy_per_image_j(batch_size)}
+
+
+def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: float = 1.0) -> PowerReading:
+    """Runs `run_batch` (which must block until done) until min_window_s passes, reading energy around it."""
+    start_s, start_j = time.perf_counter(), meter.energy_j()
+    calls = 0
+    while True:
+        run_batch()
+        calls += 1
+        if time.perf_counter() - start_s >= min_window_s:
+            break
+    end_j, end_s = meter.energy_j(), time.perf_counter()
+    window_s, energy_j = end_s - start_s, end_j - start_j
+    return PowerReading(power_w=energy_j / window_s, energy_per_call_j=energy_j / calls, calls=calls,
+                        window_s=window_s)
+
+
+def idle_power(meter: Meter, seconds: float = 1.0) -> float:
+    """Average watts while the process sleeps: the baseline to subtract from a loaded reading."""
+    start_s, start_j = time.perf_counter(), meter.energy_j()
+    time.sleep(seconds)
+    end_j, end_s = meter.energy_j(), time.perf_counter()
+    return (end_j - start_j) / (end_s - start_s)

@@ -1,0 +1,134 @@
+"""The cost module on the 14 networks: the paper's G-Ops, XLA's flops, training steps, the CLI."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import models
+from measure import cost
+
+# Where our definition is not the one the paper counted, its G-Ops differ; pinned with the reason.
+#   googlenet: BVLC GoogLeNet (the exact 6,998,552-parameter network) counts 3.19 G-Ops under the
+#     paper's rules, 6 % over the plotted 3.00; no pooling mode reproduces 3.00, so the paper's
+#     GoogLeNet definition is not known.
+#   inception_v4: the standard network of Szegedy et al. 2016 (42.7 M parameters), not the paper's
+#     unknown 31.57 M model.
+KNOWN_DEVIATIONS = {"googlenet": 3.189, "inception_v4": 24.568}
+
+
+@functools.cache
+def forward(name):
+    """The cost of a network's forward pass at batch 1 and its default resolution."""
+    return cost.count_model(name)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_paper_ops_reproduce_the_paper(name):
+    gops = forward(name).ops("paper", dense_groups=True) / 1e9
+    expected = KNOWN_DEVIATIONS.get(name, models.spec(name).paper.gops_paper)
+    assert gops == pytest.approx(expected, rel=0.01 if name not in KNOWN_DEVIATIONS else 1e-3)
+    assert forward(name).breakdown.unknown_primitives == {}
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_real_tap_flops_agree_with_xla_cost_analysis(name):
+    module = models.get(name)
+    shape = models.input_shape(name)
+    variables = models.abstract_variables(module, shape)
+    lowered = jax.jit(functools.partial(module.apply, train=False)).lower(
+        variables, jax.ShapeDtypeStruct(shape, jnp.float32))
+    xla = lowered.cost_analysis()["flops"]
+    assert forward(name).ops("flops", real_taps=True) == pytest.approx(xla, rel=0.01)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_params_and_memory_are_consistent(name):
+    result = forward(name)
+    assert result.params == models.count_params(models.abstract_variables(models.get(name),
+                                                                         models.input_shape(name)))
+    assert result.param_bytes == 4 * result.params
+    assert 0 < result.peak_activation_bytes < result.memory_bytes
+    assert result.memory_bytes == (result.param_bytes + result.batch_stats_bytes + result.input_bytes
+                                   + result.peak_activation_bytes)
+
+
+def test_alexnet_groups_count_as_dense_only_on_request():
+    alexnet = forward("alexnet")
+    grouped, dense = alexnet.ops("paper"), alexnet.ops("paper", dense_groups=True)
+    # conv2, conv4 and conv5 run in 2 groups: dense counting doubles exactly their MACs.
+    rows = {r.path: r.ops for r in alexnet.per_layer("macs", depth=1)}
+    assert dense - grouped == 2 * (rows["conv2"] + rows["conv4"] + rows["conv5"])
+    assert grouped / 1e9 == pytest.approx(1.45, abs=0.01)
+
+
+def test_ops_scale_with_batch_and_memory_grows_with_it():
+    one, eight = forward("resnet18"), cost.count_model("resnet18", batch_size=8)
+    assert eight.ops("macs") == 8 * one.ops("macs")
+    assert eight.ops("paper") == 8 * one.ops("paper")
+    assert eight.param_bytes == one.param_bytes
+    assert eight.peak_activation_bytes == pytest.approx(8 * one.peak_activation_bytes, rel=0.05)
+
+
+def test_knobs_flow_through_count_model():
+    half = cost.count_model("resnet18", width=0.5)
+    assert half.params == models.count_params(models.abstract_variables(models.get("resnet18", width=0.5),
+                                                                      (1, 224, 224, 3)))
+    assert 0.2 < half.ops("macs") / forward("resnet18").ops("macs") < 0.3  # width^2
+    fc_macs = 512 * 1000  # every feature map doubles its side at 448; the classifier stays
+    large = cost.count_model("resnet18", resolution=448)
+    assert large.ops("macs") - fc_macs == 4 * (forward("resnet18").ops("macs") - fc_macs)
+
+
+def test_training_step_costs_about_three_forward_passes():
+    step = cost.count_model("resnet18", train=True)
+    ratio = step.ops("flops") / forward("resnet18").ops("flops")
+    assert 2.9 < ratio < 3.5  # backward = gradients of inputs and of weights, each ~ the forward
+    assert step.breakdown.unknown_primitives == {}
+    assert step.peak_activation_bytes > 5 * forward("resnet18").peak_activation_bytes  # saved activations
+    # Attributed to modules even under jvp and transpose.
+    assert {row.path for row in step.per_layer(depth=1)} >= {"stem_conv", "stage1", "stage4", "fc"}
+
+
+def _cli(*flags):
+    return subprocess.run([sys.executable, "-m", "measure.cost", *flags], capture_output=True, text=True)
+
+
+def test_cli_json_and_tables():
+    result = _cli("--model=enet", "--json", "--train")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    for key in ("model", "batch_size", "resolution", "params", "macs", "flops", "paper_ops", "activations",
+                "memory_bytes", "unknown_primitives"):
+        assert key in row
+    assert (row["model"], row["batch_size"], row["resolution"], row["params"]) == ("enet", 1, 224, 5_861_508)
+    assert row["train_to_forward_flops"] > 2.5
+    table = _cli("--model=bn_nin", "--per_layer", "--depth=1", "--convention=paper", "--sort=ops")
+    assert table.returncode == 0, table.stderr
+    assert "8,655,336" in table.stdout and "block1" in table.stdout and "conv_general_dilated" in table.stdout
+
+
+def test_cli_all_models_is_a_json_list():
+    result = _cli("--model=all", "--json", "--resolution=299")
+    rows = json.loads(result.stdout)
+    assert [r["model"] for r in rows] == models.names()
+    assert {r["resolution"] for r in rows} == {299}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--model=resnet9",), "unknown model 'resnet9'"),
+    (("--convention=gflops",), "convention"),
+    (("--batch_size=0",), "batch_size"),
+    (("--model=resnet50", "--resolution=8"), "at least 32"),
+    (("--modle=resnet50",), "modle"),
+])
+def test_cli_bad_flags_fail_in_one_line(flags, message):
+    result = _cli(*flags)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert result.stdout == ""
