@@ -1,0 +1,378 @@
+"""The paper's figures from result rows, each saved as PNG and SVG; `draw_all` writes them all.
+
+Figures are built on matplotlib's Agg canvas directly (no pyplot): nothing global is touched and
+nothing is ever shown. A figure without data is still written, saying so in its axes.
+"""
+
+import colorsys
+import os
+import tempfile
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from measure import fits, results
+
+# A hue per family, as in the paper; its members are shades of it (ResNets pink).
+FAMILY_COLOURS = {
+    "alexnet": "#1f5fbf", "nin": "#e07b00", "enet": "#2ca02c", "googlenet": "#7b3fbf",
+    "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0",
+}
+OTHER_COLOUR = "#707070"
+# Known members in the paper's order, so a network keeps its shade whichever others are present.
+FAMILY_MEMBERS = {
+    "alexnet": ["alexnet", "bn_alexnet"], "nin": ["bn_nin"], "enet": ["enet"], "googlenet": ["googlenet"],
+    "vgg": ["vgg16", "vgg19"], "resnet": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+    "inception": ["inception_v3", "inception_v4"],
+}
+SIZE_LEGEND_M = (5, 35, 65, 95, 125, 155)  # the paper's blob legend, millions of parameters
+POINTS2_PER_M = 10.0  # blob area in points² per million parameters
+MB = 1e6
+CAPTIONS = {
+    "fig_a_top1": "Top-1 accuracy per network (the paper's reference accuracy).",
+    "fig_b_top1_vs_ops": "Top-1 accuracy vs operations per image; blob area proportional to parameters.",
+    "fig_c_time_vs_batch": "Inference time per image vs batch size.",
+    "fig_d_power_vs_batch": "Power vs batch size.",
+    "fig_e_memory_vs_batch": "Memory vs batch size: XLA's total (measured) and the analytical estimate.",
+    "fig_f_memory_vs_params": "Memory vs parameters, with a linear fit.",
+    "fig_g_ops_vs_time": "Operations vs inference time, with linear fits at batch 1 and 16.",
+    "fig_h_top1_vs_images_per_s": "Top-1 accuracy vs images per second, with iso-energy lines.",
+    "fig_i_accuracy_per_param": "Accuracy per parameter (accuracy density).",
+}
+
+
+def _shade(hex_colour: str, index: int, count: int) -> str:
+    """The index-th of `count` shades of a hue, dark to light."""
+    if count <= 1:
+        return hex_colour
+    hue, _, saturation = colorsys.rgb_to_hls(*mcolors.to_rgb(hex_colour))
+    lightness = 0.30 + 0.42 * index / (count - 1)
+    return mcolors.to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
+
+
+def colours(rows: Sequence[results.Row]) -> dict[str, str]:
+    """A fixed colour per network: its family's hue, a shade per member."""
+    networks = _first_rows(rows)
+    result = {}
+    for family, base in FAMILY_COLOURS.items():
+        members = list(FAMILY_MEMBERS[family])
+        members += [m for m, r in networks.items() if r.family == family and m not in members]
+        result.update({m: _shade(base, i, len(members)) for i, m in enumerate(members)})
+    return {m: result.get(m, OTHER_COLOUR) for m in networks}
+
+
+def _first_rows(rows: Sequence[results.Row]) -> dict[str, results.Row]:
+    """Per network (in order of appearance) its first row, for names and counts."""
+    first = {}
+    for row in rows:
+        first.setdefault(row.model, row)
+    return first
+
+
+def _by_model(rows: Sequence[results.Row]) -> dict[str, list[results.Row]]:
+    """Rows grouped by network, each group sorted by batch size."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row.model, []).append(row)
+    return {m: sorted(g, key=lambda r: r.batch_size) for m, g in groups.items()}
+
+
+def _pick_batch(rows: Sequence[results.Row], preferred: int) -> Optional[int]:
+    """The preferred batch size if measured, else the nearest measured one (None if none)."""
+    present = fits.batch_sizes(rows)
+    return min(present, key=lambda b: (abs(np.log2(b / preferred)), b)) if present else None
+
+
+def _axes(title: str, xlabel: str = "", ylabel: str = ""):
+    """A new figure on the Agg canvas and its axes."""
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _say(ax, message: str, y: float = 0.5, size: str = "large") -> None:
+    """Writes a message across the axes (why something is missing)."""
+    ax.text(0.5, y, message, transform=ax.transAxes, ha="center", va="center", fontsize=size,
+            color="#a00000", wrap=True, bbox={"facecolor": "white", "edgecolor": "#a00000", "alpha": 0.9})
+
+
+def _no_data(ax, what: str) -> None:
+    """Marks an empty figure as such."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _say(ax, f"no data: {what}")
+
+
+def _failures_note(fig, rows: Sequence[results.Row]) -> None:
+    """A footnote naming the points that were not measured, so gaps in lines are explained."""
+    failed = [f"{r.display_name} @{r.batch_size} ({r.status})" for r in rows if r.status != results.OK]
+    if failed:
+        text = "not measured: " + ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
+        # A figure-level label, so constrained layout makes room for it.
+        fig.supxlabel(text, fontsize="x-small", color="#a00000", ha="left", x=0.01)
+
+
+def _legend_outside(ax, **kwargs):
+    """A legend to the right of the axes."""
+    return ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", **kwargs)
+
+
+def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) -> None:
+    """One coloured bar per network with its value on top."""
+    palette = colours(rows)
+    x = np.arange(len(rows))
+    bars = ax.bar(x, values, color=[palette[r.model] for r in rows])
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize="small")
+    ax.set_xticks(x, [r.display_name for r in rows], rotation=45, ha="right")
+
+
+def top1(rows: Sequence[results.Row]) -> Figure:
+    """(a) The paper's top-1 accuracy per network."""
+    fig, ax = _axes("Top-1 accuracy per network (paper's reference accuracy)", "",
+                    "top-1 accuracy [%] (paper's reference accuracy)")
+    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0]
+    if not nets:
+        _no_data(ax, "no network has a reference accuracy")
+        return fig
+    _bars(ax, nets, [r.top1_percent_paper for r in nets], "{:.1f}")
+    ax.set_ylim(0, 100)
+    return fig
+
+
+def top1_vs_ops(rows: Sequence[results.Row]) -> Figure:
+    """(b) Top-1 vs G-Ops per image (paper convention); blob area proportional to parameters."""
+    fig, ax = _axes("Top-1 accuracy vs operations (blob area ∝ parameters)",
+                    "operations [G-Ops per image, paper convention]", "top-1 accuracy [%] (paper's reference)")
+    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.gops_per_image(r) > 0]
+    if not nets:
+        _no_data(ax, "no network has both operations and a reference accuracy")
+        return fig
+    palette = colours(rows)
+    for r in nets:
+        ax.scatter(fits.gops_per_image(r), r.top1_percent_paper, s=fits.params_m(r) * POINTS2_PER_M,
+                   color=palette[r.model], alpha=0.6, edgecolors="black", linewidths=0.5)
+        ax.annotate(r.display_name, (fits.gops_per_image(r), r.top1_percent_paper), fontsize="small",
+                    xytext=(4, 4), textcoords="offset points")
+    ax.margins(0.15)
+    handles = [ax.scatter([], [], s=m * POINTS2_PER_M, color="#bbbbbb", edgecolors="black", label=f"{m}M")
+               for m in SIZE_LEGEND_M]
+    ax.legend(handles=handles, title="parameters", loc="lower right", labelspacing=2.0, borderpad=1.2,
+              fontsize="small", frameon=True)
+    return fig
+
+
+def _per_batch_lines(ax, rows, value: Callable[[results.Row], Optional[float]], label_suffix=lambda r: "",
+                     **style) -> int:
+    """One line per network of value(row) against batch size; returns how many lines were drawn."""
+    palette, drawn = colours(rows), 0
+    for model, group in _by_model(rows).items():
+        points = [(r.batch_size, value(r)) for r in group if value(r) is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", color=palette[model], label=group[0].display_name + label_suffix(group[0]),
+                    **style)
+            drawn += 1
+    return drawn
+
+
+def _batch_axis(ax) -> None:
+    """Batch sizes on a log2 axis with plain tick labels."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter("{x:g}")
+
+
+def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
+    """(c) Inference time per image vs batch size, log y."""
+    fig, ax = _axes("Inference time per image vs batch size", "batch size", "time per image [ms]")
+    ok = fits.ok_rows(rows)
+    if not _per_batch_lines(ax, ok, lambda r: r.time_per_image_s * 1e3):
+        _no_data(ax, "no network was timed successfully")
+        return fig
+    ax.set_yscale("log")
+    _batch_axis(ax)
+    _legend_outside(ax)
+    _failures_note(fig, rows)
+    return fig
+
+
+def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
+    """(d) Power vs batch size; says so when power was not measured, labels modelled power."""
+    fig, ax = _axes("Power vs batch size", "batch size", "power [W]")
+    powered = [r for r in fits.ok_rows(rows) if fits.has_power(r)]
+    if not powered:
+        _no_data(ax, "power not measured on this device")
+        return fig
+    modelled = lambda r: " (modelled)" if r.power_source == "modelled" else f" ({r.power_source})"
+    _per_batch_lines(ax, powered, lambda r: r.power_w, label_suffix=modelled)
+    idle = [r.idle_power_w for r in powered if r.idle_power_w is not None]
+    if idle:
+        ax.axhline(float(np.mean(idle)), color="grey", linestyle=":", label=f"idle ({np.mean(idle):.1f} W)")
+    if all(r.power_source == "modelled" for r in powered):
+        ax.set_title("Power vs batch size — modelled (a constant wattage given by the user), not measured")
+    ax.set_ylim(bottom=0)
+    _batch_axis(ax)
+    _legend_outside(ax)
+    _failures_note(fig, rows)
+    return fig
+
+
+def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
+    """(e) Memory vs batch size: XLA's measured total (solid) and the analytical estimate (dashed)."""
+    fig, ax = _axes("Memory vs batch size (solid: XLA total, measured; dashed: analytical)", "batch size",
+                    "memory [MB]")
+    measured = _per_batch_lines(ax, fits.ok_rows(rows), lambda r: r.memory_xla_total_bytes / MB
+                                if r.memory_xla_total_bytes else None)
+    analytical = [r for r in rows if r.memory_analytical_bytes > 0]
+    palette = colours(rows)
+    for model, group in _by_model(analytical).items():
+        ax.plot([r.batch_size for r in group], [r.memory_analytical_bytes / MB for r in group], linestyle="--",
+                marker=".", color=palette[model], label=None if measured else group[0].display_name + " (analytical)")
+    if not (measured or analytical):
+        _no_data(ax, "no memory measured or counted")
+        return fig
+    if not measured:
+        _say(ax, "XLA memory not measured: analytical estimate only", y=0.93, size="small")
+    elif analytical:
+        ax.plot([], [], color="black", label="XLA total (measured)")
+        ax.plot([], [], color="black", linestyle="--", label="analytical")
+    ax.set_yscale("log")
+    _batch_axis(ax)
+    _legend_outside(ax)
+    _failures_note(fig, rows)
+    return fig
+
+
+def _fit_label(fit: fits.LinearFit, y: str, x: str, unit: str) -> str:
+    """The equation and R² of a line, for a legend."""
+    return f"{y} = {fit.slope:.4g} {unit} × {x} {'+' if fit.intercept >= 0 else '−'} {abs(fit.intercept):.4g}, R² = {fit.r2:.3f}"
+
+
+def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
+    """(f) Memory vs parameters at batch 1 (else the smallest batch), with a linear fit."""
+    batch = _pick_batch(rows, 1) or 1
+    points = [r for r in fits.ok_rows(rows, batch) if r.memory_xla_total_bytes]
+    source = "XLA total, measured"
+    if not points:
+        points, source = [r for r in rows if r.batch_size == batch and r.memory_analytical_bytes > 0], "analytical"
+    fig, ax = _axes(f"Memory vs parameters at batch {batch} ({source})", "parameters [M]", "memory [MB]")
+    if not points:
+        _no_data(ax, "no memory measured or counted")
+        return fig
+    memory = lambda r: (r.memory_xla_total_bytes if source != "analytical" else r.memory_analytical_bytes) / MB
+    palette = colours(rows)
+    for r in points:
+        ax.scatter(fits.params_m(r), memory(r), color=palette[r.model], label=r.display_name, zorder=3)
+    try:
+        fit = fits.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
+        x = np.linspace(0, max(fits.params_m(r) for r in points) * 1.05, 50)
+        ax.plot(x, fit.predict(x), color="black", linestyle="--", label=_fit_label(fit, "MB", "M-params", "MB/M"))
+    except ValueError as error:
+        _say(ax, f"no linear fit: {error}", y=0.9, size="small")
+    _legend_outside(ax)
+    return fig
+
+
+def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
+    """(g) Operations vs inference time, with the linear fit time = a·ops + b at batch 1 and 16."""
+    fig, ax = _axes("Operations vs inference time per image", "time per image [ms]",
+                    "operations [G-Ops per image, paper convention]")
+    batches = fits.headline_batches(rows)
+    if not batches:
+        _no_data(ax, "no network was timed successfully")
+        return fig
+    palette = colours(rows)
+    for batch, marker in zip(batches, "os"):
+        points = fits.ok_rows(rows, batch)
+        for r in points:
+            ax.scatter(r.time_per_image_s * 1e3, fits.gops_per_image(r), color=palette[r.model], marker=marker,
+                       label=r.display_name if batch == batches[0] else None, zorder=3)
+        try:
+            fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+        except ValueError as error:
+            ax.plot([], [], " ", label=f"batch {batch} ({marker}): no fit, {error}")
+            continue
+        gops = np.linspace(0, max(fits.gops_per_image(r) for r in points) * 1.05, 50)
+        ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
+                label=f"batch {batch} ({marker}): " + _fit_label(fit, "ms", "G-Ops", "ms/G-Op"))
+    _legend_outside(ax)
+    return fig
+
+
+def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
+    """(h) Top-1 vs images per second at batch 16 (else nearest), with iso-energy lines when powered."""
+    batch = _pick_batch(rows, 16)
+    fig, ax = _axes(f"Top-1 accuracy vs images per second (batch {batch})", "images per second",
+                    "top-1 accuracy [%] (paper's reference)")
+    points = [r for r in fits.ok_rows(rows, batch) if r.images_per_s and r.top1_percent_paper > 0]
+    if not points:
+        _no_data(ax, "no network was timed successfully")
+        return fig
+    palette = colours(rows)
+    for r in points:
+        ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
+    ax.set_xscale("log")
+    powered = [r for r in points if fits.has_power(r)]
+    if powered:
+        # With power about constant (finding 1), energy per image = P / rate: a budget is a vertical line.
+        watts = float(np.mean([r.power_w for r in powered]))
+        kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
+        for budget in fits.energy_budgets(powered):
+            ax.axvline(watts / budget, color="grey", linestyle=":", zorder=1)
+            ax.text(watts / budget, 0.02, f" {budget * 1e3:.3g} mJ/img", transform=ax.get_xaxis_transform(),
+                    rotation=90, fontsize="x-small", color="grey", va="bottom")
+        ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
+    else:
+        _say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")
+    _legend_outside(ax)
+    return fig
+
+
+def accuracy_per_param(rows: Sequence[results.Row]) -> Figure:
+    """(i) Accuracy density: top-1 % per million parameters."""
+    fig, ax = _axes("Accuracy per parameter", "", "top-1 accuracy per parameter [% / M-params]")
+    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.params_m(r) > 0]
+    if not nets:
+        _no_data(ax, "no network has both parameters and a reference accuracy")
+        return fig
+    _bars(ax, nets, [r.top1_percent_paper / fits.params_m(r) for r in nets], "{:.2f}")
+    return fig
+
+
+FIGURES = {
+    "fig_a_top1": top1, "fig_b_top1_vs_ops": top1_vs_ops, "fig_c_time_vs_batch": time_vs_batch,
+    "fig_d_power_vs_batch": power_vs_batch, "fig_e_memory_vs_batch": memory_vs_batch,
+    "fig_f_memory_vs_params": memory_vs_params, "fig_g_ops_vs_time": ops_vs_time,
+    "fig_h_top1_vs_images_per_s": top1_vs_speed, "fig_i_accuracy_per_param": accuracy_per_param,
+}
+
+
+def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
+    """Saves a figure as stem.png and stem.svg, each through a temporary file; returns the names."""
+    names = []
+    for ext in ("png", "svg"):
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix="." + ext)
+        os.close(fd)
+        try:
+            # No date in the SVG, so rerunning on the same rows gives the same file.
+            fig.savefig(tmp, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+            os.replace(tmp, os.path.join(out_dir, f"{stem}.{ext}"))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        names.append(f"{stem}.{ext}")
+    return names
+
+
+def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
+    """Draws every figure into out_dir (PNG and SVG); returns the file names written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for stem, draw in FIGURES.items():
+        written += save(draw(rows), out_dir, stem)
+    return written

@@ -1,0 +1,270 @@
+"""report.md and a self-contained report.html: the paper's four findings next to this device's numbers.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, figures) and rendered
+twice, so the Markdown and the HTML always say the same thing. Both are written atomically.
+"""
+
+import base64
+import html
+import json
+import os
+import tempfile
+from typing import Sequence
+
+from measure import figures, fits, results
+
+# Where this device is said to disagree with the paper.
+MIN_R2 = 0.8
+MAX_POWER_SPREAD = 0.20
+PAPER = "Canziani, Paszke and Culurciello, 2017 (arXiv 1605.07678), on an NVIDIA Jetson TX1"
+# Environment keys shown first, with the names they may go by.
+_ENVIRONMENT_KEYS = {
+    "device": ("device", "devices", "device_kind"), "JAX": ("jax", "jax_version"),
+    "jaxlib": ("jaxlib", "jaxlib_version"), "XLA flags": ("xla_flags", "XLA_FLAGS"),
+    "host": ("host", "hostname", "platform_node"),
+}
+_CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
+        "img{max-width:100%}.verdict{font-weight:bold}")
+
+
+def _n(value, fmt: str = "{:.3g}") -> str:
+    """A number for a table, or an em dash when missing."""
+    return "—" if value is None else fmt.format(value)
+
+
+def _environment(environment: dict) -> list:
+    """The environment as a key/value table, the expected keys first and named if missing."""
+    table, used = [], set()
+    for label, names in _ENVIRONMENT_KEYS.items():
+        found = [k for k in names if k in environment]
+        used.update(found)
+        table.append([label, _value(environment[found[0]]) if found else "not recorded"])
+    table += [[k, _value(v)] for k, v in environment.items() if k not in used]
+    return [("h", 2, "Environment"), ("table", ["", "value"], table)]
+
+
+def _value(value) -> str:
+    """An environment value as one line of text."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _finding1(rows: Sequence[results.Row]) -> list:
+    """Power across batch sizes and networks."""
+    blocks = [("h", 3, "Finding 1: power is independent of batch size and architecture"),
+              ("p", f"Paper ({PAPER}): power consumption is independent of batch size and architecture "
+                    "(its figure's watts are not available here, only the claim).")]
+    try:
+        spread = fits.power_spread(rows)
+    except ValueError as error:
+        return blocks + [("p", f"Here: not measured ({error}). This finding cannot be checked on this device.")]
+    text = (f"Here: {spread.n} points ({spread.networks} networks, source: {', '.join(spread.sources)}): "
+            f"mean {spread.mean_w:.1f} W, min–max {spread.min_w:.1f}–{spread.max_w:.1f} W, spread (max − min) / mean "
+            f"= {spread.range_fraction:.1%}, coefficient of variation = {spread.cv:.1%}.")
+    if spread.sources == ("modelled",):
+        verdict = ("Not a measurement: power is modelled (a constant wattage given by the user), so it is "
+                   "constant by construction and says nothing about this device.")
+    elif spread.range_fraction > MAX_POWER_SPREAD:
+        verdict = (f"This device disagrees with the paper: power varies by {spread.range_fraction:.1%} "
+                   f"(more than {MAX_POWER_SPREAD:.0%}) across batch sizes and networks.")
+    else:
+        verdict = f"This device agrees with the paper: power varies by less than {MAX_POWER_SPREAD:.0%}."
+    return blocks + [("p", text), ("verdict", verdict)]
+
+
+def _finding2(rows: Sequence[results.Row]) -> list:
+    """The hyperbola of accuracy against inference time."""
+    blocks = [("h", 3, "Finding 2: accuracy and inference time are in a hyperbolic relationship"),
+              ("p", "Paper: accuracy and inference time are in a hyperbolic relationship. Fitted here: "
+                    "top-1 = a_max − k / (t − t0), t the time per image in ms measured here, top-1 the paper's "
+                    "reference accuracy; (a_max, k) by least squares for each t0, t0 by a grid search.")]
+    items, worst = [], None
+    for batch in fits.headline_batches(rows):
+        points = [r for r in fits.ok_rows(rows, batch) if r.top1_percent_paper > 0]
+        try:
+            fit = fits.hyperbola_fit([r.time_per_image_s * 1e3 for r in points], [r.top1_percent_paper for r in points])
+        except ValueError as error:
+            items.append(f"batch {batch}: not fitted ({error}; {len(points)} networks).")
+            continue
+        note = " t0 reached the search limit: no curvature, the data are a line." if fit.t0_at_limit else ""
+        items.append(f"batch {batch}: a_max = {fit.a_max:.4g} %, k = {fit.k:.4g} %·ms, t0 = {fit.t0:.4g} ms, "
+                     f"R² = {fit.r2:.3f} ({fit.n} networks).{note}")
+        if fit.r2 < MIN_R2 or fit.k <= 0:
+            worst = fit if worst is None or fit.r2 < worst.r2 else worst
+    if not items:
+        return blocks + [("p", "Here: not fitted: no network was timed successfully.")]
+    blocks.append(("ul", items))
+    if worst is not None:
+        why = "accuracy does not rise with time" if worst.k <= 0 else f"R² = {worst.r2:.3f} < {MIN_R2}"
+        blocks.append(("verdict", f"This device disagrees with the paper: the hyperbola fits poorly ({why})."))
+    elif any("R²" in item for item in items):
+        blocks.append(("verdict", f"This device agrees with the paper: the hyperbola fits with R² ≥ {MIN_R2}."))
+    return blocks
+
+
+def _finding3(rows: Sequence[results.Row]) -> list:
+    """What a few energy budgets per image allow."""
+    blocks = [("h", 3, "Finding 3: an energy budget is an upper bound on accuracy and model complexity"),
+              ("p", "Paper: an energy constraint is an upper bound on the maximum achievable accuracy and model "
+                    "complexity. Here, for a few budgets of energy per image (each network at its most frugal "
+                    "batch size), the networks within the budget and the best they reach.")]
+    try:
+        bounds = [fits.energy_bound(rows, budget) for budget in fits.energy_budgets(rows)]
+    except ValueError as error:
+        return blocks + [("p", f"Here: not measured ({error}). This finding cannot be checked on this device.")]
+    table = [[f"{b.budget_j * 1e3:.3g}", f"{len(b.networks)} of {b.measured_networks}: {', '.join(b.networks)}",
+              f"{_n(b.max_gops, '{:.2f}')} ({b.max_gops_network or '—'})",
+              f"{_n(b.best_top1_percent, '{:.2f}')} ({b.best_network or '—'})"] for b in bounds]
+    blocks.append(("table", ["budget [mJ/image]", "networks within", "most G-Ops", "best top-1 [%]"], table))
+    if any(r.power_source == "modelled" for r in fits.ok_rows(rows) if fits.has_power(r)):
+        blocks.append(("p", "Energies use modelled power (a constant wattage given by the user)."))
+    low, high = bounds[0], bounds[-1]
+    if len(bounds) > 1 and (low.best_top1_percent or 0) < (high.best_top1_percent or 0):
+        blocks.append(("verdict", f"This device agrees with the paper: {low.budget_j * 1e3:.3g} mJ/image caps top-1 "
+                                  f"at {low.best_top1_percent:.2f} %, {high.budget_j * 1e3:.3g} mJ/image allows "
+                                  f"{high.best_top1_percent:.2f} %."))
+    return blocks
+
+
+def _finding4(rows: Sequence[results.Row]) -> list:
+    """The linear fit of time per image to operations."""
+    blocks = [("h", 3, "Finding 4: the number of operations is a reliable estimate of the inference time"),
+              ("p", "Paper: operations count predicts inference time linearly. Fitted here: time per image [ms] "
+                    "= a × G-Ops (paper convention) + b, by least squares.")]
+    items, poor = [], []
+    for batch in fits.headline_batches(rows):
+        points = fits.ok_rows(rows, batch)
+        try:
+            fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+        except ValueError as error:
+            items.append(f"batch {batch}: not fitted ({error}; {len(points)} networks).")
+            continue
+        note = " Only two networks: any line through two points has R² = 1." if fit.n == 2 else ""
+        items.append(f"batch {batch}: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, "
+                     f"R² = {fit.r2:.3f} ({fit.n} networks).{note}")
+        if fit.r2 < MIN_R2:
+            poor.append(f"batch {batch}: R² = {fit.r2:.3f}")
+    if not items:
+        return blocks + [("p", "Here: not fitted: no network was timed successfully.")]
+    blocks.append(("ul", items))
+    if poor:
+        blocks.append(("verdict", f"This device disagrees with the paper: operations predict time poorly "
+                                  f"({'; '.join(poor)} < {MIN_R2})."))
+    elif any("R²" in item for item in items):
+        blocks.append(("verdict", f"This device agrees with the paper: R² ≥ {MIN_R2}."))
+    return blocks
+
+
+def _batch_table(rows: Sequence[results.Row]) -> list:
+    """Every network at batch 1 (else the smallest batch size), failures included."""
+    sizes = sorted({r.batch_size for r in rows})
+    if not sizes:
+        return [("h", 2, "Results"), ("p", "No results.")]
+    batch = 1 if 1 in sizes else sizes[0]
+    mb = lambda v: _n(v / 1e6 if v else None, "{:.1f}")
+    table = [[r.display_name, r.family, f"{fits.params_m(r):.2f}", f"{fits.gops_per_image(r):.2f}",
+              f"{r.top1_percent_paper:.2f}", _n(r.time_per_image_s and r.time_per_image_s * 1e3, "{:.3f}"),
+              _n(r.images_per_s, "{:.1f}"), mb(r.memory_xla_total_bytes), mb(r.memory_analytical_bytes),
+              _n(r.power_w, "{:.1f}") + (" (modelled)" if r.power_source == "modelled" and r.power_w else ""),
+              _n(r.energy_per_image_j and r.energy_per_image_j * 1e3, "{:.3g}"),
+              r.status + (f": {r.error}" if r.error else "")] for r in rows if r.batch_size == batch]
+    header = ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "time/image [ms]", "images/s",
+              "memory XLA [MB]", "memory analytical [MB]", "power [W]", "energy/image [mJ]", "status"]
+    failed = [f"{r.display_name} at batch {r.batch_size}: {r.status}" for r in rows
+              if r.status != results.OK and r.batch_size != batch]
+    blocks = [("h", 2, f"Results at batch {batch}"), ("table", header, table)]
+    return blocks + ([("p", "Not measured at other batch sizes: " + "; ".join(failed) + ".")] if failed else [])
+
+
+def _blocks(rows: Sequence[results.Row], environment: dict, figure_files: Sequence[str]) -> list:
+    """The whole report as blocks."""
+    ok = fits.ok_rows(rows)
+    device = rows[0].device if rows else environment.get("device", "an unknown device")
+    blocks = [("h", 1, f"Canziani et al. 2017, redone on {device}"),
+              ("p", f"A reproduction of {PAPER}: {len({r.model for r in rows})} networks, batch sizes "
+                    f"{', '.join(str(b) for b in sorted({r.batch_size for r in rows})) or 'none'}; {len(ok)} of "
+                    f"{len(rows)} points measured. Accuracies are the paper's reference numbers, never measured "
+                    "here; times, memory and power are measured on this device.")]
+    blocks += _environment(environment)
+    blocks += [("h", 2, "The paper's four findings on this device")]
+    blocks += _finding1(rows) + _finding2(rows) + _finding3(rows) + _finding4(rows)
+    blocks += _batch_table(rows)
+    pngs = [f for f in figure_files if f.endswith(".png")]
+    if pngs:
+        blocks.append(("h", 2, "Figures"))
+        stem = lambda f: os.path.splitext(os.path.basename(f))[0]
+        blocks += [("fig", f, figures.CAPTIONS.get(stem(f), stem(f))) for f in pngs]
+    return blocks
+
+
+def _markdown(blocks: list, out_dir: str) -> str:
+    """Blocks as Markdown; figures are linked relative to the report."""
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    out = []
+    for kind, *args in blocks:
+        if kind == "h":
+            out.append("#" * args[0] + " " + args[1])
+        elif kind in ("p", "verdict"):
+            out.append(("**" + args[0] + "**") if kind == "verdict" else args[0])
+        elif kind == "ul":
+            out.append("\n".join("- " + item for item in args[0]))
+        elif kind == "table":
+            header, body = args
+            lines = [header, ["---"] * len(header)] + body
+            out.append("\n".join("| " + " | ".join(cell(c) for c in line) + " |" for line in lines))
+        elif kind == "fig":
+            path = os.path.relpath(os.path.join(out_dir, args[0]), out_dir)
+            out.append(f"![{args[1]}]({path})\n\n*{args[1]}*")
+    return "\n\n".join(out) + "\n"
+
+
+def _html(blocks: list, out_dir: str) -> str:
+    """Blocks as one HTML file, figures embedded as base64 PNG: nothing outside it is needed."""
+    e = html.escape
+    out = []
+    for kind, *args in blocks:
+        if kind == "h":
+            out.append(f"<h{args[0]}>{e(args[1])}</h{args[0]}>")
+        elif kind in ("p", "verdict"):
+            out.append(f'<p class="verdict">{e(args[0])}</p>' if kind == "verdict" else f"<p>{e(args[0])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in args[0]) + "</ul>")
+        elif kind == "table":
+            header, body = args
+            rows = ["<tr>" + "".join(f"<th>{e(str(c))}</th>" for c in header) + "</tr>"]
+            rows += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in line) + "</tr>" for line in body]
+            out.append("<table>" + "".join(rows) + "</table>")
+        elif kind == "fig":
+            path = os.path.join(out_dir, args[0])
+            if not os.path.exists(path):
+                out.append(f"<p>figure missing: {e(args[0])}</p>")
+                continue
+            with open(path, "rb") as f:
+                data = base64.b64encode(f.read()).decode("ascii")
+            out.append(f'<figure><img alt="{e(args[1])}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{e(args[1])}</figcaption></figure>")
+    title = e(blocks[0][2]) if blocks and blocks[0][0] == "h" else "report"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Writes through a temporary file and os.replace, so an interrupt never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_report(rows: Sequence[results.Row], environment: dict, out_dir: str,
+                 figure_files: Sequence[str]) -> list[str]:
+    """Writes report.md and report.html into out_dir; figure_files are relative to it. Returns the names."""
+    os.makedirs(out_dir, exist_ok=True)
+    blocks = _blocks(rows, environment, figure_files)
+    _atomic_write(os.path.join(out_dir, "report.md"), _markdown(blocks, out_dir))
+    _atomic_write(os.path.join(out_dir, "report.html"), _html(blocks, out_dir))
+    return ["report.md", "report.html"]
