@@ -118,9 +118,14 @@ def _failures_note(fig, rows: Sequence[results.Row]) -> None:
         fig.supxlabel(text, fontsize="x-small", color="#a00000", ha="left", x=0.01)
 
 
-def _legend_outside(ax, **kwargs):
-    """A legend to the right of the axes."""
-    return ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", **kwargs)
+def _legend_outside(ax, inside=()):
+    """Networks in a legend to the right of the axes; the `inside` handles (fit lines) top left within."""
+    handles, labels = ax.get_legend_handles_labels()
+    networks = [(h, l) for h, l in zip(handles, labels) if h not in inside]
+    if networks:
+        ax.add_artist(ax.legend(*zip(*networks), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small"))
+    if inside:
+        ax.legend(handles=list(inside), loc="upper left", fontsize="small")
 
 
 def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) -> None:
@@ -208,8 +213,9 @@ def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
     if not powered:
         _no_data(ax, "power not measured on this device")
         return fig
-    modelled = lambda r: " (modelled)" if r.power_source == "modelled" else f" ({r.power_source})"
+    modelled = lambda r: " (modelled)" if r.power_source == "modelled" else ""
     _per_batch_lines(ax, powered, lambda r: r.power_w, label_suffix=modelled)
+    ax.set_title(f"Power vs batch size (source: {', '.join(sorted({r.power_source for r in powered}))})")
     idle = [r.idle_power_w for r in powered if r.idle_power_w is not None]
     if idle:
         ax.axhline(float(np.mean(idle)), color="grey", linestyle=":", label=f"idle ({np.mean(idle):.1f} W)")
@@ -248,9 +254,10 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
     return fig
 
 
-def _fit_label(fit: fits.LinearFit, y: str, x: str, unit: str) -> str:
+def _fit_label(fit: fits.LinearFit, y: str, x: str) -> str:
     """The equation and R² of a line, for a legend."""
-    return f"{y} = {fit.slope:.4g} {unit} × {x} {'+' if fit.intercept >= 0 else '−'} {abs(fit.intercept):.4g}, R² = {fit.r2:.3f}"
+    sign = "+" if fit.intercept >= 0 else "−"
+    return f"{y} = {fit.slope:.4g} × {x} {sign} {abs(fit.intercept):.4g}, R² = {fit.r2:.3f} ({fit.n} networks)"
 
 
 def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
@@ -271,10 +278,12 @@ def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
     try:
         fit = fits.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
         x = np.linspace(0, max(fits.params_m(r) for r in points) * 1.05, 50)
-        ax.plot(x, fit.predict(x), color="black", linestyle="--", label=_fit_label(fit, "MB", "M-params", "MB/M"))
+        line, = ax.plot(x, fit.predict(x), color="black", linestyle="--",
+                        label=_fit_label(fit, "memory [MB]", "M-params"))
+        _legend_outside(ax, inside=[line])
     except ValueError as error:
         _say(ax, f"no linear fit: {error}", y=0.9, size="small")
-    _legend_outside(ax)
+        _legend_outside(ax)
     return fig
 
 
@@ -286,7 +295,7 @@ def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
     if not batches:
         _no_data(ax, "no network was timed successfully")
         return fig
-    palette = colours(rows)
+    palette, lines = colours(rows), []
     for batch, marker in zip(batches, "os"):
         points = fits.ok_rows(rows, batch)
         for r in points:
@@ -295,12 +304,12 @@ def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
         try:
             fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
-            ax.plot([], [], " ", label=f"batch {batch} ({marker}): no fit, {error}")
+            lines += ax.plot([], [], " ", label=f"batch {batch} ({marker}): no fit, {error}")
             continue
         gops = np.linspace(0, max(fits.gops_per_image(r) for r in points) * 1.05, 50)
-        ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
-                label=f"batch {batch} ({marker}): " + _fit_label(fit, "ms", "G-Ops", "ms/G-Op"))
-    _legend_outside(ax)
+        lines += ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
+                         label=f"batch {batch} ({marker}): " + _fit_label(fit, "time [ms]", "G-Ops"))
+    _legend_outside(ax, inside=lines)
     return fig
 
 
@@ -317,6 +326,9 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
     for r in points:
         ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_minor_formatter("{x:g}")
+    _hyperbola(ax, points)
     powered = [r for r in points if fits.has_power(r)]
     if powered:
         # With power about constant (finding 1), energy per image = P / rate: a budget is a vertical line.
@@ -331,6 +343,19 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
         _say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")
     _legend_outside(ax)
     return fig
+
+
+def _hyperbola(ax, points: Sequence[results.Row]) -> None:
+    """Draws the fitted accuracy = a_max - k / (t - t0) against images per second, when it fits."""
+    times = np.array([r.time_per_image_s for r in points]) * 1e3
+    try:
+        fit = fits.hyperbola_fit(times, [r.top1_percent_paper for r in points])
+    except ValueError:
+        return  # the report says why; an unfitted curve is simply not drawn
+    t = np.geomspace(max(times.min() / 1.5, fit.t0 + 1e-3 * np.ptp(times)), times.max() * 1.5, 200)
+    ax.plot(1e3 / t, fit.predict(t), color="black", alpha=0.5, linewidth=1,
+            label=f"top-1 = {fit.a_max:.3g} − {fit.k:.3g} / (t − {fit.t0:.3g} ms), R² = {fit.r2:.3f}")
+    ax.set_ylim(min(r.top1_percent_paper for r in points) - 5, max(r.top1_percent_paper for r in points) + 5)
 
 
 def accuracy_per_param(rows: Sequence[results.Row]) -> Figure:
@@ -361,6 +386,7 @@ def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
         try:
             # No date in the SVG, so rerunning on the same rows gives the same file.
             fig.savefig(tmp, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the figures from a web server or a colleague
             os.replace(tmp, os.path.join(out_dir, f"{stem}.{ext}"))
         except BaseException:
             os.unlink(tmp)

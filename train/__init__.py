@@ -1,0 +1,1 @@
+"""Training of the registered networks on ImageNet through tensorflow-datasets."""
