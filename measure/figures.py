@@ -31,17 +31,6 @@ FAMILY_MEMBERS = {
 SIZE_LEGEND_M = (5, 35, 65, 95, 125, 155)  # the paper's blob legend, millions of parameters
 POINTS2_PER_M = 10.0  # blob area in points² per million parameters
 MB = 1e6
-CAPTIONS = {
-    "fig_a_top1": "Top-1 accuracy per network (the paper's reference accuracy).",
-    "fig_b_top1_vs_ops": "Top-1 accuracy vs operations per image; blob area proportional to parameters.",
-    "fig_c_time_vs_batch": "Inference time per image vs batch size.",
-    "fig_d_power_vs_batch": "Power vs batch size.",
-    "fig_e_memory_vs_batch": "Memory vs batch size: XLA's total (measured) and the analytical estimate.",
-    "fig_f_memory_vs_params": "Memory vs parameters, with a linear fit.",
-    "fig_g_ops_vs_time": "Operations vs inference time, with linear fits at batch 1 and 16.",
-    "fig_h_top1_vs_images_per_s": "Top-1 accuracy vs images per second, with iso-energy lines.",
-    "fig_i_accuracy_per_param": "Accuracy per parameter (accuracy density).",
-}
 
 
 def _shade(hex_colour: str, index: int, count: int) -> str:
@@ -64,20 +53,17 @@ def colours(rows: Sequence[results.Row]) -> dict[str, str]:
     return {m: result.get(m, OTHER_COLOUR) for m in networks}
 
 
-def _first_rows(rows: Sequence[results.Row]) -> dict[str, results.Row]:
-    """Per network (in order of appearance) its first row, for names and counts."""
-    first = {}
-    for row in rows:
-        first.setdefault(row.model, row)
-    return first
-
-
 def _by_model(rows: Sequence[results.Row]) -> dict[str, list[results.Row]]:
-    """Rows grouped by network, each group sorted by batch size."""
+    """Rows grouped by network in order of appearance, each group sorted by batch size."""
     groups = {}
     for row in rows:
         groups.setdefault(row.model, []).append(row)
     return {m: sorted(g, key=lambda r: r.batch_size) for m, g in groups.items()}
+
+
+def _first_rows(rows: Sequence[results.Row]) -> dict[str, results.Row]:
+    """Per network one row, for its names and counts."""
+    return {m: group[0] for m, group in _by_model(rows).items()}
 
 
 def _pick_batch(rows: Sequence[results.Row], preferred: int) -> Optional[int]:
@@ -104,8 +90,7 @@ def _say(ax, message: str, y: float = 0.5, size: str = "large") -> None:
 
 def _no_data(ax, what: str) -> None:
     """Marks an empty figure as such."""
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     _say(ax, f"no data: {what}")
 
 
@@ -122,10 +107,11 @@ def _legend_outside(ax, inside=()):
     """Networks in a legend to the right of the axes; the `inside` handles (fit lines) top left within."""
     handles, labels = ax.get_legend_handles_labels()
     networks = [(h, l) for h, l in zip(handles, labels) if h not in inside]
-    if networks:
-        ax.add_artist(ax.legend(*zip(*networks), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small"))
     if inside:
-        ax.legend(handles=list(inside), loc="upper left", fontsize="small")
+        ax.add_artist(ax.legend(handles=list(inside), loc="upper left", fontsize="small"))
+    if networks:
+        # The last legend is the axes' own, the one constrained layout makes room for.
+        ax.legend(*zip(*networks), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
 
 
 def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) -> None:
@@ -186,10 +172,20 @@ def _per_batch_lines(ax, rows, value: Callable[[results.Row], Optional[float]], 
     return drawn
 
 
-def _batch_axis(ax) -> None:
-    """Batch sizes on a log2 axis with plain tick labels."""
+def _finish_batch_figure(fig, ax, rows: Sequence[results.Row]) -> None:
+    """Batch sizes on a log2 axis with plain labels, the legend, and a note of the failed points."""
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter("{x:g}")
+    _legend_outside(ax)
+    _failures_note(fig, rows)
+
+
+def _log_axis(axis) -> None:
+    """A log10 axis (ax.xaxis or ax.yaxis) labelled with plain numbers instead of powers of ten."""
+    axis.axes.set(**{f"{axis.axis_name}scale": "log"})
+    axis.set_major_formatter("{x:g}")
+    # Label only the 2x and 5x minor ticks: all of them collide within a decade.
+    axis.set_minor_formatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else "")
 
 
 def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
@@ -199,10 +195,8 @@ def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
     if not _per_batch_lines(ax, ok, lambda r: r.time_per_image_s * 1e3):
         _no_data(ax, "no network was timed successfully")
         return fig
-    ax.set_yscale("log")
-    _batch_axis(ax)
-    _legend_outside(ax)
-    _failures_note(fig, rows)
+    _log_axis(ax.yaxis)
+    _finish_batch_figure(fig, ax, rows)
     return fig
 
 
@@ -215,16 +209,14 @@ def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
         return fig
     modelled = lambda r: " (modelled)" if r.power_source == "modelled" else ""
     _per_batch_lines(ax, powered, lambda r: r.power_w, label_suffix=modelled)
-    ax.set_title(f"Power vs batch size (source: {', '.join(sorted({r.power_source for r in powered}))})")
+    sources = sorted({r.power_source for r in powered})
+    ax.set_title("Power vs batch size — modelled (a constant wattage given by the user), not measured"
+                 if sources == ["modelled"] else f"Power vs batch size (source: {', '.join(sources)})")
     idle = [r.idle_power_w for r in powered if r.idle_power_w is not None]
     if idle:
         ax.axhline(float(np.mean(idle)), color="grey", linestyle=":", label=f"idle ({np.mean(idle):.1f} W)")
-    if all(r.power_source == "modelled" for r in powered):
-        ax.set_title("Power vs batch size — modelled (a constant wattage given by the user), not measured")
     ax.set_ylim(bottom=0)
-    _batch_axis(ax)
-    _legend_outside(ax)
-    _failures_note(fig, rows)
+    _finish_batch_figure(fig, ax, rows)
     return fig
 
 
@@ -247,10 +239,8 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
     elif analytical:
         ax.plot([], [], color="black", label="XLA total (measured)")
         ax.plot([], [], color="black", linestyle="--", label="analytical")
-    ax.set_yscale("log")
-    _batch_axis(ax)
-    _legend_outside(ax)
-    _failures_note(fig, rows)
+    _log_axis(ax.yaxis)
+    _finish_batch_figure(fig, ax, rows)
     return fig
 
 
@@ -325,9 +315,7 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
     palette = colours(rows)
     for r in points:
         ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter("{x:g}")
-    ax.xaxis.set_minor_formatter("{x:g}")
+    _log_axis(ax.xaxis)
     _hyperbola(ax, points)
     powered = [r for r in points if fits.has_power(r)]
     if powered:
@@ -369,11 +357,17 @@ def accuracy_per_param(rows: Sequence[results.Row]) -> Figure:
     return fig
 
 
+# File stem: (drawing function, caption), in the paper's order.
 FIGURES = {
-    "fig_a_top1": top1, "fig_b_top1_vs_ops": top1_vs_ops, "fig_c_time_vs_batch": time_vs_batch,
-    "fig_d_power_vs_batch": power_vs_batch, "fig_e_memory_vs_batch": memory_vs_batch,
-    "fig_f_memory_vs_params": memory_vs_params, "fig_g_ops_vs_time": ops_vs_time,
-    "fig_h_top1_vs_images_per_s": top1_vs_speed, "fig_i_accuracy_per_param": accuracy_per_param,
+    "fig_a_top1": (top1, "Top-1 accuracy per network (the paper's reference accuracy)."),
+    "fig_b_top1_vs_ops": (top1_vs_ops, "Top-1 accuracy vs operations per image; blob area ∝ parameters."),
+    "fig_c_time_vs_batch": (time_vs_batch, "Inference time per image vs batch size."),
+    "fig_d_power_vs_batch": (power_vs_batch, "Power vs batch size."),
+    "fig_e_memory_vs_batch": (memory_vs_batch, "Memory vs batch size: XLA's total (measured) and analytical."),
+    "fig_f_memory_vs_params": (memory_vs_params, "Memory vs parameters, with a linear fit."),
+    "fig_g_ops_vs_time": (ops_vs_time, "Operations vs inference time, with linear fits at batch 1 and 16."),
+    "fig_h_top1_vs_images_per_s": (top1_vs_speed, "Top-1 accuracy vs images per second, with iso-energy lines."),
+    "fig_i_accuracy_per_param": (accuracy_per_param, "Accuracy per parameter (accuracy density)."),
 }
 
 
@@ -399,6 +393,6 @@ def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG); returns the file names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for stem, draw in FIGURES.items():
+    for stem, (draw, _) in FIGURES.items():
         written += save(draw(rows), out_dir, stem)
     return written

@@ -145,11 +145,10 @@ def _on_device(module: nn.Module, shape: tuple[int, ...], dtype, seed: int, devi
     param_key, input_key = jax.random.split(jax.random.key(seed))
     # Variables do not depend on the batch size; a batch of one keeps the init trace small, and
     # jitting the init makes the weights on the device instead of on the host.
-    init_input = jax.ShapeDtypeStruct((1, *shape[1:]), dtype)
     init = jax.jit(lambda key, x: _cast_floating(module.init(key, x, train=False), dtype))
     make_input = jax.jit(lambda key: jax.random.normal(key, shape, dtype))
     with jax.default_device(device):
-        variables = init(param_key, jnp.zeros(init_input.shape, init_input.dtype))
+        variables = init(param_key, jnp.zeros((1, *shape[1:]), dtype))
         batch = make_input(input_key)
     return jax.device_put(variables, device), jax.device_put(batch, device)
 

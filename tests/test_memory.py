@@ -11,6 +11,7 @@ FLOAT32_BYTES = 4
 
 
 def _compiled(fn, *args):
+    """`fn` jitted and compiled for `args`."""
     return jax.jit(fn).lower(*args).compile()
 
 

@@ -23,6 +23,7 @@ def _zone(root, name, zone_name, energy_uj, max_range_uj=MAX_RANGE_UJ):
 
 
 def _set_energy(zone, energy_uj):
+    """Moves a fake zone's counter, as the hardware would."""
     (zone / "energy_uj").write_text(f"{energy_uj}\n")
 
 
@@ -91,6 +92,7 @@ class SteadyMeter(power.Meter):
         self.watts, self.origin = watts, time.perf_counter()
 
     def energy_j(self):
+        """Watts times seconds since the meter was made."""
         return self.watts * (time.perf_counter() - self.origin)
 
 

@@ -1,0 +1,54 @@
+"""The main job: `python -m measure` redoes the paper's measurements and report on this device."""
+
+from absl import flags
+
+import models
+from measure import job, timing
+from models import cli
+
+_MODELS = flags.DEFINE_list("models", models.names(), "Networks to measure (default: the paper's 14).")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
+                                 "Batch sizes to measure at.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.")
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each network's own).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Fewest timed batches per point.", lower_bound=1)
+_MIN_TIME = flags.DEFINE_float("min_time", 0.5, "Fewest seconds of timed batches per point.", lower_bound=0)
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.")
+_POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no meter "
+                                  "reads (labelled modelled).", lower_bound=0)
+_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 2 repeats, 0.1 s per point.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.")
+
+QUICK = {"batch_sizes": ["1", "16"], "repeats": 2, "min_time": 0.1}
+
+
+def _batch_sizes(values: list[str]) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--batch_sizes takes positive integers; got {','.join(values)}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch_sizes takes positive integers; got {','.join(values)}")
+    return tuple(sorted(set(sizes)))
+
+
+def main(argv):
+    """Builds the configuration from the flags (the --quick preset fills flags left unset) and runs."""
+    del argv
+    value = {name: flags.FLAGS[name].value for name in ("batch_sizes", "repeats", "min_time")}
+    if _QUICK.value:
+        value.update({k: v for k, v in QUICK.items() if not flags.FLAGS[k].present})
+    config = job.Config(
+        models=tuple(_MODELS.value), batch_sizes=_batch_sizes(value["batch_sizes"]),
+        out_dir=_OUT.value or job.default_out_dir(), precision=_PRECISION.value, resolution=_RESOLUTION.value,
+        timing_options=timing.TimingOptions(min_time_s=value["min_time"], min_repeats=value["repeats"], warmup=1),
+        power_watts=_POWER_WATTS.value, overwrite=_OVERWRITE.value)
+    try:
+        job.run(config)
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted: every point measured so far is in {config.out_dir}; "
+                         "run the same command again to resume") from None
+
+
+if __name__ == "__main__":
+    cli.run(main)
