@@ -11,15 +11,16 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32",
                                  "Batch sizes to measure at.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.")
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each network's own).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Fewest timed batches per point.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Fewest timed batches per point (after one warm-up batch).",
+                                lower_bound=1)
 _MIN_TIME = flags.DEFINE_float("min_time", 0.5, "Fewest seconds of timed batches per point.", lower_bound=0)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.")
 _POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no meter "
                                   "reads (labelled modelled).", lower_bound=0)
-_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 2 repeats, 0.1 s per point.")
+_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.")
 
-QUICK = {"batch_sizes": ["1", "16"], "repeats": 2, "min_time": 0.1}
+QUICK = {"batch_sizes": ["1", "16"], "min_time": 0.2}
 
 
 def _batch_sizes(values: list[str]) -> tuple[int, ...]:

@@ -19,15 +19,13 @@ from measure import fits, results
 # A hue per family, as in the paper; its members are shades of it (ResNets pink).
 FAMILY_COLOURS = {
     "alexnet": "#1f5fbf", "nin": "#e07b00", "enet": "#2ca02c", "googlenet": "#7b3fbf",
-    "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0",
-}
+    "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0"}
 OTHER_COLOUR = "#707070"
 # Known members in the paper's order, so a network keeps its shade whichever others are present.
 FAMILY_MEMBERS = {
     "alexnet": ["alexnet", "bn_alexnet"], "nin": ["bn_nin"], "enet": ["enet"], "googlenet": ["googlenet"],
     "vgg": ["vgg16", "vgg19"], "resnet": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
-    "inception": ["inception_v3", "inception_v4"],
-}
+    "inception": ["inception_v3", "inception_v4"]}
 SIZE_LEGEND_M = (5, 35, 65, 95, 125, 155)  # the paper's blob legend, millions of parameters
 POINTS2_PER_M = 10.0  # blob area in points² per million parameters
 MB = 1e6
@@ -317,18 +315,21 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
         ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
     _log_axis(ax.xaxis)
     _hyperbola(ax, points)
-    powered = [r for r in points if fits.has_power(r)]
+    powered, xs = [r for r in points if fits.has_power(r)], [r.images_per_s for r in points]
     if powered:
         # With power about constant (finding 1), energy per image = P / rate: a budget is a vertical line.
         watts = float(np.mean([r.power_w for r in powered]))
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
         for budget in fits.energy_budgets(powered):
+            xs.append(watts / budget)
             ax.axvline(watts / budget, color="grey", linestyle=":", zorder=1)
             ax.text(watts / budget, 0.02, f" {budget * 1e3:.3g} mJ/img", transform=ax.get_xaxis_transform(),
                     rotation=90, fontsize="x-small", color="grey", va="bottom")
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
     else:
         _say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")
+    # Explicit limits: a lone point on its own iso-energy line leaves autoscaling a zero-width log axis.
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
     _legend_outside(ax)
     return fig
 

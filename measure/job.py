@@ -24,7 +24,9 @@ class Config:
     out_dir: str
     precision: str = "float32"
     resolution: Optional[int] = None  # None: each network's own input size
-    timing_options: timing.TimingOptions = timing.TimingOptions(min_time_s=0.5, min_repeats=3, warmup=1)
+    # One warm-up batch, then batches until half a second has passed: on a 2-core CPU the 98
+    # points of the paper's sweep then take about 8 minutes; heavy points get one timed batch.
+    timing_options: timing.TimingOptions = timing.TimingOptions(min_time_s=0.5, min_repeats=1, warmup=1)
     power_watts: Optional[float] = None  # a modelled constant, used only where no meter reads
     power_window_s: float = 1.0
     overwrite: bool = False
@@ -75,13 +77,13 @@ def _base_row(name: str, batch_size: int, config: Config, device: str) -> result
 
 
 def measure_point(name: str, batch_size: int, config: Config, device: str, peak_flops: float,
-                  meter: Optional[power.Meter], idle_w: Optional[float]) -> results.Row:
+                  meter: Optional[power.Meter], idle_w: Optional[float], variables) -> results.Row:
     """Counts, times and meters one network at one batch size; failures become the row's status."""
     row = _base_row(name, batch_size, config, device)
     peak_before = memory.device_peak_bytes()
     try:
         measured = timing.time_forward(models.get(name), models.input_shape(name, batch_size, config.resolution),
-                                       config.precision, config.timing_options)
+                                       config.precision, config.timing_options, variables=variables)
     except timing.MeasureFailed as failure:
         return dataclasses.replace(row, status=failure.status, error=failure.message.splitlines()[0][:300])
     fields = measured.row_fields(row.flops_per_image, peak_flops)
@@ -99,12 +101,38 @@ def measure_point(name: str, batch_size: int, config: Config, device: str, peak_
     return dataclasses.replace(row, **fields)
 
 
-def _eta(started: float, done_flops: float, left_flops: float) -> str:
-    """Time left, extrapolated from the seconds per FLOP so far (big networks dominate the run)."""
-    if not done_flops:
-        return "?"
-    seconds = (time.perf_counter() - started) / done_flops * left_flops
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+class _Eta:
+    """Time left: each point costs a fixed overhead (count, compile) plus its FLOPs at the rate seen."""
+
+    def __init__(self, options: timing.TimingOptions):
+        self.options, self.overhead_s, self.rate, self.points = options, 0.0, 0.0, 0
+
+    def add(self, row: results.Row, wall_s: float) -> None:
+        """Learns from one finished point how long overheads take and how fast the device computes."""
+        if row.status != results.OK:
+            return
+        batch_s = row.time_per_image_s * row.batch_size
+        compute_s = batch_s * (self.options.warmup + row.timed_batches)
+        self.points += 1
+        self.overhead_s += (max(0.0, wall_s - compute_s) - self.overhead_s) / self.points
+        self.rate += (row.achieved_flops_per_s - self.rate) / self.points
+
+    def left(self, batch_flops: list[float]) -> str:
+        """A readable estimate for the points still to measure, given each one's FLOPs per batch."""
+        if not self.points:
+            return "?"
+        seconds = sum(self.overhead_s + max(self.options.min_time_s, self.options.min_repeats * f / self.rate)
+                      + self.options.warmup * f / self.rate for f in batch_flops)
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _device_variables(name: str, config: Config):
+    """The network's weights on the device, or the MeasureFailed that stopped making them."""
+    try:
+        return timing.device_variables(models.get(name), models.input_shape(name, 1, config.resolution),
+                                       config.precision)
+    except timing.MeasureFailed as failure:
+        return failure
 
 
 def run(config: Config, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> list[results.Row]:
@@ -133,23 +161,30 @@ def run(config: Config, log: Callable[[str], None] = lambda line: print(line, fi
 
     per_image = {n: cost.count_model(n, 1, config.resolution).ops("flops") for n in dict.fromkeys(n for n, _ in todo)}
     flops = {(n, b): per_image[n] * b for n, b in todo}
-    started, done_flops, failed_models = time.perf_counter(), 0.0, {}
+    eta, failed_models, weights = _Eta(config.timing_options), {}, {}
     try:
         for i, (name, batch_size) in enumerate(todo, 1):
-            if name in failed_models:  # a larger batch cannot fit where a smaller one did not
+            started = time.perf_counter()
+            if name not in weights:  # one network's weights on the device at a time
+                weights.clear()
+                weights[name] = _device_variables(name, config)
+            if isinstance(weights[name], timing.MeasureFailed):
+                row = dataclasses.replace(_base_row(name, batch_size, config, device), status=weights[name].status,
+                                          error=f"making the weights: {weights[name].message}"[:300])
+            elif name in failed_models:  # a larger batch cannot fit where a smaller one did not
                 row = dataclasses.replace(_base_row(name, batch_size, config, device), status=results.OUT_OF_MEMORY,
                                           error=f"skipped: batch {failed_models[name]} ran out of memory")
             else:
-                row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w)
+                row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w, weights[name])
                 if row.status == results.OUT_OF_MEMORY:
                     failed_models[name] = batch_size
             rows.append(row)
             results.write(config.out_dir, rows, env)
-            done_flops += flops[(name, batch_size)]
-            left = sum(flops[p] for p in todo[i:])
+            eta.add(row, time.perf_counter() - started)
             summary = (f"{row.time_per_image_s * 1e3:.2f} ms/image" if row.status == results.OK
                        else f"{row.status}: {row.error[:80]}")
-            log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} (left: {_eta(started, done_flops, left)})")
+            log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} "
+                f"(left: {eta.left([flops[p] for p in todo[i:]])})")
     finally:
         if meter is not None:
             meter.close()

@@ -140,32 +140,45 @@ def _cast_floating(tree, dtype):
     return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
-def _on_device(module: nn.Module, shape: tuple[int, ...], dtype, seed: int, device):
-    """Random variables and a random input batch, both created and committed on `device`."""
-    param_key, input_key = jax.random.split(jax.random.key(seed))
-    # Variables do not depend on the batch size; a batch of one keeps the init trace small, and
-    # jitting the init makes the weights on the device instead of on the host.
+def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
+                     device: Optional[jax.Device] = None):
+    """Random variables of `module` for inputs of `shape`, made on the device and cast to `precision`.
+
+    They do not depend on the batch size: make them once and time every batch size with them.
+    """
+    dtype, device = _dtype(precision), device or jax.devices()[0]
+    # A batch of one keeps the init trace small; jitting the init makes the weights on the device.
     init = jax.jit(lambda key, x: _cast_floating(module.init(key, x, train=False), dtype))
-    make_input = jax.jit(lambda key: jax.random.normal(key, shape, dtype))
-    with jax.default_device(device):
-        variables = init(param_key, jnp.zeros((1, *shape[1:]), dtype))
-        batch = make_input(input_key)
-    return jax.device_put(variables, device), jax.device_put(batch, device)
+    try:
+        with jax.default_device(device):
+            variables = init(jax.random.key(seed), jnp.zeros((1, *shape[1:]), dtype))
+        return jax.device_put(variables, device)
+    except _xla_errors() as error:
+        raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
+
+
+def _dtype(precision: str):
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
 
 
 def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "float32",
                  options: TimingOptions = TimingOptions(), seed: int = 0,
-                 device: Optional[jax.Device] = None) -> Timing:
+                 device: Optional[jax.Device] = None, variables=None) -> Timing:
     """Times `module.apply(..., train=False)` on a random NHWC batch; MeasureFailed on OOM or compile errors.
 
-    Errors raised while tracing (a bad knob, a too-small resolution) are not XLA's and propagate.
+    `variables` (from device_variables) are made here when not given. Errors raised while tracing
+    (a bad knob, a too-small resolution) are not XLA's and propagate.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    dtype, device = PRECISIONS[precision], device or jax.devices()[0]
+    dtype, device = _dtype(precision), device or jax.devices()[0]
     xla_errors = _xla_errors()
+    if variables is None:
+        variables = device_variables(module, shape, precision, seed, device)
     try:
-        variables, batch = _on_device(module, shape, dtype, seed, device)
+        with jax.default_device(device):
+            batch = jax.device_put(jax.jit(lambda key: jax.random.normal(key, shape, dtype))(
+                jax.random.key(seed + 1)), device)
     except xla_errors as error:
         raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
 
@@ -198,9 +211,7 @@ def probe_size(platform: Optional[str] = None) -> int:
 def peak_flops_per_s(precision: str = "float32", size: Optional[int] = None, min_time_s: float = 0.5,
                      min_repeats: int = 5, device: Optional[jax.Device] = None) -> float:
     """Achievable FLOP/s of the device: 2 n^3 over the median time of an n x n matmul."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    dtype, device = PRECISIONS[precision], device or jax.devices()[0]
+    dtype, device = _dtype(precision), device or jax.devices()[0]
     n = size or probe_size(device.platform)
     a_key, b_key = jax.random.split(jax.random.key(0))
     with jax.default_device(device):

@@ -3,6 +3,7 @@
 import base64
 import os
 import re
+import warnings
 
 import pytest
 
@@ -123,6 +124,15 @@ def test_every_figure_says_no_data_when_nothing_was_measured(tmp_path):
     md, page = run(failed, tmp_path)
     assert "not fitted: no network was timed successfully" in md
     assert "data:image/png;base64," in page
+
+
+def test_a_single_point_draws_without_collapsing_axes():
+    # One network at one batch size sits on its own iso-energy line: the log axis must not collapse.
+    rows = make_rows(power="modelled", networks=TINY[:1], batches=(1,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for draw, _ in figures.FIGURES.values():
+            draw(rows).canvas.draw()
 
 
 def test_hyperbola_and_disagreements_are_reported(tmp_path):
