@@ -62,24 +62,29 @@ def environment(config: Config, peak_flops: float, meter_name: str, meter_note: 
     }
 
 
-def _base_row(name: str, batch_size: int, config: Config, device: str) -> results.Row:
-    """A row with the network's identity, its analytical costs and the paper's reference numbers."""
+def _base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
+    """A row with the network's identity, its analytical costs and the paper's reference numbers.
+
+    `counted` is the network's cost at batch 1: in eval every operation count and every live
+    activation scales exactly with the batch (tests/test_cost_models.py pins it), parameters not.
+    """
     spec = models.spec(name)
-    counted = cost.count_model(name, batch_size, config.resolution)
+    per_batch = counted.input_bytes + counted.peak_activation_bytes
     return results.Row(
         model=name, display_name=spec.display_name, family=spec.family, batch_size=batch_size,
         resolution=counted.resolution, precision=config.precision, device=device, params=counted.params,
-        macs_per_image=counted.ops("macs") // batch_size, flops_per_image=counted.ops("flops") // batch_size,
-        paper_ops_per_image=counted.ops("paper", dense_groups=True) // batch_size,
-        activations_per_image=counted.total.activations // batch_size,
-        memory_analytical_bytes=counted.memory_bytes, top1_percent_paper=spec.paper.top1_percent,
-        gops_paper=spec.paper.gops_paper, params_m_paper=spec.paper.params_m_paper)
+        macs_per_image=counted.ops("macs"), flops_per_image=counted.ops("flops"),
+        paper_ops_per_image=counted.ops("paper", dense_groups=True), activations_per_image=counted.total.activations,
+        memory_analytical_bytes=counted.memory_bytes - per_batch + batch_size * per_batch,
+        top1_percent_paper=spec.paper.top1_percent, gops_paper=spec.paper.gops_paper,
+        params_m_paper=spec.paper.params_m_paper)
 
 
 def measure_point(name: str, batch_size: int, config: Config, device: str, peak_flops: float,
-                  meter: Optional[power.Meter], idle_w: Optional[float], variables) -> results.Row:
-    """Counts, times and meters one network at one batch size; failures become the row's status."""
-    row = _base_row(name, batch_size, config, device)
+                  meter: Optional[power.Meter], idle_w: Optional[float], variables,
+                  counted: cost.Cost) -> results.Row:
+    """Times and meters one network at one batch size; failures become the row's status."""
+    row = _base_row(name, batch_size, config, device, counted)
     peak_before = memory.device_peak_bytes()
     try:
         measured = timing.time_forward(models.get(name), models.input_shape(name, batch_size, config.resolution),
@@ -159,8 +164,8 @@ def run(config: Config, log: Callable[[str], None] = lambda line: print(line, fi
                                                      if config.power_watts is not None else ""))
     env = environment(config, peak_flops, meter.name if meter else "none", meter_note, idle_w)
 
-    per_image = {n: cost.count_model(n, 1, config.resolution).ops("flops") for n in dict.fromkeys(n for n, _ in todo)}
-    flops = {(n, b): per_image[n] * b for n, b in todo}
+    costs = {n: cost.count_model(n, 1, config.resolution) for n in dict.fromkeys(n for n, _ in todo)}
+    flops = {(n, b): costs[n].ops("flops") * b for n, b in todo}
     eta, failed_models, weights = _Eta(config.timing_options), {}, {}
     try:
         for i, (name, batch_size) in enumerate(todo, 1):
@@ -169,13 +174,16 @@ def run(config: Config, log: Callable[[str], None] = lambda line: print(line, fi
                 weights.clear()
                 weights[name] = _device_variables(name, config)
             if isinstance(weights[name], timing.MeasureFailed):
-                row = dataclasses.replace(_base_row(name, batch_size, config, device), status=weights[name].status,
+                row = dataclasses.replace(_base_row(name, batch_size, config, device, costs[name]),
+                                          status=weights[name].status,
                                           error=f"making the weights: {weights[name].message}"[:300])
             elif name in failed_models:  # a larger batch cannot fit where a smaller one did not
-                row = dataclasses.replace(_base_row(name, batch_size, config, device), status=results.OUT_OF_MEMORY,
+                row = dataclasses.replace(_base_row(name, batch_size, config, device, costs[name]),
+                                          status=results.OUT_OF_MEMORY,
                                           error=f"skipped: batch {failed_models[name]} ran out of memory")
             else:
-                row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w, weights[name])
+                row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w, weights[name],
+                                    costs[name])
                 if row.status == results.OUT_OF_MEMORY:
                     failed_models[name] = batch_size
             rows.append(row)

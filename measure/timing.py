@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import models
 from measure import results
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -135,24 +136,30 @@ def _quartiles(times: list[float]) -> tuple[float, float, float]:
     return float(p25), statistics.median(times), float(p75)
 
 
-def _cast_floating(tree, dtype):
-    """Casts the floating-point leaves of a pytree; integer leaves (counters, indices) stay."""
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
 def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
                      device: Optional[jax.Device] = None):
-    """Random variables of `module` for inputs of `shape`, made on the device and cast to `precision`.
+    """Weights for timing `module` on inputs of `shape`, cast to `precision` and put on the device.
 
-    They do not depend on the batch size: make them once and time every batch size with them.
+    Kernels are He-scaled normal draws, norms and statistics neutral (scale and variance 1, the
+    rest 0), so activations keep a realistic range. They are drawn with NumPy from the abstract
+    shapes: compiling the module's own initialisers costs seconds per network and buys nothing
+    for timing. They do not depend on the batch size: make them once for every batch size.
     """
     dtype, device = _dtype(precision), device or jax.devices()[0]
-    # A batch of one keeps the init trace small; jitting the init makes the weights on the device.
-    init = jax.jit(lambda key, x: _cast_floating(module.init(key, x, train=False), dtype))
+    abstract = models.abstract_variables(module, (1, *shape[1:]))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = getattr(path[-1], "key", "")
+        if len(leaf.shape) >= 2:
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        else:
+            value = np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, np.float32)
+        return value.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else value.astype(leaf.dtype)
+
     try:
-        with jax.default_device(device):
-            variables = init(jax.random.key(seed), jnp.zeros((1, *shape[1:]), dtype))
-        return jax.device_put(variables, device)
+        return jax.device_put(jax.tree_util.tree_map_with_path(draw, abstract), device)
     except _xla_errors() as error:
         raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
 
