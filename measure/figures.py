@@ -102,11 +102,11 @@ def _failures_note(fig, rows: Sequence[results.Row]) -> None:
 
 
 def _legend_outside(ax, inside=()):
-    """Networks in a legend to the right of the axes; the `inside` handles (fit lines) top left within."""
+    """Networks in a legend right of the axes; `inside` handles (fit lines) lower right, where rising data is not."""
     handles, labels = ax.get_legend_handles_labels()
     networks = [(h, l) for h, l in zip(handles, labels) if h not in inside]
     if inside:
-        ax.add_artist(ax.legend(handles=list(inside), loc="upper left", fontsize="small"))
+        ax.add_artist(ax.legend(handles=list(inside), loc="lower right", fontsize="small"))
     if networks:
         # The last legend is the axes' own, the one constrained layout makes room for.
         ax.legend(*zip(*networks), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")

@@ -56,6 +56,7 @@ class Timing:
     median_s: float
     p25_s: float
     p75_s: float
+    mean_s: float
     timed_calls: int
     compile_s: float  # tracing, lowering and XLA compilation
     compiled: Any = dataclasses.field(repr=False)  # jax.stages.Compiled, for its memory analysis
@@ -206,7 +207,8 @@ def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "fl
     except xla_errors as error:
         raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
     p25, median, p75 = _quartiles(times)
-    return Timing(batch_size=shape[0], median_s=median, p25_s=p25, p75_s=p75, timed_calls=len(times),
+    return Timing(batch_size=shape[0], median_s=median, p25_s=p25, p75_s=p75, mean_s=statistics.mean(times),
+                  timed_calls=len(times),
                   compile_s=compile_s, compiled=compiled, run_batch=run_batch)
 
 
