@@ -9,6 +9,7 @@ import time
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import jaxlib
 
 import models
@@ -75,7 +76,9 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
         resolution=counted.resolution, precision=config.precision, device=device, params=counted.params,
         macs_per_image=counted.ops("macs"), flops_per_image=counted.ops("flops"),
         paper_ops_per_image=counted.ops("paper", dense_groups=True), activations_per_image=counted.total.activations,
-        memory_analytical_bytes=counted.memory_bytes - per_batch + batch_size * per_batch,
+        # Counted in float32; every value (weights, input, activations) is cast to the precision.
+        memory_analytical_bytes=(counted.memory_bytes - per_batch + batch_size * per_batch)
+        * jnp.dtype(timing.PRECISIONS[config.precision]).itemsize // 4,
         top1_percent_paper=spec.paper.top1_percent, gops_paper=spec.paper.gops_paper,
         params_m_paper=spec.paper.params_m_paper)
 

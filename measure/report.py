@@ -17,12 +17,9 @@ from measure import figures, fits, results
 MIN_R2 = 0.8
 MAX_POWER_SPREAD = 0.20
 PAPER = "Canziani, Paszke and Culurciello 2017 (arXiv 1605.07678)"
-# Environment keys shown first, with the names they may go by.
-_ENVIRONMENT_KEYS = {
-    "device": ("device", "devices", "device_kind"), "JAX": ("jax", "jax_version"),
-    "jaxlib": ("jaxlib", "jaxlib_version"), "XLA flags": ("xla_flags", "XLA_FLAGS"),
-    "host": ("host", "hostname", "platform_node"),
-}
+# Readable labels of the environment keys measure.job records (others show under their own name).
+_ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags",
+                       "host": "host", "peak_flops_per_s": "peak (matmul probe)", "idle_power_w": "idle power [W]"}
 _CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
         "img{max-width:100%}.verdict{font-weight:bold}")
@@ -34,20 +31,17 @@ def _n(value, fmt: str = "{:.3g}") -> str:
 
 
 def _environment(environment: dict) -> list:
-    """The environment as a key/value table, the expected keys first and named if missing."""
-    table, used = [], set()
-    for label, names in _ENVIRONMENT_KEYS.items():
-        found = [k for k in names if k in environment]
-        used.update(found)
-        table.append([label, _value(environment[found[0]]) if found else "not recorded"])
-    table += [[k, _value(v)] for k, v in environment.items() if k not in used]
+    """The environment as a key/value table."""
+    table = [[_ENVIRONMENT_LABELS.get(k, k), _value(k, v)] for k, v in environment.items()]
     return [("h", 2, "Environment"), ("table", ["", "value"], table)]
 
 
-def _value(value) -> str:
+def _value(key: str, value) -> str:
     """An environment value as one line of text."""
     if value == "" or value is None:
         return "(none)"
+    if key == "peak_flops_per_s":
+        return f"{value / 1e9:.1f} GFLOP/s"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 

@@ -111,9 +111,9 @@ def test_modelled_power_is_labelled_and_not_taken_for_a_measurement(tmp_path):
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels and all("(modelled)" in label for label in labels)
     assert "modelled" in fig.axes[0].get_title()
-    report.write_report(rows, {}, str(tmp_path), [])
+    report.write_report(rows, {"peak_flops_per_s": 2.5e11}, str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "Not a measurement: power is modelled" in md and "| device | not recorded |" in md
+    assert "Not a measurement: power is modelled" in md and "| peak (matmul probe) | 250.0 GFLOP/s |" in md
 
 
 def test_every_figure_says_no_data_when_nothing_was_measured(tmp_path):
