@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+import models
 from models import googlenet, layers
 
 
@@ -96,3 +97,15 @@ def test_bad_knobs_raise(knobs):
 def test_too_small_resolution_raises():
     with pytest.raises(ValueError, match="at least 31"):
         n_params(googlenet.googlenet(), googlenet.MIN_RESOLUTION - 1)
+
+
+def test_factorised_stem_is_the_first_authors_torch_googlenet():
+    module = googlenet.googlenet(stem="factorised")
+    variables = models.abstract_variables(module, (1, 224, 224, 3))
+    assert models.count_params(variables) == 6_991_880  # rounds to the paper's 6.99 M as BVLC's does
+    params = variables["params"]
+    assert [params[f"conv1_{c}"]["kernel"].shape for c in "rgb"] == [(7, 7, 1, 8)] * 3
+    assert params["conv1_mix"]["kernel"].shape == (1, 1, 24, 64)
+    assert "conv1" not in params
+    with pytest.raises(ValueError, match="stem must be one of bvlc, factorised"):
+        googlenet.googlenet(stem="resnet")
