@@ -148,3 +148,30 @@ def test_unknown_convention_and_sort_key():
         result.ops("gflops")
     with pytest.raises(ValueError, match="unknown sort key"):
         result.per_layer(sort_by="speed")
+
+
+def test_custom_vjp_remat_and_jit_bodies_are_walked():
+    @jax.custom_vjp
+    def scaled_dot(x, w):
+        return x @ w
+
+    scaled_dot.defvjp(lambda x, w: (x @ w, (x, w)), lambda res, g: (g @ res[1].T, res[0].T @ g))
+    x, w = S((4, 8), F32), S((8, 8), F32)
+    once = 4 * 8 * 8
+    for wrap in (scaled_dot, jax.checkpoint(lambda x, w: x @ w), jax.jit(lambda x, w: x @ w)):
+        result = cost.count_function(wrap, x, w)
+        assert result.ops("macs") == once and result.breakdown.unknown_primitives == {}
+    grad = cost.count_function(jax.grad(lambda x, w: scaled_dot(x, w).sum()), x, w)
+    # The forward and both products of the custom backward: JAX cannot prune inside a custom rule.
+    assert grad.ops("macs") == 3 * once
+
+
+def test_scopes_of_named_scopes_key_the_per_layer_rows():
+    def two_layers(x, w):
+        with jax.named_scope("first"):
+            x = x @ w
+        with jax.named_scope("second"):
+            return jax.nn.relu(x @ w)
+
+    rows = {r.path: r.ops for r in cost.count_function(two_layers, S((4, 8), F32), S((8, 8), F32)).per_layer("macs")}
+    assert rows == {"first": 256, "second": 256}
