@@ -1,6 +1,7 @@
 """The main job: measure every network at every batch size on this device, then draw the report."""
 
 import dataclasses
+import functools
 import os
 import platform
 import re
@@ -83,6 +84,13 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
         params_m_paper=spec.paper.params_m_paper)
 
 
+def _failed_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost, status: str,
+                message: str) -> results.Row:
+    """A point that could not be measured: its counts, its status and the first line of why."""
+    return dataclasses.replace(_base_row(name, batch_size, config, device, counted), status=status,
+                               error=message.splitlines()[0][:300] if message else "")
+
+
 def measure_point(name: str, batch_size: int, config: Config, device: str, peak_flops: float,
                   meter: Optional[power.Meter], idle_w: Optional[float], variables,
                   counted: cost.Cost) -> results.Row:
@@ -93,7 +101,7 @@ def measure_point(name: str, batch_size: int, config: Config, device: str, peak_
         measured = timing.time_forward(models.get(name), models.input_shape(name, batch_size, config.resolution),
                                        config.precision, config.timing_options, variables=variables)
     except timing.MeasureFailed as failure:
-        return dataclasses.replace(row, status=failure.status, error=failure.message.splitlines()[0][:300])
+        return _failed_row(name, batch_size, config, device, counted, failure.status, failure.message)
     fields = measured.row_fields(row.flops_per_image, peak_flops)
     fields.update(memory.compiled_memory(measured.compiled).row_fields())
     peak_after = memory.device_peak_bytes()
@@ -176,14 +184,11 @@ def run(config: Config, log: Callable[[str], None] = lambda line: print(line, fi
             if name not in weights:  # one network's weights on the device at a time
                 weights.clear()
                 weights[name] = _device_variables(name, config)
+            unmeasured = functools.partial(_failed_row, name, batch_size, config, device, costs[name])
             if isinstance(weights[name], timing.MeasureFailed):
-                row = dataclasses.replace(_base_row(name, batch_size, config, device, costs[name]),
-                                          status=weights[name].status,
-                                          error=f"making the weights: {weights[name].message}"[:300])
+                row = unmeasured(weights[name].status, f"making the weights: {weights[name].message}")
             elif name in failed_models:  # a larger batch cannot fit where a smaller one did not
-                row = dataclasses.replace(_base_row(name, batch_size, config, device, costs[name]),
-                                          status=results.OUT_OF_MEMORY,
-                                          error=f"skipped: batch {failed_models[name]} ran out of memory")
+                row = unmeasured(results.OUT_OF_MEMORY, f"skipped: batch {failed_models[name]} ran out of memory")
             else:
                 row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w, weights[name],
                                     costs[name])

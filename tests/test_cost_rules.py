@@ -101,6 +101,12 @@ def test_cond_counts_its_most_expensive_branch():
     assert result.ops("macs") == 2 * 4 * 8 * 8
 
 
+def test_scatter_add_counts_one_addition_per_update():
+    result = cost.count_function(lambda x, i, u: x.at[i].add(u), S((10, 4), F32), S((3,), jnp.int32),
+                                 S((3, 4), F32))
+    assert result.per_primitive("flops")["scatter-add"] == 12 and result.breakdown.unknown_primitives == {}
+
+
 def test_primitives_without_a_rule_are_reported_not_dropped():
     result = cost.count_function(lambda x: jnp.sort(x) * 2, S((16,), F32))
     assert result.breakdown.unknown_primitives == {"sort": 1}

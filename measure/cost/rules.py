@@ -49,7 +49,7 @@ CUMULATIVE = frozenset("cumsum cumprod cummax cummin cumlogsumexp".split())
 FREE = frozenset("""
     broadcast_in_dim bitcast_convert_type concatenate copy copy_p device_put dynamic_slice
     dynamic_update_slice expand_dims gather iota pad reduce_precision reshape rev scatter
-    scatter-add scatter_add select_and_gather_add_p slice sharding_constraint split squeeze
+    slice sharding_constraint split squeeze
     stop_gradient transpose random_bits random_fold_in random_seed random_split random_unwrap
     random_wrap threefry2x32 optimization_barrier mesh_cast pvary
     """.split())
@@ -187,6 +187,8 @@ def tally(eqn, is_static=lambda var: False):
         return reduction_tally(eqn)
     if name in ("select_and_scatter_add", "select_and_gather_add"):
         return select_and_scatter_tally(eqn)
+    if name in ("scatter-add", "scatter_add"):  # one addition per update element (a gather's gradient)
+        return Tally(elementwise=size(eqn.invars[2].aval), equations=1)
     if name in CUMULATIVE:
         return Tally(elementwise=size(eqn.outvars[0].aval), equations=1)
     if name in FREE:
