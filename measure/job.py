@@ -118,7 +118,7 @@ def measure_point(name: str, batch_size: int, config: Config, device: str, peak_
 
 
 class _Eta:
-    """Time left: each point costs a fixed overhead (count, compile) plus its FLOPs at the rate seen."""
+    """Time left: each point costs a fixed overhead (compile, memory analysis) plus its FLOPs at the rate seen."""
 
     def __init__(self, options: timing.TimingOptions):
         self.options, self.overhead_s, self.rate, self.points = options, 0.0, 0.0, 0
