@@ -5,6 +5,7 @@ from absl import flags
 import models
 from measure import job, timing
 from models import cli
+from models.errors import UserError
 
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks to measure (default: the paper's 14).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
@@ -27,9 +28,9 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in values)
     except ValueError:
-        raise ValueError(f"--batch_sizes takes positive integers; got {','.join(values)}") from None
+        raise UserError(f"--batch_sizes takes positive integers; got {','.join(values)}") from None
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batch_sizes takes positive integers; got {','.join(values)}")
+        raise UserError(f"--batch_sizes takes positive integers; got {','.join(values)}")
     return tuple(sorted(set(sizes)))
 
 

@@ -10,6 +10,7 @@ from absl import flags
 import models
 from measure import fits, results, timing
 from models import cli
+from models.errors import UserError
 
 _MODEL = flags.DEFINE_string("model", "resnet50", "Network to time (batch 1).")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds of bare loop and harness.", lower_bound=1)
@@ -56,7 +57,7 @@ def fraction_of_peak(out_dir: str) -> None:
     """For each network, the batch size with the most images/s and the share of peak FLOP/s it reaches."""
     rows, environment = results.read(out_dir)
     if not rows:
-        raise ValueError(f"no results in {out_dir}; run `python -m measure --out={out_dir}` first")
+        raise UserError(f"no results in {out_dir}; run `python -m measure --out={out_dir}` first")
     print(f"peak (matmul probe): {environment['peak_flops_per_s'] / 1e9:.1f} GFLOP/s on {environment['device']}")
     print(f"  {'network':<14}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     best = {}

@@ -15,6 +15,7 @@ import jaxlib
 
 import models
 from measure import cost, figures, memory, power, report, results, timing
+from models.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,7 @@ def run(config: Config, log: Callable[[str], None] = lambda line: print(line, fi
     rows, previous_env = ([], {}) if config.overwrite else results.read(config.out_dir)
     device = device_name()
     if previous_env and previous_env.get("device") != device:
-        raise ValueError(f"{config.out_dir} holds results measured on {previous_env['device']!r}, not on "
+        raise UserError(f"{config.out_dir} holds results measured on {previous_env['device']!r}, not on "
                          f"{device!r}; choose another --out or pass --overwrite")
     done = {row.key for row in rows}
     todo = [(n, b) for n in config.models for b in config.batch_sizes

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from typing import Optional
+from models.errors import UserError
 
 # Statuses of a measured point; only "ok" rows carry timings.
 OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR = "ok", "out_of_memory", "compile_error", "error"
@@ -102,5 +103,5 @@ def read(out_dir: str) -> tuple[list[Row], dict]:
             data = json.load(f)
         rows = [Row(**{k: v for k, v in r.items() if k in _TYPES}) for r in data["rows"]]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is corrupt ({error}); move it away or rerun with --overwrite") from error
+        raise UserError(f"{path} is corrupt ({error}); move it away or rerun with --overwrite") from error
     return rows, data.get("environment", {})

@@ -13,6 +13,7 @@ import numpy as np
 
 import models
 from measure import results
+from models.errors import UserError
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -35,7 +36,7 @@ class TimingOptions:
 
     def __post_init__(self):
         if self.min_time_s < 0 or self.min_repeats < 1 or self.warmup < 0:
-            raise ValueError(f"timing options must have min_time_s >= 0, min_repeats >= 1 and "
+            raise UserError(f"timing options must have min_time_s >= 0, min_repeats >= 1 and "
                              f"warmup >= 0; got {self}")
 
 
@@ -167,7 +168,7 @@ def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str =
 
 def _dtype(precision: str):
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     return PRECISIONS[precision]
 
 

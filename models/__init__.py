@@ -1,7 +1,8 @@
 """Flax definitions of the 14 ImageNet networks measured by Canziani et al. (2017)."""
 
+from models.errors import UserError
 from models.registry import (ModelSpec, abstract_variables, count_params, get, input_shape, knobs,
                              names, spec)
 
 __all__ = ["ModelSpec", "abstract_variables", "count_params", "get", "input_shape", "knobs", "names",
-           "spec"]
+           "spec", "UserError"]

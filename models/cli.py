@@ -7,6 +7,8 @@ import sys
 
 from absl import app, flags, logging
 
+from models.errors import UserError
+
 
 def _parse_flags(argv):
     try:
@@ -24,14 +26,14 @@ def _fail(message: str):
 
 
 def run(main) -> None:
-    """Runs an absl `main`, turning flag errors and ValueErrors into one line on stderr, exit 2."""
+    """Runs an absl `main`, turning flag errors and UserErrors (bad input) into one line on stderr, exit 2."""
 
     def guarded(argv):
         if len(argv) > 1:
             _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags take the form --name=value)")
         try:
             return main(argv)
-        except ValueError as error:
+        except UserError as error:
             _fail(str(error))
 
     app.run(guarded, flags_parser=_parse_flags)

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from models import layers
+from models.errors import UserError
 
 # The initial block and the four downsampling bottlenecks halve the input five times; the
 # ceil-mode pool of the initial block lets odd sizes through, so 31 -> 16 -> 8 -> 4 -> 2 -> 1.
@@ -66,7 +67,7 @@ def shortcut(x, features: int, downsample: bool):
     if downsample:
         x = layers.max_pool(x, 2, 2)
     if features < x.shape[-1]:
-        raise ValueError(f"enet: a bottleneck cannot narrow {x.shape[-1]} to {features} channels")
+        raise UserError(f"enet: a bottleneck cannot narrow {x.shape[-1]} to {features} channels")
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
 
 
@@ -103,7 +104,7 @@ class ENet(nn.Module):
         layers.check_positive("enet", width=self.width, num_classes=self.num_classes)
         layers.check_depths("enet", self.depths, 4)
         if not isinstance(self.dilated, bool):
-            raise ValueError(f"enet: dilated must be True or False; got {self.dilated!r}")
+            raise UserError(f"enet: dilated must be True or False; got {self.dilated!r}")
         super().__post_init__()
 
     @nn.compact

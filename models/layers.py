@@ -5,6 +5,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
+from models.errors import UserError
 
 # He initialisation on fan-out, as fb.resnet.torch and torchvision initialise convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -67,10 +68,10 @@ def global_avg_pool(x):
 def check_resolution(x, minimum: int, model: str) -> None:
     """Raises ValueError when the input is too small for the network's downsampling."""
     if x.ndim != 4:
-        raise ValueError(f"{model} takes NHWC images; got an input of shape {x.shape}")
+        raise UserError(f"{model} takes NHWC images; got an input of shape {x.shape}")
     height, width = x.shape[1:3]
     if min(height, width) < minimum:
-        raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum} pixels; "
+        raise UserError(f"{model} needs inputs of at least {minimum}x{minimum} pixels; "
                          f"got {height}x{width} (use a resolution >= {minimum})")
 
 
@@ -78,14 +79,14 @@ def check_positive(model: str, **knobs) -> None:
     """Raises ValueError naming the first knob that is not a positive number."""
     for knob, value in knobs.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{model}: {knob} must be a positive number; got {value!r}")
+            raise UserError(f"{model}: {knob} must be a positive number; got {value!r}")
 
 
 def check_depths(model: str, depths, expected_len: int) -> None:
     """Raises ValueError unless `depths` has one positive integer per stage."""
     if (not isinstance(depths, (tuple, list)) or len(depths) != expected_len
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths)):
-        raise ValueError(f"{model}: depths must be {expected_len} positive integers, one per stage; "
+        raise UserError(f"{model}: depths must be {expected_len} positive integers, one per stage; "
                          f"got {depths!r}")
 
 

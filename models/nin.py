@@ -5,6 +5,7 @@ import functools
 import flax.linen as nn
 
 from models import layers
+from models.errors import UserError
 
 # The total stride (4 * 2 * 2 * 2), resnet.py's rule: 32 -> 8 -> 4 -> 2 -> 1 at block4. Torch's
 # pad-1 pools would take smaller inputs, but only by pooling 1x1 maps that are mostly padding.
@@ -48,7 +49,7 @@ class NIN(nn.Module):
     def __post_init__(self):
         layers.check_positive("bn_nin", width=self.width, num_classes=self.num_classes)
         if not isinstance(self.num_classes, int):
-            raise ValueError(f"bn_nin: num_classes must be an integer; got {self.num_classes!r}")
+            raise UserError(f"bn_nin: num_classes must be an integer; got {self.num_classes!r}")
         super().__post_init__()
 
     @nn.compact

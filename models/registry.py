@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import alexnet, enet, googlenet, inception_v3, inception_v4, nin, reference, resnet, vgg
+from models.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +18,10 @@ class _Entry:
     constructor: Callable[..., nn.Module]
     min_resolution: int
 
+
+# Inputs beyond 4096x4096 are not images these networks are used on, and a side near 2**31 would
+# overflow the counts' index arithmetic: a clear error instead.
+MAX_RESOLUTION = 4096
 
 # In the order of the paper's figures.
 _MODELS = {
@@ -58,7 +63,7 @@ def names() -> list[str]:
 
 def _entry(name: str) -> _Entry:
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}")
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}")
     return _MODELS[name]
 
 
@@ -78,7 +83,7 @@ def get(name: str, **overrides) -> nn.Module:
     allowed = knobs(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ValueError(f"{name} has no knob {', '.join(unknown)}; its knobs are: {', '.join(allowed)}")
+        raise UserError(f"{name} has no knob {', '.join(unknown)}; its knobs are: {', '.join(allowed)}")
     return constructor(**overrides)
 
 
@@ -95,10 +100,10 @@ def input_shape(name: str, batch_size: int = 1, resolution: Optional[int] = None
     model_spec = spec(name)
     resolution = model_spec.input_size if resolution is None else resolution
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch size must be a positive integer; got {batch_size!r}")
-    if not isinstance(resolution, int) or resolution < model_spec.min_resolution:
-        raise ValueError(f"{name} needs a resolution of at least {model_spec.min_resolution}; "
-                         f"got {resolution!r}")
+        raise UserError(f"batch size must be a positive integer; got {batch_size!r}")
+    if not isinstance(resolution, int) or not model_spec.min_resolution <= resolution <= MAX_RESOLUTION:
+        raise UserError(f"{name} needs a resolution from {model_spec.min_resolution} to {MAX_RESOLUTION} "
+                        f"pixels; got {resolution!r}")
     return (batch_size, resolution, resolution, 3)
 
 

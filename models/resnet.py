@@ -6,6 +6,7 @@ from typing import Sequence
 import flax.linen as nn
 
 from models import layers
+from models.errors import UserError
 
 MIN_RESOLUTION = 32  # five stride-2 steps leave one pixel at the last stage
 
@@ -84,7 +85,7 @@ class ResNet(nn.Module):
 
     def __post_init__(self):
         if self.block not in BLOCKS:
-            raise ValueError(f"resnet: block must be one of {sorted(BLOCKS)}; got {self.block!r}")
+            raise UserError(f"resnet: block must be one of {sorted(BLOCKS)}; got {self.block!r}")
         layers.check_positive("resnet", width=self.width, num_classes=self.num_classes)
         layers.check_depths("resnet", self.depths, 4)
         super().__post_init__()

@@ -96,7 +96,7 @@ def test_bad_knob_values_raise(overrides):
 
 
 def test_too_small_resolution_fails_clearly():
-    with pytest.raises(ValueError, match="at least 32"):
+    with pytest.raises(ValueError, match="from 32 to 4096"):
         models.input_shape("resnet50", resolution=16)
     module = models.get("resnet50")
     with pytest.raises(ValueError, match="at least 32x32 pixels; got 16x16"):

@@ -12,6 +12,7 @@ from jax import tree_util
 import models
 from measure.cost import memory, rules
 from measure.cost import walk as walk_lib
+from models.errors import UserError
 
 Scope = walk_lib.Scope
 TOP_LEVEL = "(top level)"
@@ -65,7 +66,7 @@ class Cost:
                   **options) -> list[LayerRow]:
         """Costs per module path, paths cut to `depth` levels, in execution order or sorted."""
         if sort_by not in ("order", "ops", "params", "activations", "path"):
-            raise ValueError(f"unknown sort key {sort_by!r}; choose order, ops, params, activations or path")
+            raise UserError(f"unknown sort key {sort_by!r}; choose order, ops, params, activations or path")
         rows: dict[Scope, LayerRow] = {}
         for scope, tally in self.breakdown.per_scope.items():
             row = _row(rows, scope[:depth])

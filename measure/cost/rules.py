@@ -25,6 +25,7 @@ import dataclasses
 import math
 
 import numpy as np
+from models.errors import UserError
 
 CONVENTIONS = ("macs", "flops", "paper")
 
@@ -85,7 +86,7 @@ class Tally:
             return 2 * (self.macs_real_taps if real_taps else self.macs) + self.elementwise
         if convention == "paper":
             return 2 * (self.macs_dense_groups if dense_groups else self.macs) + self.paper_other
-        raise ValueError(f"unknown convention {convention!r}; choose one of: {', '.join(CONVENTIONS)}")
+        raise UserError(f"unknown convention {convention!r}; choose one of: {', '.join(CONVENTIONS)}")
 
 
 def size(aval) -> int:
