@@ -143,7 +143,7 @@ def test_corrupt_results_file_is_named(tmp_path):
     ("--batch_sizes=0,2", "--batch_sizes takes positive integers"),
     ("--batch_sizes=a", "--batch_sizes takes positive integers"),
     ("--precision=fp8", "precision"),
-    ("--resolution=8", "from 31 to 4096"),
+    ("--resolution=8", "to 4096 pixels; got 8"),
 ])
 def test_cli_bad_flags_fail_in_one_line_before_any_output(tmp_path, flag, message):
     result = subprocess.run([sys.executable, "-m", "measure", flag, f"--out={tmp_path}/out"],
