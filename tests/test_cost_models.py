@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import subprocess
 import sys
 
@@ -100,6 +101,35 @@ def test_training_step_costs_about_three_forward_passes():
     assert step.peak_activation_bytes > 5 * forward("resnet18").peak_activation_bytes  # saved activations
     # Attributed to modules even under jvp and transpose.
     assert {row.path for row in step.per_layer(depth=1)} >= {"stem_conv", "stage1", "stage4", "fc"}
+
+
+_COUNT_WITHOUT_PROFILE = """
+import json
+import flax.linen as nn
+import jax
+from measure import cost
+from measure.cost import walk
+result = cost.count_model("resnet50")
+dense = nn.Dense(2)
+after = jax.make_jaxpr(lambda x: dense.init_with_output(jax.random.key(0), x))(jax.ShapeDtypeStruct((1, 3), "float32"))
+print(json.dumps({"paper": result.ops("paper"), "flops": result.ops("flops"),
+                  "rows": [[r.path, r.ops, r.params, r.activations] for r in result.per_layer("paper", depth=3)],
+                  "scoped_after": any(walk.scope_names(e.source_info.name_stack) for e in after.jaxpr.eqns)}))
+"""
+
+
+def test_counts_do_not_depend_on_flax_profile():
+    # FLAX_PROFILE=false turns off Flax's named scope per module call, which the per-layer rows and
+    # the paper's module rules key on: counting turns it on for its own trace only.
+    env = {**os.environ, "FLAX_PROFILE": "false"}
+    run = subprocess.run([sys.executable, "-c", _COUNT_WITHOUT_PROFILE], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    counted = json.loads(run.stdout)
+    expected = forward("resnet50")
+    assert counted["paper"] == expected.ops("paper") and counted["flops"] == expected.ops("flops")
+    rows = [[r.path, r.ops, r.params, r.activations] for r in expected.per_layer("paper", depth=3)]
+    assert len(rows) > 50 and counted["rows"] == rows
+    assert counted["scoped_after"] is False  # the user's setting is back once counting is done
 
 
 def _cli(*flags):

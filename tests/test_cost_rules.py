@@ -7,6 +7,7 @@ import pytest
 from jax import lax
 
 from measure import cost
+from measure.cost import walk
 from models import layers
 
 S = jax.ShapeDtypeStruct
@@ -146,6 +147,34 @@ def test_module_rules_and_per_layer_rows():
     flops_rows = {row.path: row.ops for row in result.per_layer("flops")}
     assert flops_rows["bn"] > 0  # BatchNorm's arithmetic is real to XLA
     assert result.params == 72 + 4 + 8 + 4 + 64 * 3 + 3 and result.batch_stats == 8
+
+
+def _opens_module_scopes() -> bool:
+    """Whether Flax wraps module calls in named scopes right now (FLAX_PROFILE's setting)."""
+    dense = nn.Dense(2)
+    jaxpr = jax.make_jaxpr(lambda x: dense.init_with_output(jax.random.key(0), x))(S((1, 3), F32))
+    return any(walk.scope_names(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns)
+
+
+class _Broken(nn.Module):
+    """A module whose call fails half-way through the trace."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        nn.Dense(2)(x)
+        raise RuntimeError("broken module")
+
+
+def test_named_scopes_are_forced_on_while_counting_and_restored_even_on_error():
+    expected = {r.path: r.ops for r in cost.count_module(_Tiny(), (1, 6, 6, 2)).per_layer("paper")}
+    with nn.override_named_call(False):  # what FLAX_PROFILE=false sets
+        assert not _opens_module_scopes()
+        assert {r.path: r.ops for r in cost.count_module(_Tiny(), (1, 6, 6, 2)).per_layer("paper")} == expected
+        assert not _opens_module_scopes()
+        with pytest.raises(RuntimeError, match="broken module"):
+            cost.count_module(_Broken(), (1, 4))
+        assert not _opens_module_scopes()
+    assert _opens_module_scopes()
 
 
 def test_unknown_convention_and_sort_key():

@@ -112,9 +112,19 @@ def _bytes(tree) -> int:
     return sum(memory.nbytes(leaf) for leaf in jax.tree.leaves(tree))
 
 
+def _module_scopes():
+    """Flax's named scope around every module call, on whatever the user's FLAX_PROFILE says.
+
+    The per-layer rows and the paper's module-level rules key on these scopes; Flax opens them
+    only when its `flax_profile` setting is on. The override restores the setting on exit.
+    """
+    return nn.override_named_call(True)
+
+
 def count_function(fn, *args) -> Cost:
     """Costs of `fn` on abstract arguments (jax.ShapeDtypeStruct pytrees); no parameters known."""
-    closed = jax.make_jaxpr(fn)(*args)
+    with _module_scopes():
+        closed = jax.make_jaxpr(fn)(*args)
     breakdown = walk_lib.Breakdown()
     walk_lib.walk(closed.jaxpr, breakdown)
     return Cost(breakdown, input_bytes=_bytes(args), peak_activation_bytes=memory.peak_live_bytes(closed.jaxpr))
@@ -156,11 +166,11 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
         variables = models.abstract_variables(module, input_shape, dtype)
         state = {k: v for k, v in variables.items() if k != "params"}
         labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
-        with nn.intercept_methods(record):
+        with _module_scopes(), nn.intercept_methods(record):
             closed = jax.make_jaxpr(_cross_entropy_step(module))(variables["params"], state, x, labels)
         static = closed.jaxpr.invars[:len(jax.tree.leaves(variables))]  # parameters are traced first
     else:
-        with nn.intercept_methods(record):
+        with _module_scopes(), nn.intercept_methods(record):
             closed, (_, variables) = jax.make_jaxpr(
                 functools.partial(module.init_with_output, train=False), return_shape=True)(jax.random.key(0), x)
         static = closed.jaxpr.invars[:1]  # the RNG key
