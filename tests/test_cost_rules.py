@@ -1,5 +1,8 @@
 """Hand-computed counts of small functions in every convention, each also checked against XLA."""
 
+import functools
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,6 +150,45 @@ def test_module_rules_and_per_layer_rows():
     flops_rows = {row.path: row.ops for row in result.per_layer("flops")}
     assert flops_rows["bn"] > 0  # BatchNorm's arithmetic is real to XLA
     assert result.params == 72 + 4 + 8 + 4 + 64 * 3 + 3 and result.batch_stats == 8
+
+
+class _FoldedBatchNorm(nn.BatchNorm):
+    """A BatchNorm subclass: the paper's rules cost it as a BatchNorm."""
+
+
+class _ChannelPReLU(layers.PReLU):
+    """A PReLU subclass: the paper's rules cost it as a PReLU."""
+
+
+class BatchNorm(nn.Module):
+    """Flax's BatchNorm by name only: a ReLU, whose maximum the paper counts once per element."""
+
+    @nn.compact
+    def __call__(self, x):
+        return jax.nn.relu(x)
+
+
+class _OneLayer(nn.Module):
+    """Applies the one module `make` builds."""
+
+    make: Callable[[], nn.Module]
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return self.make()(x)
+
+
+@pytest.mark.parametrize("make, paper_per_element", [
+    (functools.partial(nn.BatchNorm, use_running_average=True), 0),
+    (functools.partial(_FoldedBatchNorm, use_running_average=True), 0),  # its bias add is not counted
+    (layers.PReLU, 1),
+    (_ChannelPReLU, 1),  # its where(x >= 0, ...) alone counts 0
+    (nn.PReLU, 1),
+    (BatchNorm, 1),  # its ReLU counts
+], ids=["BatchNorm", "BatchNorm subclass", "PReLU", "PReLU subclass", "flax PReLU", "namesake BatchNorm"])
+def test_module_rules_match_classes_not_names(make, paper_per_element):
+    result = cost.count_module(_OneLayer(make), (1, 4, 4, 3))
+    assert result.ops("paper") == paper_per_element * 48
 
 
 def _opens_module_scopes() -> bool:

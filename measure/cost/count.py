@@ -153,13 +153,14 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     One trace instead of init + apply halves the time, which sweeps over variants feel.
     """
     x = jax.ShapeDtypeStruct(input_shape, dtype)
-    calls = []  # (module path, class name, output elements) of every module call, in order
+    calls = []  # (module path, class name, paper cost per element or None, output elements), in order
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
             elements = sum(rules.size(leaf) for leaf in jax.tree.leaves(out))
-            calls.append((context.module.path, type(context.module).__name__, elements))
+            calls.append((context.module.path, type(context.module).__name__,
+                          rules.paper_module_cost(context.module), elements))
         return out
 
     if train:
@@ -167,7 +168,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
         state = {k: v for k, v in variables.items() if k != "params"}
         labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
         with _module_scopes(), nn.intercept_methods(record):
-            closed = jax.make_jaxpr(_cross_entropy_step(module))(variables["params"], state, x, labels)
+            closed = jax.make_jaxpr(_cross_entropy_step(module))(variables.get("params", {}), state, x, labels)
         static = closed.jaxpr.invars[:len(jax.tree.leaves(variables))]  # parameters are traced first
     else:
         with _module_scopes(), nn.intercept_methods(record):
@@ -177,7 +178,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     static = frozenset(static)
 
     root = type(module).__name__  # Flax names the outermost scope after the root module's class
-    opaque = {(root,) + path for path, kind, _ in calls if kind in rules.PAPER_MODULE_COST}
+    opaque = {(root,) + path for path, _, factor, _ in calls if factor is not None}
     raw = walk_lib.Breakdown()
     walk_lib.walk(closed.jaxpr, raw, static=static, skip_static=not train,
                   is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
@@ -185,12 +186,11 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
                                    notes=raw.notes)
     for scope, tally in raw.per_scope.items():
         breakdown.per_scope[scope[1:] if scope[:1] == (root,) else scope] = tally
-    for path, kind, elements in calls:
-        if not train and rules.PAPER_MODULE_COST.get(kind):
-            breakdown.add(path, f"{kind} (module)",
-                          rules.Tally(paper_other=rules.PAPER_MODULE_COST[kind] * elements))
+    for path, kind, factor, elements in calls:
+        if not train and factor:
+            breakdown.add(path, f"{kind} (module)", rules.Tally(paper_other=factor * elements))
 
-    params = variables["params"]
+    params = variables.get("params", {})  # a network without parameters has no collection
     state = {k: v for k, v in variables.items() if k != "params"}
     scope_params = {}
     for key_path, leaf in tree_util.tree_flatten_with_path(params)[0]:

@@ -23,15 +23,20 @@ Activations follow pycls: the output elements of convolutions, dense layers and 
 
 import dataclasses
 import math
+from typing import Optional
 
+import flax.linen as nn
 import numpy as np
+from models import layers
 from models.errors import UserError
 
 CONVENTIONS = ("macs", "flops", "paper")
 
 # Flax module classes the paper's counter costed as one Torch module: operations inside
 # them do not count on their own; the module costs `factor` per output element instead.
-PAPER_MODULE_COST = {"BatchNorm": 0, "LayerNorm": 0, "GroupNorm": 0, "Dropout": 0, "PReLU": 1}
+# Matched with isinstance, so a subclass costs like its base and a namesake does not.
+PAPER_MODULE_COST = {nn.BatchNorm: 0, nn.LayerNorm: 0, nn.GroupNorm: 0, nn.Dropout: 0,
+                     layers.PReLU: 1, nn.PReLU: 1}
 
 ELEMENTWISE = frozenset("""
     abs add add_any and ceil clamp convert_element_type div eq floor ge gt is_finite le lt max min
@@ -54,6 +59,14 @@ FREE = frozenset("""
     stop_gradient transpose random_bits random_fold_in random_seed random_split random_unwrap
     random_wrap threefry2x32 optimization_barrier mesh_cast pvary
     """.split())
+
+
+def paper_module_cost(module) -> Optional[int]:
+    """The paper's cost per output element of a module call, or None when its equations count."""
+    for cls, factor in PAPER_MODULE_COST.items():
+        if isinstance(module, cls):
+            return factor
+    return None
 
 
 @dataclasses.dataclass
