@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
+import models
 from measure import cost
+from measure.cost import count as count_lib
 from measure.cost import walk
 from models import layers
 
@@ -217,6 +219,18 @@ def test_named_scopes_are_forced_on_while_counting_and_restored_even_on_error():
             cost.count_module(_Broken(), (1, 4))
         assert not _opens_module_scopes()
     assert _opens_module_scopes()
+
+
+def test_training_step_keeps_the_loss_next_to_the_root_modules_own_equations():
+    module, shape = _Tiny(), (2, 6, 6, 2)
+    result = cost.count_module(module, shape, train=True)
+    variables = models.abstract_variables(module, shape)
+    state = {k: v for k, v in variables.items() if k != "params"}
+    step = cost.count_function(count_lib._cross_entropy_step(module), variables["params"], state,
+                               S(shape, F32), S((2,), jnp.int32))
+    # The loss runs outside the root module's scope, its flatten inside: both are "(top level)".
+    assert result.ops("flops") == step.ops("flops") and result.total.transcendentals == step.total.transcendentals
+    assert result.total.transcendentals == 4 + 2 * 3 + 2  # BN's rsqrt per channel, the log-softmax's exp and log
 
 
 def test_unknown_convention_and_sort_key():

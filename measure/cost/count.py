@@ -185,7 +185,9 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     breakdown = walk_lib.Breakdown(per_primitive=raw.per_primitive, unknown_primitives=raw.unknown_primitives,
                                    notes=raw.notes)
     for scope, tally in raw.per_scope.items():
-        breakdown.per_scope[scope[1:] if scope[:1] == (root,) else scope] = tally
+        # The root module's own equations and those outside it (a training step's loss) share a row.
+        relative = scope[1:] if scope[:1] == (root,) else scope
+        breakdown.per_scope.setdefault(relative, rules.Tally()).__iadd__(tally)
     for path, kind, factor, elements in calls:
         if not train and factor:
             breakdown.add(path, f"{kind} (module)", rules.Tally(paper_other=factor * elements))
