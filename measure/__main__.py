@@ -3,23 +3,29 @@
 from absl import flags
 
 import models
-from measure import job, timing
-from models import cli
+from measure import job, runtime, timing
+from models import cli, registry
 from models.errors import UserError
 
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks to measure (default: the paper's 14).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
                                  "Batch sizes to measure at.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.")
-_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each network's own).")
-_REPEATS = flags.DEFINE_integer("repeats", 1, "Fewest timed batches per point (after one warm-up batch).",
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each network's own).",
+                                   lower_bound=1, upper_bound=registry.MAX_RESOLUTION)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Fewest timed calls per point, for latency and for throughput.",
                                 lower_bound=1)
-_MIN_TIME = flags.DEFINE_float("min_time", 0.5, "Fewest seconds of timed batches per point.", lower_bound=0)
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Fewest warm-up calls per point (more until the time settles).",
+                               lower_bound=0, upper_bound=timing.TimingOptions.max_warmup)
+_MIN_TIME = flags.DEFINE_float("min_time", 1.0, "Fewest seconds of timed calls per point, for latency and "
+                                    "for throughput.", lower_bound=0)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.")
-_POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no meter "
-                                  "reads (labelled modelled).", lower_bound=0)
+_POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no "
+                                       "meter reads (labelled modelled).", lower_bound=0)
 _QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.")
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Measure again the points that failed or crashed.")
+cli.require_finite(_MIN_TIME, _POWER_WATTS)
 
 QUICK = {"batch_sizes": ["1", "16"], "min_time": 0.2}
 
@@ -37,14 +43,16 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
 def main(argv):
     """Builds the configuration from the flags (the --quick preset fills flags left unset) and runs."""
     del argv
-    value = {name: flags.FLAGS[name].value for name in ("batch_sizes", "repeats", "min_time")}
+    runtime.configure()  # before anything starts a JAX backend
+    value = {name: flags.FLAGS[name].value for name in ("batch_sizes", "min_time")}
     if _QUICK.value:
         value.update({k: v for k, v in QUICK.items() if not flags.FLAGS[k].present})
+    options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
     config = job.Config(
         models=tuple(_MODELS.value), batch_sizes=_batch_sizes(value["batch_sizes"]),
-        out_dir=_OUT.value or job.default_out_dir(), precision=_PRECISION.value, resolution=_RESOLUTION.value,
-        timing_options=timing.TimingOptions(min_time_s=value["min_time"], min_repeats=value["repeats"], warmup=1),
-        power_watts=_POWER_WATTS.value, overwrite=_OVERWRITE.value)
+        out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
+        resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
+        overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)
     try:
         job.run(config)
     except KeyboardInterrupt:

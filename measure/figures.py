@@ -5,8 +5,8 @@ nothing is ever shown. A figure without data is still written, saying so in its 
 """
 
 import colorsys
+import io
 import os
-import tempfile
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -14,7 +14,7 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from measure import fits, results
+from measure import files, fits, results
 
 # A hue per family, as in the paper; its members are shades of it (ResNets pink).
 FAMILY_COLOURS = {
@@ -373,19 +373,13 @@ FIGURES = {
 
 
 def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
-    """Saves a figure as stem.png and stem.svg, each through a temporary file; returns the names."""
+    """Saves a figure as stem.png and stem.svg, each written atomically; returns the names."""
     names = []
     for ext in ("png", "svg"):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix="." + ext)
-        os.close(fd)
-        try:
-            # No date in the SVG, so rerunning on the same rows gives the same file.
-            fig.savefig(tmp, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the figures from a web server or a colleague
-            os.replace(tmp, os.path.join(out_dir, f"{stem}.{ext}"))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        data = io.BytesIO()
+        # No date in the SVG, so rerunning on the same rows gives the same file.
+        fig.savefig(data, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        files.atomic_write(os.path.join(out_dir, f"{stem}.{ext}"), data.getvalue())
         names.append(f"{stem}.{ext}")
     return names
 

@@ -6,6 +6,8 @@
   by a zooming grid search over the gap t_min - t0 on a log scale. No initial guess, no scipy.
 - `energy_bound`: which networks fit an energy budget per image, and the most operations and
   best (paper) accuracy reachable within it.
+- `energy_order`: whether energy per image orders the networks as their operations do, and
+  whether the smallest budget leaves out the most accurate network (finding 3's test).
 - `power_spread`: how much power varies across networks and batch sizes.
 Degenerate input (too few points, zero variance, nothing measured) raises ValueError.
 """
@@ -62,6 +64,18 @@ class EnergyBound:
     best_top1_percent: Optional[float]  # the paper's accuracy, never measured here
     best_network: Optional[str]
     measured_networks: int  # networks that have an energy per image at all
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyOrder:
+    """How energy per image (each network at its most frugal batch size) orders the networks."""
+
+    n: int
+    rho_gops: float  # Spearman rank correlation of energy per image with operations per image
+    frugal_network: str  # the network with the least energy per image
+    frugal_top1_percent: float
+    best_network: str  # the most accurate network measured
+    best_top1_percent: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +239,33 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
         best_top1_percent=most_accurate.top1_percent_paper if most_accurate else None,
         best_network=most_accurate.display_name if most_accurate else None,
         measured_networks=len(best))
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation (ties get their mean rank); ValueError under 3 points or constant input."""
+    x, y = _as_points(x, y, minimum=3)
+    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(values.size)
+    ranks[order] = np.arange(values.size)
+    _, groups = np.unique(values, return_inverse=True)
+    return np.bincount(groups, ranks)[groups] / np.bincount(groups)[groups]
+
+
+def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
+    """Finding 3's numbers: energy's rank correlation with operations, and the most frugal network's accuracy."""
+    least = _least_energy(rows, None)
+    energies = [e for e, _ in least.values()]
+    networks = [r for _, r in least.values()]
+    rho = rank_correlation(energies, [gops_per_image(r) for r in networks])
+    frugal = min(least.values(), key=lambda v: v[0])[1]
+    best = max(networks, key=lambda r: r.top1_percent_paper)
+    return EnergyOrder(len(networks), rho, frugal.display_name, frugal.top1_percent_paper, best.display_name,
+                       best.top1_percent_paper)
 
 
 def energy_budgets(rows: Sequence[results.Row], count: int = 4) -> list[float]:

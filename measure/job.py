@@ -1,10 +1,19 @@
-"""The main job: measure every network at every batch size on this device, then draw the report."""
+"""The main job: measure every network at every batch size on this device, then draw the report.
+
+One run at a time per output directory (a lock). Before anything is measured the input, the
+directory and the device are checked; results already there are validated and must come from
+this device and runtime. Each point is recorded as `crashed` before it is measured and
+replaced by its result after, so a process killed mid-point (the out-of-memory killer) leaves
+a row that says so, and the rerun goes on past it.
+"""
 
 import dataclasses
 import functools
+import math
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from typing import Callable, Optional
@@ -14,8 +23,13 @@ import jax.numpy as jnp
 import jaxlib
 
 import models
-from measure import cost, figures, memory, power, report, results, timing
+from measure import cost, figures, files, memory, power, report, results, runtime, timing
 from models.errors import UserError
+
+FIGURES_DIR = "figures"
+# Environment entries that must match for rows to share a directory: anything else mixes results.
+SAME_RUNTIME_KEYS = ("device", "platform", "jax", "jaxlib", "xla_flags", "glibc_tunables")
+IDLE_WINDOW_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,42 +41,202 @@ class Config:
     out_dir: str
     precision: str = "float32"
     resolution: Optional[int] = None  # None: each network's own input size
-    # One warm-up batch, then batches until half a second has passed: on a 2-core CPU the 98
-    # points of the paper's sweep then take about 8 minutes; heavy points get one timed batch.
-    timing_options: timing.TimingOptions = timing.TimingOptions(min_time_s=0.5, min_repeats=1, warmup=1)
+    timing_options: timing.TimingOptions = timing.TimingOptions()
     power_watts: Optional[float] = None  # a modelled constant, used only where no meter reads
     power_window_s: float = 1.0
     overwrite: bool = False
+    retry_failed: bool = False  # measure again the points that failed or crashed
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_name(device: Optional[jax.Device] = None) -> str:
-    """A readable name of the device: the GPU's kind, or the CPU with its core count."""
+    """A readable name of the device: the GPU's kind, or the CPU's model with its core count."""
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        return f"cpu: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+        return f"cpu: {_cpu_model()}, {os.cpu_count()} cores"
     return device.device_kind
 
 
-def default_out_dir() -> str:
+def default_device() -> jax.Device:
+    """JAX's default device; a backend that cannot start is the user's to fix (UserError)."""
+    try:
+        return jax.devices()[0]
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"JAX cannot start its backend ({first[:200]}); check JAX_PLATFORMS and the installed "
+                        "jaxlib (pip install -e '.[cuda]' for NVIDIA GPUs)") from None
+
+
+def default_out_dir(device: Optional[jax.Device] = None) -> str:
     """results/<device>/, the device's name made safe for a path."""
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
     return os.path.join("results", slug)
 
 
-def environment(config: Config, peak_flops: float, meter_name: str, meter_note: str,
-                idle_w: Optional[float]) -> dict:
-    """Where the numbers come from: device, software versions, XLA flags, host, meter."""
-    device = jax.devices()[0]
-    return {
-        "device": device_name(device), "platform": device.platform, "device_count": jax.device_count(),
-        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "host": platform.node(), "os": platform.platform(),
-        "precision": config.precision, "peak_flops_per_s": peak_flops,
-        "peak_probe": f"{timing.probe_size(device.platform)}^2 matmul, {config.precision}",
-        "power_meter": meter_name, "power_note": meter_note, "idle_power_w": idle_w,
-        "power_watts_modelled": config.power_watts,
-        "timing": dataclasses.asdict(config.timing_options),
-    }
+def environment(device: jax.Device) -> dict:
+    """Where the numbers come from: device, software versions, runtime configuration, host."""
+    return {"device": device_name(device), "platform": device.platform, "device_count": jax.device_count(),
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **runtime.in_force(),
+            "host": platform.node(), "os": platform.platform()}
+
+
+def check_config(config: Config) -> tuple[str, ...]:
+    """The networks to measure, each once in the given order; UserError on any bad input."""
+    names = tuple(dict.fromkeys(config.models))
+    if not names:
+        raise UserError("no networks to measure: give --models a comma-separated list, e.g. --models=resnet50")
+    if not config.batch_sizes:
+        raise UserError("no batch sizes to measure at: give --batch_sizes, e.g. --batch_sizes=1,16")
+    timing._dtype(config.precision)  # pylint: disable=protected-access
+    for name, value in (("power_watts", config.power_watts), ("power_window_s", config.power_window_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name} must be a finite number >= 0; got {value}")
+    for name in names:
+        for batch_size in config.batch_sizes:
+            models.input_shape(name, batch_size, config.resolution)
+    return names
+
+
+def run(config: Config, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> results.Results:
+    """Checks everything, then measures every missing point under the directory's lock, then reports."""
+    names = check_config(config)
+    device = default_device()
+    files.prepare_out_dir(config.out_dir)
+    with files.DirectoryLock(config.out_dir, "`python -m measure`"):
+        return _run_locked(config, names, device, log)
+
+
+def _check_same_runtime(stored: results.Results, here: dict, out_dir: str) -> None:
+    """Refuses a directory whose results were measured on another device or runtime."""
+    for key in SAME_RUNTIME_KEYS:
+        if key in stored.environment and stored.environment[key] != here.get(key, ""):
+            raise UserError(f"{out_dir} holds results measured with {key} {stored.environment[key]!r}, not "
+                            f"{here.get(key, '')!r}: they would mix; choose another --out or pass --overwrite")
+    for row in stored.rows:  # the rows themselves say where they were measured, whatever the environment says
+        if row.device != here["device"]:
+            raise UserError(f"{out_dir} holds rows measured on {row.device!r}, not on {here['device']!r}; "
+                            "choose another --out or pass --overwrite")
+
+
+def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log) -> results.Results:
+    """The job proper, holding the directory's lock."""
+    out = config.out_dir
+    files.sweep_temporaries(out)
+    if config.overwrite:
+        shutil.rmtree(os.path.join(out, FIGURES_DIR), ignore_errors=True)
+    stored = results.Results() if config.overwrite else results.read(out)
+    here = environment(device)
+    _check_same_runtime(stored, here, out)
+    setting = results.Setting(config.precision, config.resolution)
+    if setting not in stored.settings:
+        stored.settings.append(setting)
+    peaks = dict(stored.environment.get("peak_flops_per_s", {}))
+    stored.environment = {**stored.environment, **here, "peak_flops_per_s": peaks}
+    results.write(out, stored)  # results.csv is rebuilt from results.json on every run
+
+    done = {r.key for r in stored.rows if r.status == results.OK or not config.retry_failed}
+    todo = [(n, b) for n in names for b in sorted(config.batch_sizes)
+            if _key(n, b, config, here["device"]) not in done]
+    log(f"device: {here['device']}; {len(todo)} points to measure, {len(stored.rows)} already in {out}")
+    if here.get("xla_flags_chosen"):
+        log(f"runtime: XLA_FLAGS={here['xla_flags']}")
+
+    meter, meter_note = power.open_meter(device)
+    try:
+        window_s = power.window_s(meter, config.power_window_s) if meter else config.power_window_s
+        # Idle before the peak probe: the probe heats the device, and the baseline must not include it.
+        idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s)) if meter else None
+        if config.precision not in peaks:
+            peaks[config.precision] = timing.peak_flops_per_s(config.precision, device=device)
+        log(f"peak: {peaks[config.precision] / 1e9:.1f} GFLOP/s ({config.precision} matmul probe)")
+        if meter is None:
+            log(f"power: not measured ({meter_note})" + (f"; modelled as {config.power_watts} W"
+                                                         if config.power_watts is not None else ""))
+        stored.environment.update(
+            power_meter=meter.name if meter else "none", power_note=meter_note, idle_power_w=idle_w,
+            power_window_s=window_s, power_watts_modelled=config.power_watts,
+            timing=dataclasses.asdict(config.timing_options))
+        results.write(out, stored)
+        _measure_all(todo, config, stored, here["device"], meter, idle_w, window_s, log)
+    finally:
+        if meter is not None:
+            meter.close()
+    written = _draw(stored, out)
+    report.write_report(stored, out, written)
+    log(f"wrote results.csv, results.json, {len(written)} figure files and report.md/html in {out}")
+    return stored
+
+
+def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
+    return (name, batch_size, models.input_shape(name, batch_size, config.resolution)[1], config.precision, device)
+
+
+def _draw(stored: results.Results, out: str) -> list[str]:
+    """Every setting's figures under figures/<setting>/; returns their paths relative to out."""
+    written = []
+    for setting in stored.settings:
+        directory = os.path.join(FIGURES_DIR, setting.slug)
+        os.makedirs(os.path.join(out, directory), exist_ok=True)
+        written += [os.path.join(directory, f) for f in figures.draw_all(stored.rows_of(setting),
+                                                                           os.path.join(out, directory))]
+    return written
+
+
+def _measure_all(todo, config: Config, stored: results.Results, device: str, meter, idle_w, window_s, log) -> None:
+    """Measures the points in order, recording each attempt before it starts."""
+    counted = {n: cost.count_model(n, 1, config.resolution) for n in dict.fromkeys(n for n, _ in todo)}
+    flops = {(n, b): counted[n].ops("flops") * b for n, b in todo}
+    # A larger batch cannot fit where a smaller one ran out of memory or killed the process.
+    too_big = {}
+    for row in stored.rows:
+        if row.status in (results.OUT_OF_MEMORY, results.CRASHED) and row.precision == config.precision:
+            too_big[(row.model, row.resolution)] = min(row.batch_size, too_big.get((row.model, row.resolution), 1e9))
+    eta, weights, out = _Eta(config.timing_options), {}, config.out_dir
+    for i, (name, batch_size) in enumerate(todo, 1):
+        started = time.perf_counter()
+        row = _base_row(name, batch_size, config, device, counted[name])
+        unmeasured = functools.partial(_failed_row, row)
+        limit = too_big.get((name, row.resolution))
+        if limit is not None and batch_size > limit:
+            row = unmeasured(results.OUT_OF_MEMORY, f"skipped: batch {limit} ran out of memory or crashed")
+        else:
+            stored.put(unmeasured(results.CRASHED, "the process died while measuring this point (killed, e.g. by "
+                                                   "the out-of-memory killer); --retry_failed measures it again"))
+            results.write(out, stored)
+            try:
+                if name not in weights:  # one network's weights on the device at a time
+                    weights.clear()
+                    weights[name] = _device_variables(name, config)
+                if isinstance(weights[name], timing.MeasureFailed):
+                    failure = weights[name]
+                    row = unmeasured(failure.status, f"making the weights: {failure.message}")
+                else:
+                    row = measure_point(name, batch_size, config, row, meter, idle_w, window_s, weights[name],
+                                        stored.environment["peak_flops_per_s"][config.precision])
+            except KeyboardInterrupt:
+                stored.remove(row.key)  # interrupted, not crashed: the rerun measures it
+                results.write(out, stored)
+                raise
+            if row.status == results.OUT_OF_MEMORY:
+                too_big[(name, row.resolution)] = batch_size
+        stored.put(row)
+        results.write(out, stored)
+        eta.add(row, time.perf_counter() - started)
+        summary = (f"{row.time_per_image_s * 1e3:.2f} ms/image latency, {row.images_per_s:.1f} images/s"
+                   if row.status == results.OK else f"{row.status}: {row.error[:100]}")
+        log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} (left: {eta.left([flops[p] for p in todo[i:]])})")
 
 
 def _base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
@@ -75,9 +249,10 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
     per_batch = counted.input_bytes + counted.peak_activation_bytes
     return results.Row(
         model=name, display_name=spec.display_name, family=spec.family, batch_size=batch_size,
-        resolution=counted.resolution, precision=config.precision, device=device, params=counted.params,
-        macs_per_image=counted.ops("macs"), flops_per_image=counted.ops("flops"),
-        paper_ops_per_image=counted.ops("paper", dense_groups=True), activations_per_image=counted.total.activations,
+        resolution=counted.resolution, native_resolution=spec.input_size, precision=config.precision,
+        device=device, params=counted.params, macs_per_image=counted.ops("macs"),
+        flops_per_image=counted.ops("flops"), paper_ops_per_image=counted.ops("paper", dense_groups=True),
+        activations_per_image=counted.total.activations,
         # Counted in float32; every value (weights, input, activations) is cast to the precision.
         memory_analytical_bytes=(counted.memory_bytes - per_batch + batch_size * per_batch)
         * jnp.dtype(timing.PRECISIONS[config.precision]).itemsize // 4,
@@ -85,24 +260,20 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
         params_m_paper=spec.paper.params_m_paper)
 
 
-def _failed_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost, status: str,
-                message: str) -> results.Row:
+def _failed_row(row: results.Row, status: str, message: str) -> results.Row:
     """A point that could not be measured: its counts, its status and the first line of why."""
-    return dataclasses.replace(_base_row(name, batch_size, config, device, counted), status=status,
-                               error=message.splitlines()[0][:300] if message else "")
+    return dataclasses.replace(row, status=status, error=message.splitlines()[0][:300] if message else "")
 
 
-def measure_point(name: str, batch_size: int, config: Config, device: str, peak_flops: float,
-                  meter: Optional[power.Meter], idle_w: Optional[float], variables,
-                  counted: cost.Cost) -> results.Row:
+def measure_point(name: str, batch_size: int, config: Config, row: results.Row, meter: Optional[power.Meter],
+                  idle_w: Optional[float], window_s: float, variables, peak_flops: float) -> results.Row:
     """Times and meters one network at one batch size; failures become the row's status."""
-    row = _base_row(name, batch_size, config, device, counted)
     peak_before = memory.device_peak_bytes()
     try:
         measured = timing.time_forward(models.get(name), models.input_shape(name, batch_size, config.resolution),
                                        config.precision, config.timing_options, variables=variables)
     except timing.MeasureFailed as failure:
-        return _failed_row(name, batch_size, config, device, counted, failure.status, failure.message)
+        return _failed_row(row, failure.status, failure.message)
     fields = measured.row_fields(row.flops_per_image, peak_flops)
     fields.update(memory.compiled_memory(measured.compiled).row_fields())
     peak_after = memory.device_peak_bytes()
@@ -110,37 +281,12 @@ def measure_point(name: str, batch_size: int, config: Config, device: str, peak_
     if peak_after is not None and (peak_before is None or peak_after > peak_before):
         fields["memory_device_peak_bytes"] = peak_after
     if meter is not None:
-        reading = power.measure_power(meter, measured.run_batch, config.power_window_s)
+        reading = power.measure_power(meter, measured.run_batch, window_s)
         fields.update(reading.row_fields(meter.name, batch_size, idle_w))
     elif config.power_watts is not None:
         fields.update(power_source="modelled", power_w=config.power_watts,
                       energy_per_image_j=config.power_watts * measured.median_per_image_s)
     return dataclasses.replace(row, **fields)
-
-
-class _Eta:
-    """Time left: each point costs a fixed overhead (compile, memory analysis) plus its FLOPs at the rate seen."""
-
-    def __init__(self, options: timing.TimingOptions):
-        self.options, self.overhead_s, self.rate, self.points = options, 0.0, 0.0, 0
-
-    def add(self, row: results.Row, wall_s: float) -> None:
-        """Learns from one finished point how long overheads take and how fast the device computes."""
-        if row.status != results.OK:
-            return
-        batch_s = row.time_per_image_s * row.batch_size
-        compute_s = batch_s * (self.options.warmup + row.timed_batches)
-        self.points += 1
-        self.overhead_s += (max(0.0, wall_s - compute_s) - self.overhead_s) / self.points
-        self.rate += (row.achieved_flops_per_s - self.rate) / self.points
-
-    def left(self, batch_flops: list[float]) -> str:
-        """A readable estimate for the points still to measure, given each one's FLOPs per batch."""
-        if not self.points:
-            return "?"
-        seconds = sum(self.overhead_s + max(self.options.min_time_s, self.options.min_repeats * f / self.rate)
-                      + self.options.warmup * f / self.rate for f in batch_flops)
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 def _device_variables(name: str, config: Config):
@@ -152,60 +298,28 @@ def _device_variables(name: str, config: Config):
         return failure
 
 
-def run(config: Config, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> list[results.Row]:
-    """Measures every missing point, writing results after each one, then draws figures and report."""
-    for name in config.models:
-        for batch_size in config.batch_sizes:
-            models.input_shape(name, batch_size, config.resolution)  # bad input fails before any work
-    rows, previous_env = ([], {}) if config.overwrite else results.read(config.out_dir)
-    device = device_name()
-    if previous_env and previous_env.get("device") != device:
-        raise UserError(f"{config.out_dir} holds results measured on {previous_env['device']!r}, not on "
-                         f"{device!r}; choose another --out or pass --overwrite")
-    done = {row.key for row in rows}
-    todo = [(n, b) for n in config.models for b in config.batch_sizes
-            if (n, b, models.input_shape(n, b, config.resolution)[1], config.precision) not in done]
-    log(f"device: {device}; {len(todo)} points to measure, {len(done)} already in {config.out_dir}")
+class _Eta:
+    """Time left: each point costs a fixed overhead (compile, weights) plus its calls at the FLOP/s seen."""
 
-    peak_flops = previous_env.get("peak_flops_per_s") or timing.peak_flops_per_s(config.precision)
-    log(f"peak: {peak_flops / 1e9:.1f} GFLOP/s ({config.precision} matmul probe)")
-    meter, meter_note = power.open_meter(jax.default_backend())
-    idle_w = power.idle_power(meter, config.power_window_s) if meter else None
-    if meter is None:
-        log(f"power: not measured ({meter_note})" + (f"; modelled as {config.power_watts} W"
-                                                     if config.power_watts is not None else ""))
-    env = environment(config, peak_flops, meter.name if meter else "none", meter_note, idle_w)
+    def __init__(self, options: timing.TimingOptions):
+        self.options, self.overhead_s, self.rate, self.points = options, 0.0, 0.0, 0
 
-    costs = {n: cost.count_model(n, 1, config.resolution) for n in dict.fromkeys(n for n, _ in todo)}
-    flops = {(n, b): costs[n].ops("flops") * b for n, b in todo}
-    eta, failed_models, weights = _Eta(config.timing_options), {}, {}
-    try:
-        for i, (name, batch_size) in enumerate(todo, 1):
-            started = time.perf_counter()
-            if name not in weights:  # one network's weights on the device at a time
-                weights.clear()
-                weights[name] = _device_variables(name, config)
-            unmeasured = functools.partial(_failed_row, name, batch_size, config, device, costs[name])
-            if isinstance(weights[name], timing.MeasureFailed):
-                row = unmeasured(weights[name].status, f"making the weights: {weights[name].message}")
-            elif name in failed_models:  # a larger batch cannot fit where a smaller one did not
-                row = unmeasured(results.OUT_OF_MEMORY, f"skipped: batch {failed_models[name]} ran out of memory")
-            else:
-                row = measure_point(name, batch_size, config, device, peak_flops, meter, idle_w, weights[name],
-                                    costs[name])
-                if row.status == results.OUT_OF_MEMORY:
-                    failed_models[name] = batch_size
-            rows.append(row)
-            results.write(config.out_dir, rows, env)
-            eta.add(row, time.perf_counter() - started)
-            summary = (f"{row.time_per_image_s * 1e3:.2f} ms/image" if row.status == results.OK
-                       else f"{row.status}: {row.error[:80]}")
-            log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} "
-                f"(left: {eta.left([flops[p] for p in todo[i:]])})")
-    finally:
-        if meter is not None:
-            meter.close()
-    written = figures.draw_all(rows, config.out_dir)
-    report.write_report(rows, env, config.out_dir, written)
-    log(f"wrote results.csv, results.json, {len(written)} figure files and report.md/html in {config.out_dir}")
-    return rows
+    def add(self, row: results.Row, wall_s: float) -> None:
+        """Learns from one finished point how long its overheads took and how fast the device computes."""
+        if row.status != results.OK:
+            return
+        calls = row.warmup_calls + row.latency_calls + row.throughput_calls
+        self.points += 1
+        self.overhead_s += (max(0.0, wall_s - row.time_per_image_s * row.batch_size * calls)
+                            - self.overhead_s) / self.points
+        self.rate += (row.achieved_flops_per_s - self.rate) / self.points
+
+    def left(self, batch_flops: list[float]) -> str:
+        """A readable estimate for the points still to measure, given each one's FLOPs per batch."""
+        if not self.points:
+            return "?"
+        o = self.options
+        # Warm-up calls, then latency and throughput runs of min_repeats calls or min_time_s each.
+        seconds = sum(self.overhead_s + o.warmup * f / self.rate + 2 * max(o.min_time_s, o.min_repeats * f / self.rate)
+                      for f in batch_flops)
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"

@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 import jax
 
 RAPL_ROOT = "/sys/class/powercap"
+# Counter updates in a power window: the quantisation error of a reading is at most one update.
+UPDATES_PER_WINDOW = 25
 
 
 class MeterUnavailable(Exception):
@@ -47,14 +49,27 @@ def _import_pynvml():
     return pynvml
 
 
-def _nvml_handle(pynvml, index: int):
-    """NVML's handle of the index-th GPU the process sees; NVML itself ignores CUDA_VISIBLE_DEVICES."""
+def _nvml_handle(pynvml, device: Optional[jax.Device]):
+    """NVML's handle of JAX's GPU, matched by PCI bus id or UUID, never by a guessed index.
+
+    NVML numbers GPUs by PCI bus id and ignores CUDA_VISIBLE_DEVICES; CUDA numbers the visible
+    GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID. An index is trusted only where the
+    two orders provably agree: one GPU, or CUDA_DEVICE_ORDER=PCI_BUS_ID.
+    """
+    bus_id = getattr(device, "pci_bus_id", None)
+    if bus_id:
+        return pynvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id), f"PCI bus {bus_id}"
+    ordinal = 0 if device is None else getattr(device, "local_hardware_id", None)
+    ordinal = device.id if ordinal is None else ordinal
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if index < len(visible):
-        if visible[index].isdigit():
-            return pynvml.nvmlDeviceGetHandleByIndex(int(visible[index]))
-        return pynvml.nvmlDeviceGetHandleByUUID(visible[index])
-    return pynvml.nvmlDeviceGetHandleByIndex(index)
+    if ordinal < len(visible):
+        if not visible[ordinal].isdigit():  # a UUID: unambiguous
+            return pynvml.nvmlDeviceGetHandleByUUID(visible[ordinal]), f"UUID {visible[ordinal]}"
+        ordinal = int(visible[ordinal])
+    if pynvml.nvmlDeviceGetCount() == 1 or os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return pynvml.nvmlDeviceGetHandleByIndex(ordinal), f"index {ordinal}"
+    raise MeterUnavailable("cannot tell which NVML GPU is JAX's GPU (CUDA numbers GPUs fastest first, NVML by "
+                           "PCI bus): set CUDA_DEVICE_ORDER=PCI_BUS_ID or name GPUs by UUID in CUDA_VISIBLE_DEVICES")
 
 
 class NvmlMeter(Meter):
@@ -62,18 +77,21 @@ class NvmlMeter(Meter):
 
     name = "nvml"
 
-    def __init__(self, index: int = 0):
+    def __init__(self, device: Optional[jax.Device] = None):
         self._pynvml = _import_pynvml()
         try:
             self._pynvml.nvmlInit()
         except Exception as error:  # pynvml.NVMLError and its many subclasses
             raise MeterUnavailable(f"NVML cannot start: {error}") from error
         try:
-            self._handle = _nvml_handle(self._pynvml, index)
+            self._handle, self.matched_by = _nvml_handle(self._pynvml, device)
             self.energy_j()  # pre-Volta GPUs have no energy counter: fail now, not mid-run
+        except MeterUnavailable:
+            self._pynvml.nvmlShutdown()
+            raise
         except Exception as error:
             self._pynvml.nvmlShutdown()
-            raise MeterUnavailable(f"NVML has no energy counter for GPU {index}: {error}") from error
+            raise MeterUnavailable(f"NVML has no energy counter for JAX's GPU: {error}") from error
 
     def energy_j(self) -> float:
         """Millijoules since the driver loaded, in joules."""
@@ -142,10 +160,11 @@ class RaplMeter(Meter):
         return self._total_uj / 1e6
 
 
-def open_meter(platform: Optional[str] = None, rapl_root: str = RAPL_ROOT) -> tuple[Optional[Meter], str]:
-    """The meter of the backend's device ("gpu": NVML, "cpu": RAPL) and "", or None and why not."""
-    platform = platform or jax.default_backend()
-    openers: dict[str, Callable[[], Meter]] = {"gpu": NvmlMeter, "cuda": NvmlMeter,
+def open_meter(device: Optional[jax.Device] = None, rapl_root: str = RAPL_ROOT) -> tuple[Optional[Meter], str]:
+    """The meter of a JAX device (GPU: NVML, CPU: RAPL) and "", or None and why not."""
+    device = device or jax.devices()[0]
+    platform = device.platform
+    openers: dict[str, Callable[[], Meter]] = {"gpu": lambda: NvmlMeter(device), "cuda": lambda: NvmlMeter(device),
                                                "cpu": lambda: RaplMeter(rapl_root)}
     if platform not in openers:
         return None, f"no power meter for {platform} devices"
@@ -174,6 +193,24 @@ class PowerReading:
                 "energy_per_image_j": self.energy_per_image_j(batch_size)}
 
 
+def update_interval_s(meter: Meter, timeout_s: float = 2.0) -> float:
+    """Seconds between two updates of the meter's counter (timeout_s if it never moves that fast)."""
+    changes, last = [], meter.energy_j()
+    start = time.perf_counter()
+    while len(changes) < 2 and time.perf_counter() - start < timeout_s:
+        time.sleep(0.0005)
+        value = meter.energy_j()
+        if value != last:
+            changes.append(time.perf_counter())
+            last = value
+    return changes[1] - changes[0] if len(changes) == 2 else timeout_s
+
+
+def window_s(meter: Meter, min_window_s: float) -> float:
+    """A measuring window long enough that the counter's steps cost at most 1/UPDATES_PER_WINDOW of it."""
+    return max(min_window_s, UPDATES_PER_WINDOW * update_interval_s(meter))
+
+
 def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: float = 1.0) -> PowerReading:
     """Runs `run_batch` (which must block until done) until min_window_s passes, reading energy around it."""
     start_s, start_j = time.perf_counter(), meter.energy_j()
@@ -184,14 +221,28 @@ def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: floa
         if time.perf_counter() - start_s >= min_window_s:
             break
     end_j, end_s = meter.energy_j(), time.perf_counter()
-    window_s, energy_j = end_s - start_s, end_j - start_j
-    return PowerReading(power_w=energy_j / window_s, energy_per_call_j=energy_j / calls, calls=calls,
-                        window_s=window_s)
+    window, energy_j = end_s - start_s, end_j - start_j
+    return PowerReading(power_w=energy_j / window, energy_per_call_j=energy_j / calls, calls=calls, window_s=window)
 
 
-def idle_power(meter: Meter, seconds: float = 1.0) -> float:
-    """Average watts while the process sleeps: the baseline to subtract from a loaded reading."""
+def _sleeping_power(meter: Meter, seconds: float) -> float:
+    """Average watts over `seconds` of sleep."""
     start_s, start_j = time.perf_counter(), meter.energy_j()
     time.sleep(seconds)
     end_j, end_s = meter.energy_j(), time.perf_counter()
     return (end_j - start_j) / (end_s - start_s)
+
+
+def idle_power(meter: Meter, seconds: float = 1.0, settle: float = 0.05, max_windows: int = 10) -> float:
+    """Idle watts once the device has settled: sleeping windows until two agree within `settle`.
+
+    A device just woken (a GPU after JAX starts it, a CPU after the imports) draws more for a
+    while; the first window alone would overstate the baseline.
+    """
+    previous = _sleeping_power(meter, seconds)
+    for _ in range(max_windows - 1):
+        current = _sleeping_power(meter, seconds)
+        if abs(current - previous) <= settle * max(abs(previous), 1e-9):
+            return current
+        previous = current
+    return previous

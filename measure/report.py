@@ -1,25 +1,29 @@
 """report.md and a self-contained report.html: the paper's four findings next to this device's numbers.
 
-The report is built once as a list of blocks (headings, paragraphs, tables, figures) and rendered
-twice, so the Markdown and the HTML always say the same thing. Both are written atomically.
+The report has one section per setting (precision and resolution) the directory was measured
+at: fits, verdicts, tables and figures never mix rows of two settings. Each finding states the
+criterion of its verdict, and every verdict can come out either way. The report is built once
+as a list of blocks (headings, paragraphs, tables, figures) and rendered twice, so the Markdown
+and the HTML always say the same thing. Both are written atomically.
 """
 
 import base64
 import html
 import json
 import os
-import tempfile
 from typing import Sequence
 
-from measure import figures, fits, results
+from measure import files, figures, fits, results
 
 # Where this device is said to disagree with the paper.
 MIN_R2 = 0.8
 MAX_POWER_SPREAD = 0.20
+MIN_ENERGY_RHO = 0.7  # rank correlation of energy per image with operations
 PAPER = "Canziani, Paszke and Culurciello 2017 (arXiv 1605.07678)"
 # Readable labels of the environment keys measure.job records (others show under their own name).
-_ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags",
-                       "host": "host", "peak_flops_per_s": "peak (matmul probe)", "idle_power_w": "idle power [W]"}
+_ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags in force",
+                       "xla_flags_chosen": "XLA flags chosen by this project", "host": "host",
+                       "peak_flops_per_s": "peak (matmul probe)", "idle_power_w": "idle power [W]"}
 _CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
         "img{max-width:100%}.verdict{font-weight:bold}")
@@ -41,7 +45,7 @@ def _value(key: str, value) -> str:
     if value == "" or value is None:
         return "(none)"
     if key == "peak_flops_per_s":
-        return f"{value / 1e9:.1f} GFLOP/s"
+        return ", ".join(f"{precision}: {peak / 1e9:.1f} GFLOP/s" for precision, peak in value.items()) or "(none)"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
@@ -49,7 +53,8 @@ def _finding1(rows: Sequence[results.Row]) -> list:
     """Power across batch sizes and networks."""
     blocks = [("h", 3, "Finding 1: power is independent of batch size and architecture"),
               ("p", "Paper (on a Jetson TX1): power consumption is independent of batch size and architecture "
-                    "(its figure's watts are not available here, only the claim).")]
+                    "(its figure's watts are not available here, only the claim). Criterion: this device agrees when "
+                    f"power varies by at most {MAX_POWER_SPREAD:.0%} ((max − min) / mean) over every measured point.")]
     try:
         spread = fits.power_spread(rows)
     except ValueError as error:
@@ -73,7 +78,9 @@ def _finding2(rows: Sequence[results.Row]) -> list:
     blocks = [("h", 3, "Finding 2: accuracy and inference time are in a hyperbolic relationship"),
               ("p", "Paper: accuracy and inference time are in a hyperbolic relationship. Fitted here: "
                     "top-1 = a_max − k / (t − t0), t the time per image in ms measured here, top-1 the paper's "
-                    "reference accuracy; (a_max, k) by least squares for each t0, t0 by a grid search.")]
+                    "reference accuracy; (a_max, k) by least squares for each t0, t0 by a grid search. Criterion: this "
+                    f"device agrees when, at batch 1 and 16, the fit over at least four networks has R² ≥ {MIN_R2} "
+                    "and k > 0 (accuracy rises with time).")]
     items, worst, judged = [], None, False
     for batch in fits.headline_batches(rows):
         points = [r for r in fits.ok_rows(rows, batch) if r.top1_percent_paper > 0]
@@ -103,11 +110,14 @@ def _finding2(rows: Sequence[results.Row]) -> list:
 
 
 def _finding3(rows: Sequence[results.Row]) -> list:
-    """What a few energy budgets per image allow."""
+    """What a few energy budgets per image allow, and whether energy orders the networks as complexity does."""
     blocks = [("h", 3, "Finding 3: an energy budget is an upper bound on accuracy and model complexity"),
               ("p", "Paper: an energy constraint is an upper bound on the maximum achievable accuracy and model "
                     "complexity. Here, for a few budgets of energy per image (each network at its most frugal "
-                    "batch size), the networks within the budget and the best they reach.")]
+                    "batch size), the networks within the budget and the best they reach. Criterion: the budget "
+                    "bounds complexity and accuracy when energy per image rises with operations (Spearman rank "
+                    f"correlation ρ ≥ {MIN_ENERGY_RHO}) and the most frugal network is not the most accurate one, "
+                    "so that the smallest budget leaves the best accuracy out of reach.")]
     try:
         bounds = [fits.energy_bound(rows, budget) for budget in fits.energy_budgets(rows)]
     except ValueError as error:
@@ -117,12 +127,26 @@ def _finding3(rows: Sequence[results.Row]) -> list:
               f"{_n(b.best_top1_percent, '{:.2f}')} ({b.best_network or '—'})"] for b in bounds]
     blocks.append(("table", ["budget [mJ/image]", "networks within", "most G-Ops", "best top-1 [%]"], table))
     if any(r.power_source == "modelled" for r in fits.ok_rows(rows) if fits.has_power(r)):
-        blocks.append(("p", "Energies use modelled power (a constant wattage given by the user)."))
-    low, high = bounds[0], bounds[-1]
-    if len(bounds) > 1 and (low.best_top1_percent or 0) < (high.best_top1_percent or 0):
-        blocks.append(("verdict", f"This device agrees with the paper: {low.budget_j * 1e3:.3g} mJ/image caps top-1 "
-                                  f"at {low.best_top1_percent:.2f} %, {high.budget_j * 1e3:.3g} mJ/image allows "
-                                  f"{high.best_top1_percent:.2f} %."))
+        blocks.append(("p", "Energies use modelled power (a constant wattage given by the user): energy is then "
+                            "time × power, and this finding restates findings 2 and 4."))
+    try:
+        order = fits.energy_order(rows)
+    except ValueError as error:
+        return blocks + [("verdict", f"Too few networks to judge ({error}): measure at least three.")]
+    blocks.append(("p", f"Here: ρ(energy per image, G-Ops) = {order.rho_gops:.2f} over {order.n} networks; the most "
+                        f"frugal network, {order.frugal_network}, reaches {order.frugal_top1_percent:.2f} % top-1, the "
+                        f"most accurate, {order.best_network}, {order.best_top1_percent:.2f} %."))
+    if order.rho_gops < MIN_ENERGY_RHO:
+        blocks.append(("verdict", f"This device disagrees with the paper: energy per image does not follow "
+                                  f"operations (ρ = {order.rho_gops:.2f} < {MIN_ENERGY_RHO}), so a budget does not "
+                                  "bound model complexity."))
+    elif order.frugal_top1_percent >= order.best_top1_percent:
+        blocks.append(("verdict", f"This device disagrees with the paper: the most frugal network, "
+                                  f"{order.frugal_network}, is also the most accurate, so no budget bounds accuracy."))
+    else:
+        blocks.append(("verdict", f"This device agrees with the paper: energy rises with operations "
+                                  f"(ρ = {order.rho_gops:.2f} ≥ {MIN_ENERGY_RHO}) and the smallest budget caps top-1 "
+                                  f"at {order.frugal_top1_percent:.2f} % against {order.best_top1_percent:.2f} %."))
     return blocks
 
 
@@ -130,7 +154,8 @@ def _finding4(rows: Sequence[results.Row]) -> list:
     """The linear fit of time per image to operations."""
     blocks = [("h", 3, "Finding 4: the number of operations is a reliable estimate of the inference time"),
               ("p", "Paper: operations count predicts inference time linearly. Fitted here: time per image [ms] "
-                    "= a × G-Ops (paper convention) + b, by least squares.")]
+                    "= a × G-Ops (paper convention) + b, by least squares. Criterion: this device agrees when, at "
+                    f"batch 1 and 16, the fit over at least three networks has R² ≥ {MIN_R2}.")]
     items, poor, judged = [], [], False
     for batch in fits.headline_batches(rows):
         points = fits.ok_rows(rows, batch)
@@ -162,44 +187,60 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
     """Every network at batch 1 (else the smallest batch size), failures included."""
     sizes = sorted({r.batch_size for r in rows})
     if not sizes:
-        return [("h", 2, "Results"), ("p", "No results.")]
+        return [("h", 3, "Results"), ("p", "No results.")]
     batch = 1 if 1 in sizes else sizes[0]
     mb = lambda v: _n(v / 1e6 if v else None, "{:.1f}")
+    ms = lambda v: _n(v and v * 1e3, "{:.3f}")
     table = [[r.display_name, r.family, f"{fits.params_m(r):.2f}", f"{fits.gops_per_image(r):.2f}",
-              f"{r.top1_percent_paper:.2f}", _n(r.time_per_image_s and r.time_per_image_s * 1e3, "{:.3f}"),
-              _n(r.images_per_s, "{:.1f}"), mb(r.memory_xla_total_bytes), mb(r.memory_analytical_bytes),
+              f"{r.top1_percent_paper:.2f}", ms(r.time_per_image_s), ms(r.throughput_time_per_image_s),
+              _n(r.images_per_s, "{:.1f}"), ms(r.dispatch_s), mb(r.memory_xla_total_bytes),
+              mb(r.memory_analytical_bytes),
               _n(r.power_w, "{:.1f}") + (" (modelled)" if r.power_source == "modelled" and r.power_w else ""),
               _n(r.energy_per_image_j and r.energy_per_image_j * 1e3, "{:.3g}"),
               _n(r.top1_percent_paper / fits.params_m(r) if fits.params_m(r) else None, "{:.2f}"),
               r.status + (f": {r.error}" if r.error else "")] for r in rows if r.batch_size == batch]
-    header = ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "time/image [ms]", "images/s",
-              "memory XLA [MB]", "memory analytical [MB]", "power [W]", "energy/image [mJ]", "top-1 / M-params",
-              "status"]
+    header = ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "latency/image [ms]",
+              "throughput time/image [ms]", "images/s", "dispatch [ms/call]", "memory XLA [MB]",
+              "memory analytical [MB]", "power [W]", "energy/image [mJ]", "top-1 / M-params", "status"]
     failed = [f"{r.display_name} at batch {r.batch_size}: {r.status}" for r in rows
               if r.status != results.OK and r.batch_size != batch]
-    blocks = [("h", 2, f"Results at batch {batch}"), ("table", header, table)]
+    blocks = [("h", 3, f"Results at batch {batch}"),
+              ("p", "Latency: each batch dispatched and waited for, median over calls. Throughput: batches "
+                    "dispatched back to back and waited for once. Dispatch: the host's time for a call to return."),
+              ("table", header, table)]
     return blocks + ([("p", "Not measured at other batch sizes: " + "; ".join(failed) + ".")] if failed else [])
 
 
-def _blocks(rows: Sequence[results.Row], environment: dict, figure_files: Sequence[str]) -> list:
-    """The whole report as blocks."""
+def _section(setting: results.Setting, rows: Sequence[results.Row], figure_files: Sequence[str]) -> list:
+    """One setting's findings, table and figures."""
     ok = fits.ok_rows(rows)
-    device = rows[0].device if rows else environment.get("device", "an unknown device")
-    blocks = [("h", 1, f"Canziani et al. 2017, redone on {device}"),
-              ("p", f"A reproduction of {PAPER}, measured there on an NVIDIA Jetson TX1 and here on {device}: "
-                    f"{len({r.model for r in rows})} networks, batch sizes "
+    blocks = [("h", 2, setting.title),
+              ("p", f"{len({r.model for r in rows})} networks, batch sizes "
                     f"{', '.join(str(b) for b in sorted({r.batch_size for r in rows})) or 'none'}; {len(ok)} of "
-                    f"{len(rows)} points measured. Accuracies are the paper's reference numbers, never measured "
-                    "here; times, memory and power are measured on this device.")]
-    blocks += _environment(environment)
-    blocks += [("h", 2, "The paper's four findings on this device")]
+                    f"{len(rows)} points measured.")]
     blocks += _finding1(rows) + _finding2(rows) + _finding3(rows) + _finding4(rows)
     blocks += _batch_table(rows)
+    stem = lambda f: os.path.splitext(os.path.basename(f))[0]
     pngs = [f for f in figure_files if f.endswith(".png")]
     if pngs:
-        blocks.append(("h", 2, "Figures"))
-        stem = lambda f: os.path.splitext(os.path.basename(f))[0]
+        blocks.append(("h", 3, "Figures"))
         blocks += [("fig", f, figures.FIGURES.get(stem(f), (None, stem(f)))[1]) for f in pngs]
+    return blocks
+
+
+def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
+    """The whole report as blocks: title, environment, then a section per setting."""
+    environment = contents.environment
+    device = environment.get("device", "an unknown device")
+    blocks = [("h", 1, f"Canziani et al. 2017, redone on {device}"),
+              ("p", f"A reproduction of {PAPER}, measured there on an NVIDIA Jetson TX1 and here on {device}. "
+                    "Accuracies are the paper's reference numbers, never measured here; times, memory and power "
+                    "are measured on this device. One section per setting (precision and resolution): no fit, "
+                    "figure or table mixes two.")]
+    blocks += _environment(environment)
+    for setting in contents.settings:
+        in_setting = [f for f in figure_files if f.split(os.sep)[-2:-1] == [setting.slug]]
+        blocks += _section(setting, contents.rows_of(setting), in_setting)
     return blocks
 
 
@@ -254,24 +295,9 @@ def _html(blocks: list, out_dir: str) -> str:
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def _atomic_write(path: str, text: str) -> None:
-    """Writes through a temporary file and os.replace, so an interrupt never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_report(rows: Sequence[results.Row], environment: dict, out_dir: str,
-                 figure_files: Sequence[str]) -> list[str]:
+def write_report(contents: results.Results, out_dir: str, figure_files: Sequence[str]) -> list[str]:
     """Writes report.md and report.html into out_dir; figure_files are relative to it. Returns the names."""
-    os.makedirs(out_dir, exist_ok=True)
-    blocks = _blocks(rows, environment, figure_files)
-    _atomic_write(os.path.join(out_dir, "report.md"), _markdown(blocks, out_dir))
-    _atomic_write(os.path.join(out_dir, "report.html"), _html(blocks, out_dir))
+    blocks = _blocks(contents, figure_files)
+    files.atomic_write(os.path.join(out_dir, "report.md"), _markdown(blocks, out_dir))
+    files.atomic_write(os.path.join(out_dir, "report.html"), _html(blocks, out_dir))
     return ["report.md", "report.html"]

@@ -1,7 +1,20 @@
-"""Wall-clock time of a Flax module's jitted eval forward pass on one device, compile excluded."""
+"""Time of a Flax module's jitted eval forward pass on one device: latency, throughput and dispatch.
+
+- Warm-up: at least `warmup` calls, then more until two consecutive calls agree within
+  `settle` (caches, allocator pools and clocks have settled), up to `max_warmup` calls or
+  `min_time_s` of warm-up.
+- Latency: each call dispatched and waited for, at least `min_repeats` calls and `min_time_s`
+  seconds; the median and quartiles per call are reported.
+- Throughput: as many calls dispatched back to back as the latency run made (at least
+  `min_repeats`), waited for once: what a pipeline that never waits between batches gets.
+  The host's dispatch time per call (until the call returns, before the device finishes) is
+  timed in the same run: on a GPU at batch 1 it tells launch overhead from compute.
+Compilation is timed apart and never counted in either.
+"""
 
 import dataclasses
 import functools
+import math
 import statistics
 import time
 from typing import Any, Callable, Optional
@@ -12,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
-from measure import results
+from measure import failures
+from measure.failures import MeasureFailed  # re-exported: callers catch it from here
 from models.errors import UserError
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -20,75 +34,66 @@ PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.f
 # Square matmul sizes of the peak probe: big enough to saturate the backend, small enough to be quick.
 _PROBE_SIZES = {"cpu": 1024}
 _DEFAULT_PROBE_SIZE = 8192  # GPUs and TPUs
+CALIBRATION_BATCH = 2  # images whose batch statistics become the timing weights' running statistics
 
-# How XLA words an allocation failure, on CPU ("RESOURCE_EXHAUSTED: Out of memory allocating...")
-# and on GPU ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate...").
-_OUT_OF_MEMORY_MARKERS = ("resource_exhausted", "out of memory")
+__all__ = ["PRECISIONS", "MeasureFailed", "Timing", "TimingOptions", "device_variables", "peak_flops_per_s",
+           "probe_size", "time_forward"]
 
 
 @dataclasses.dataclass(frozen=True)
 class TimingOptions:
-    """How long to time: until both min_time_s and min_repeats are reached, after `warmup` calls."""
+    """How long to time (see the module docstring); the defaults are a careful benchmark's."""
 
     min_time_s: float = 1.0
-    min_repeats: int = 10
-    warmup: int = 3
+    min_repeats: int = 5
+    warmup: int = 2
+    max_warmup: int = 20
+    settle: float = 0.1
 
     def __post_init__(self):
-        if self.min_time_s < 0 or self.min_repeats < 1 or self.warmup < 0:
-            raise UserError(f"timing options must have min_time_s >= 0, min_repeats >= 1 and "
-                             f"warmup >= 0; got {self}")
-
-
-class MeasureFailed(Exception):
-    """A point that could not be measured, with a results status (out of memory or compile error)."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
+        if not (math.isfinite(self.min_time_s) and self.min_time_s >= 0 and self.min_repeats >= 1
+                and 0 <= self.warmup <= self.max_warmup and math.isfinite(self.settle) and self.settle >= 0):
+            raise UserError(f"timing options need a finite min_time_s >= 0, min_repeats >= 1, "
+                            f"0 <= warmup <= max_warmup and a finite settle >= 0; got {self}")
 
 
 @dataclasses.dataclass
 class Timing:
-    """Seconds per batch (median and quartiles over the timed calls) and what produced them."""
+    """Latency per call (median and quartiles), throughput, dispatch time, and what produced them."""
 
     batch_size: int
-    median_s: float
-    p25_s: float
-    p75_s: float
-    mean_s: float
-    timed_calls: int
+    latencies_s: list = dataclasses.field(repr=False)
+    throughput_s: float  # wall seconds per call, calls dispatched back to back
+    throughput_calls: int
+    dispatch_s: float  # median seconds for a call to return to Python
+    warmup_calls: int
     compile_s: float  # tracing, lowering and XLA compilation
     compiled: Any = dataclasses.field(repr=False)  # jax.stages.Compiled, for its memory analysis
     run_batch: Callable[[], Any] = dataclasses.field(repr=False)  # one batch, run to completion
 
     @property
+    def median_s(self) -> float:
+        """Median latency of one call (one batch)."""
+        return statistics.median(self.latencies_s)
+
+    @property
     def median_per_image_s(self) -> float:
-        """Median seconds per image."""
+        """Median latency per image."""
         return self.median_s / self.batch_size
 
     @property
-    def p25_per_image_s(self) -> float:
-        """25th percentile of seconds per image."""
-        return self.p25_s / self.batch_size
-
-    @property
-    def p75_per_image_s(self) -> float:
-        """75th percentile of seconds per image."""
-        return self.p75_s / self.batch_size
-
-    @property
     def images_per_s(self) -> float:
-        """Throughput at the median batch time."""
-        return self.batch_size / self.median_s
+        """Throughput in images per second."""
+        return self.batch_size / self.throughput_s
 
-    def row_fields(self, flops_per_image: Optional[int] = None,
-                   peak_flops_per_s: Optional[float] = None) -> dict:
+    def row_fields(self, flops_per_image: Optional[int] = None, peak_flops_per_s: Optional[float] = None) -> dict:
         """The timing fields of a results.Row; achieved FLOP/s only when the FLOPs are given."""
-        fields = {"time_per_image_s": self.median_per_image_s, "time_per_image_p25_s": self.p25_per_image_s,
-                  "time_per_image_p75_s": self.p75_per_image_s, "images_per_s": self.images_per_s,
-                  "compile_s": self.compile_s, "timed_batches": self.timed_calls}
+        p25, p75 = (float(v) / self.batch_size for v in np.percentile(self.latencies_s, [25, 75]))
+        fields = {"time_per_image_s": self.median_per_image_s, "time_per_image_p25_s": p25,
+                  "time_per_image_p75_s": p75, "latency_calls": len(self.latencies_s),
+                  "warmup_calls": self.warmup_calls, "throughput_time_per_image_s": self.throughput_s / self.batch_size,
+                  "images_per_s": self.images_per_s, "throughput_calls": self.throughput_calls,
+                  "dispatch_s": self.dispatch_s, "compile_s": self.compile_s}
         if flops_per_image is not None:
             achieved = flops_per_image / self.median_per_image_s
             fields["achieved_flops_per_s"] = achieved
@@ -97,27 +102,25 @@ class Timing:
         return fields
 
 
-def failure_status(error: BaseException, compiling: bool) -> str:
-    """The results status of an XLA error: out of memory wherever it happens, else by the stage."""
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or any(marker in text for marker in _OUT_OF_MEMORY_MARKERS):
-        return results.OUT_OF_MEMORY
-    return results.COMPILE_ERROR if compiling else results.ERROR
+def _warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
+    """Runs untimed calls until the time per call settles (see the module docstring); returns how many."""
+    if options.warmup == 0:
+        return 0
+    perf_counter, block = time.perf_counter, jax.block_until_ready
+    times: list[float] = []
+    start = perf_counter()
+    while len(times) < options.max_warmup:
+        begin = perf_counter()
+        block(run())
+        times.append(perf_counter() - begin)
+        settled = len(times) >= 2 and abs(times[-1] - times[-2]) <= options.settle * min(times[-2:])
+        if len(times) >= options.warmup and (settled or perf_counter() - start >= options.min_time_s):
+            break
+    return len(times)
 
 
-def _xla_errors() -> tuple:
-    """The exception types XLA raises; older jaxlibs name theirs XlaRuntimeError."""
-    runtime_error = getattr(jax.errors, "JaxRuntimeError", None)
-    if runtime_error is None:
-        from jax._src.lib import xla_client  # jax < 0.4.36 only
-        runtime_error = xla_client.XlaRuntimeError
-    return (runtime_error, MemoryError)
-
-
-def _time_calls(run: Callable[[], Any], options: TimingOptions) -> list[float]:
-    """Seconds of each timed call; warm-up calls run first and are not recorded."""
-    for _ in range(options.warmup):
-        jax.block_until_ready(run())
+def _latencies(run: Callable[[], Any], options: TimingOptions) -> list[float]:
+    """Seconds of each call, dispatched and waited for, until min_repeats and min_time_s are both reached."""
     perf_counter, block = time.perf_counter, jax.block_until_ready
     times: list[float] = []
     start = perf_counter()
@@ -132,38 +135,17 @@ def _time_calls(run: Callable[[], Any], options: TimingOptions) -> list[float]:
             return times
 
 
-def _quartiles(times: list[float]) -> tuple[float, float, float]:
-    """25th percentile, median and 75th percentile."""
-    p25, p75 = np.percentile(times, [25, 75])
-    return float(p25), statistics.median(times), float(p75)
-
-
-def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
-                     device: Optional[jax.Device] = None):
-    """Weights for timing `module` on inputs of `shape`, cast to `precision` and put on the device.
-
-    Kernels are He-scaled normal draws, norms and statistics neutral (scale and variance 1, the
-    rest 0), so activations keep a realistic range. They are drawn with NumPy from the abstract
-    shapes: compiling the module's own initialisers costs seconds per network and buys nothing
-    for timing. They do not depend on the batch size: make them once for every batch size.
-    """
-    dtype, device = _dtype(precision), device or jax.devices()[0]
-    abstract = models.abstract_variables(module, (1, *shape[1:]))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = getattr(path[-1], "key", "")
-        if len(leaf.shape) >= 2:
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        else:
-            value = np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, np.float32)
-        return value.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else value.astype(leaf.dtype)
-
-    try:
-        return jax.device_put(jax.tree_util.tree_map_with_path(draw, abstract), device)
-    except _xla_errors() as error:
-        raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
+def _throughput(run: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """Seconds per call with `calls` calls dispatched back to back, and the median dispatch time."""
+    perf_counter = time.perf_counter
+    outputs, dispatch = [], []
+    start = perf_counter()
+    for _ in range(calls):
+        begin = perf_counter()
+        outputs.append(run())
+        dispatch.append(perf_counter() - begin)
+    jax.block_until_ready(outputs)
+    return (perf_counter() - start) / calls, statistics.median(dispatch)
 
 
 def _dtype(precision: str):
@@ -172,44 +154,108 @@ def _dtype(precision: str):
     return PRECISIONS[precision]
 
 
+def _draw_weights(abstract, seed: int):
+    """He-normal kernels (fan-in), neutral norms (scale and variance 1, the rest 0), drawn with NumPy.
+
+    Drawn from the abstract shapes: compiling the module's own initialisers costs seconds per
+    network and buys nothing for timing.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = getattr(path[-1], "key", "")
+        if len(leaf.shape) >= 2:
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        return np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def _calibrate_statistics(module: nn.Module, variables, shape: tuple[int, ...], seed: int):
+    """BatchNorm running statistics set to the batch statistics of a train-mode pass on random images.
+
+    With neutral statistics BatchNorm normalises nothing, and every residual block doubles the
+    variance: ResNet-152's logits reach about 1e9, NaN in float16. Trained networks' statistics
+    keep activations near unit scale; calibrated ones do the same for timing, in every precision.
+    """
+    momenta = {}  # module path -> its momentum, to invert the running-average update
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            momenta[tuple(context.module.path)] = context.module.momentum
+        return next_fun(*args, **kwargs)
+
+    def updated_statistics(variables, x):
+        with nn.intercept_methods(record):
+            _, state = module.apply(variables, x, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": jax.random.key(seed)})
+        return state["batch_stats"]
+
+    x = np.random.default_rng(seed + 2).standard_normal((CALIBRATION_BATCH, *shape[1:]), np.float32)
+    updated = jax.device_get(jax.jit(updated_statistics)(variables, x))
+    old = variables["batch_stats"]
+
+    def batch_value(path, new):
+        keys = tuple(k.key for k in path)
+        momentum = momenta[keys[:-1]]
+        old_value = functools.reduce(lambda tree, key: tree[key], keys, old)
+        # new = momentum * old + (1 - momentum) * batch, as Flax's BatchNorm updates it.
+        return ((new - momentum * old_value) / (1.0 - momentum)).astype(np.float32)
+
+    return {**variables, "batch_stats": jax.tree_util.tree_map_with_path(batch_value, updated)}
+
+
+def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
+                     device: Optional[jax.Device] = None):
+    """Weights for timing `module` on inputs of `shape`, cast to `precision` and put on the device.
+
+    He-normal kernels, and BatchNorm statistics calibrated on random images at this resolution
+    (see _calibrate_statistics), so activations stay in range in every precision. They do not
+    depend on the batch size: make them once for every batch size.
+    """
+    dtype, device = _dtype(precision), device or jax.devices()[0]
+    abstract = models.abstract_variables(module, (1, *shape[1:]))
+    with failures.classified(compiling=False):
+        with jax.default_device(device):
+            variables = _draw_weights(abstract, seed)
+            if "batch_stats" in variables:
+                variables = _calibrate_statistics(module, variables, shape, seed)
+        cast = jax.tree.map(lambda v, a: v.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                            else v.astype(a.dtype), variables, abstract)
+        return jax.device_put(cast, device)
+
+
 def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "float32",
                  options: TimingOptions = TimingOptions(), seed: int = 0,
                  device: Optional[jax.Device] = None, variables=None) -> Timing:
-    """Times `module.apply(..., train=False)` on a random NHWC batch; MeasureFailed on OOM or compile errors.
+    """Times `module.apply(..., train=False)` on a random NHWC batch; MeasureFailed on OOM or XLA errors.
 
     `variables` (from device_variables) are made here when not given. Errors raised while tracing
     (a bad knob, a too-small resolution) are not XLA's and propagate.
     """
     dtype, device = _dtype(precision), device or jax.devices()[0]
-    xla_errors = _xla_errors()
     if variables is None:
         variables = device_variables(module, shape, precision, seed, device)
-    try:  # drawn with NumPy, like the weights: no random-number program to compile per point
+    with failures.classified(compiling=False):  # drawn with NumPy, like the weights: no RNG program to compile
         batch = jax.device_put(np.random.default_rng(seed + 1).standard_normal(shape, np.float32).astype(dtype),
                                device)
-    except xla_errors as error:
-        raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
 
     start = time.perf_counter()
     lowered = jax.jit(functools.partial(module.apply, train=False)).lower(variables, batch)
-    try:
+    with failures.classified(compiling=True):
         compiled = lowered.compile()
-    except xla_errors as error:
-        raise MeasureFailed(failure_status(error, compiling=True), str(error)) from error
     compile_s = time.perf_counter() - start
+    run = functools.partial(compiled, variables, batch)
 
-    def run_batch():
-        """Runs one batch to completion."""
-        return jax.block_until_ready(compiled(variables, batch))
-
-    try:
-        times = _time_calls(functools.partial(compiled, variables, batch), options)
-    except xla_errors as error:
-        raise MeasureFailed(failure_status(error, compiling=False), str(error)) from error
-    p25, median, p75 = _quartiles(times)
-    return Timing(batch_size=shape[0], median_s=median, p25_s=p25, p75_s=p75, mean_s=statistics.mean(times),
-                  timed_calls=len(times),
-                  compile_s=compile_s, compiled=compiled, run_batch=run_batch)
+    with failures.classified(compiling=False):
+        warmup_calls = _warm_up(run, options)
+        latencies = _latencies(run, options)
+        calls = max(options.min_repeats, round(options.min_time_s / statistics.median(latencies)))
+        throughput_s, dispatch_s = _throughput(run, calls)
+    return Timing(batch_size=shape[0], latencies_s=latencies, throughput_s=throughput_s, throughput_calls=calls,
+                  dispatch_s=dispatch_s, warmup_calls=warmup_calls, compile_s=compile_s, compiled=compiled,
+                  run_batch=lambda: jax.block_until_ready(run()))
 
 
 def probe_size(platform: Optional[str] = None) -> int:
@@ -219,14 +265,13 @@ def probe_size(platform: Optional[str] = None) -> int:
 
 def peak_flops_per_s(precision: str = "float32", size: Optional[int] = None, min_time_s: float = 0.5,
                      min_repeats: int = 5, device: Optional[jax.Device] = None) -> float:
-    """Achievable FLOP/s of the device: 2 n^3 over the median time of an n x n matmul."""
+    """Achievable FLOP/s of the device in a precision: 2 n^3 over the median time of an n x n matmul."""
     dtype, device = _dtype(precision), device or jax.devices()[0]
     n = size or probe_size(device.platform)
-    a_key, b_key = jax.random.split(jax.random.key(0))
-    with jax.default_device(device):
-        a = jax.device_put(jax.random.normal(a_key, (n, n), dtype), device)
-        b = jax.device_put(jax.random.normal(b_key, (n, n), dtype), device)
+    rng = np.random.default_rng(0)
+    a, b = (jax.device_put(rng.standard_normal((n, n), np.float32).astype(dtype), device) for _ in range(2))
     matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    times = _time_calls(functools.partial(matmul, a, b),
-                        TimingOptions(min_time_s=min_time_s, min_repeats=min_repeats, warmup=2))
-    return 2 * n**3 / statistics.median(times)
+    options = TimingOptions(min_time_s=min_time_s, min_repeats=min_repeats, warmup=2)
+    run = functools.partial(matmul, a, b)
+    _warm_up(run, options)
+    return 2 * n**3 / statistics.median(_latencies(run, options))

@@ -3,6 +3,8 @@
 It lives in `models` because every other package already depends on it.
 """
 
+import math
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -18,6 +20,19 @@ def _parse_flags(argv):
     if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines (backends it did not find) are noise here
         logging.set_verbosity(logging.WARNING)
     return argv
+
+
+def require_finite(*holders) -> None:
+    """Makes absl float flags refuse NaN and infinity, which absl's bounds let through."""
+    for holder in holders:
+        flags.register_validator(holder, lambda value: value is None or math.isfinite(value),
+                                 message=f"--{holder.name} must be a finite number")
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (a scheduler's stop) ends the run as Ctrl-C does: cleanly, keeping what was done."""
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def _fail(message: str):
@@ -36,4 +51,5 @@ def run(main) -> None:
         except UserError as error:
             _fail(str(error))
 
+    signal.signal(signal.SIGTERM, _interrupt)
     app.run(guarded, flags_parser=_parse_flags)

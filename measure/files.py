@@ -1,0 +1,111 @@
+"""Files the project writes: atomic replacement, the output directory's checks and its lock.
+
+Every file a user keeps (results, figures, reports) is written through `atomic_write`: a
+temporary file in the same directory, fsync, rename. A reader, or a crash at any instant,
+sees either the old file or the new one, never half of one. Temporary files left by a killed
+process carry `TEMP_PREFIX` and are swept by the next writer that holds the directory's lock.
+"""
+
+import errno
+import fcntl
+import glob
+import os
+import tempfile
+from typing import Union
+
+from models.errors import UserError
+
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
+FILE_MODE = 0o644  # mkstemp creates 0600; results and figures are meant to be read by others
+
+
+def atomic_write(path: str, data: Union[str, bytes]) -> None:
+    """Replaces `path` with `data` (text as UTF-8) so that no one ever sees a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    _fsync_directory(directory)  # the rename itself survives a power cut only once the directory is synced
+
+
+def _fsync_directory(directory: str) -> None:
+    """Flushes a directory entry to disk; some file systems cannot, which costs only durability."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sweep_temporaries(directory: str) -> list[str]:
+    """Deletes the temporary files killed writers left in `directory`; call it holding the lock."""
+    swept = []
+    for path in glob.glob(os.path.join(glob.escape(directory), TEMP_PREFIX + "*")):
+        try:
+            os.unlink(path)
+            swept.append(os.path.basename(path))
+        except FileNotFoundError:
+            pass
+    return swept
+
+
+def prepare_out_dir(path: str) -> str:
+    """Creates `path` if needed and checks it is a writable directory; UserError names the problem."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--out={path} exists and is not a directory; choose a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --out={path}: {error.strerror}; choose a writable location") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--out={path} is not writable; choose a directory you can write to")
+    return path
+
+
+class DirectoryLock:
+    """An exclusive lock on an output directory, held by one process at a time; released on exit.
+
+    A `flock` on DIR/.lock: the kernel drops it when the holder dies, even by SIGKILL, so a
+    killed run never leaves the directory locked. The holder's pid is written into the file
+    for the message a second process gets.
+    """
+
+    def __init__(self, directory: str, what: str = "run"):
+        self.path = os.path.join(directory, LOCK_NAME)
+        self.what = what
+        self._fd = None
+
+    def __enter__(self) -> "DirectoryLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise UserError(f"another {self.what} (pid {holder}) is writing to {os.path.dirname(self.path)}; "
+                                "wait for it to finish or choose another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the last descriptor releases the flock
+        self._fd = None
