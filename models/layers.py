@@ -112,7 +112,9 @@ class LocalResponseNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         half = self.size // 2
-        window_sum = lax.reduce_window(jnp.square(x), jnp.zeros((), x.dtype), lax.add, (1, 1, 1, self.size), (1, 1, 1, 1),
+        # A Python 0.0 init makes JAX emit reduce_window_sum, which has a transpose rule; an array
+        # init gives the generic reduce_window, which reverse-mode autodiff cannot differentiate.
+        window_sum = lax.reduce_window(jnp.square(x), 0.0, lax.add, (1, 1, 1, self.size), (1, 1, 1, 1),
                                        ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)))
         return x / (self.k + self.alpha / self.size * window_sum) ** self.beta
 

@@ -5,10 +5,11 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 
-from models import alexnet, nin
+from models import alexnet, layers, nin
 
 
 def _variables(module, r):
@@ -165,3 +166,19 @@ def test_bn_epsilon_is_torchs_1e3():
 def test_bad_knobs_raise(ctor, knobs):
     with pytest.raises(ValueError):
         ctor(**knobs)
+
+
+def test_local_response_norm_is_caffes_formula():
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 7)).astype(np.float32) * 10
+    squares = np.pad(x**2, ((0, 0), (0, 0), (0, 0), (2, 2)))  # a 5-channel window centred on c
+    window_sums = np.stack([squares[..., c:c + 5].sum(-1) for c in range(7)], axis=-1)
+    expected = x / (1.0 + 1e-4 / 5 * window_sums) ** 0.75
+    np.testing.assert_allclose(layers.LocalResponseNorm().apply({}, x), expected, rtol=1e-6)
+
+
+def test_local_response_norm_has_a_reverse_mode_gradient():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 2, 2, 6)), jnp.float32) * 30
+    lrn = functools.partial(layers.LocalResponseNorm(alpha=1.0).apply, {})
+    # Under jit, where an array init value used to make the generic, non-transposable reduce_window.
+    jax.test_util.check_grads(jax.jit(lrn), (x,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    assert "reduce_window_sum" in str(jax.make_jaxpr(lrn)(x))  # the primitive with a transpose rule
