@@ -83,7 +83,7 @@ def test_transcendentals_are_counted_apart_as_xla_does():
     result = cost.count_function(jax.nn.log_softmax, x)
     analysis = jax.jit(jax.nn.log_softmax).lower(x).cost_analysis()
     assert result.total.transcendentals == analysis["transcendentals"] == 2002
-    assert abs(result.ops("flops") - analysis["flops"]) <= 4  # XLA adds a few scalar conversions
+    assert result.ops("flops") == analysis["flops"] == 7998
 
 
 def test_loops_multiply_by_their_trip_count():
@@ -114,9 +114,140 @@ def test_scatter_add_counts_one_addition_per_update():
 
 
 def test_primitives_without_a_rule_are_reported_not_dropped():
-    result = cost.count_function(lambda x: jnp.sort(x) * 2, S((16,), F32))
-    assert result.breakdown.unknown_primitives == {"sort": 1}
-    assert result.ops("flops") == 16
+    result = cost.count_function(lambda x: lax.top_k(x, 3)[0] * 2, S((16,), F32))
+    assert result.breakdown.unknown_primitives == {"top_k": 1}
+    assert result.ops("flops") == 3
+
+
+def xla_cost(fn, *args) -> tuple[float, float]:
+    """XLA's flops and transcendentals of the lowered program."""
+    analysis = jax.jit(fn).lower(*args).cost_analysis()
+    return analysis.get("flops", 0.0), analysis.get("transcendentals", 0.0)
+
+
+X = S((64, 32), F32)  # 2048 elements: XLA's 32-bit sums are exact at this size
+BF16 = jnp.bfloat16
+
+# One function of X per primitive (or rule) whose count equals XLA's.
+AGREE_WITH_XLA = {
+    "add": lambda x: x + x,
+    "clamp": lambda x: lax.clamp(0.0, x, 1.0),
+    "select_n": lambda x: jnp.where(x > 0, x, 2.0 * x),
+    "remainder": lambda x: x % 3.0,
+    "round": jnp.round,
+    "reduce_precision": lambda x: lax.reduce_precision(x, 5, 10),
+    "reduce_max": lambda x: x.max(axis=1),
+    "reduce_sum": lambda x: x.sum(axis=0),
+    "argmax": lambda x: jnp.argmax(x, axis=1),
+    "argmin": lambda x: jnp.argmin(x, axis=0),
+    "argmax bfloat16": lambda x: jnp.argmax(x.astype(BF16), axis=1),
+    "argmax int32": lambda x: jnp.argmax(x.astype(jnp.int32), axis=1),
+    "sort rows": lambda x: jnp.sort(x, axis=1),
+    "sort 1000": lambda x: jnp.sort(x.reshape(-1)[:1000]),
+    "argsort": lambda x: jnp.argsort(x, axis=0),
+    "dot": lambda x: x @ x.T,
+    "dot bfloat16 into float32": lambda x: lax.dot(x.astype(BF16), x.T.astype(BF16), preferred_element_type=F32),
+    "dot int8 into int32": lambda x: lax.dot(x.astype(jnp.int8), x.T.astype(jnp.int8),
+                                             preferred_element_type=jnp.int32),
+    "max pool 3x3 same": lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (3, 3), (1, 1), "SAME"),
+    "logistic": jax.nn.sigmoid,
+    "exp2": jnp.exp2,
+    "log_softmax": jax.nn.log_softmax,
+    **{name: getattr(lax, name) for name in "erf exp expm1 log log1p tanh sqrt rsqrt cbrt sin cos tan atan".split()},
+    "atan2": lambda x: lax.atan2(x, x),
+    "pow": lambda x: x ** 0.75,
+    **{f"integer_pow {y}": functools.partial(lax.integer_pow, y=y) for y in range(-4, 9)},
+}
+
+
+@pytest.mark.parametrize("name", list(AGREE_WITH_XLA))
+def test_primitive_counts_agree_with_xla(name):
+    result = cost.count_function(AGREE_WITH_XLA[name], X)
+    assert result.breakdown.unknown_primitives == {}
+    assert (result.ops("flops"), result.total.transcendentals) == xla_cost(AGREE_WITH_XLA[name], X)
+
+
+# The documented differences (measure/cost/rules.py): each is pinned, ours and XLA's.
+
+def test_loops_count_every_trip_where_xla_counts_one():
+    def body(carry, _):
+        return carry * 2.0 + 1.0, None
+
+    def scanned(x, unroll=1):
+        return lax.scan(body, x, None, length=10, unroll=unroll)[0]
+
+    assert cost.count_function(scanned, X).ops("flops") == 10 * 2 * 2048
+    assert xla_cost(scanned, X) == (2 * 2048 + 2, 0)  # one trip, and the loop counter's add and compare
+    unrolled = functools.partial(scanned, unroll=True)
+    assert xla_cost(unrolled, X)[0] == cost.count_function(unrolled, X).ops("flops") == 10 * 2 * 2048
+
+
+def test_cond_counts_its_most_expensive_branch_where_xla_takes_each_maximum():
+    def branches(p, x):
+        return lax.cond(p, lambda: jnp.exp(x), lambda: x * 2.0 + 1.0)
+
+    result = cost.count_function(branches, S((), bool), X)
+    # The predicate's conversion to a branch index is the 1.
+    assert (result.ops("flops"), result.total.transcendentals) == (2 * 2048 + 1, 0)
+    assert xla_cost(branches, S((), bool), X) == (2 * 2048 + 1, 2048)
+
+
+@pytest.mark.parametrize("name, xla_flops_per_step, xla_transcendentals_per_step", [
+    ("cumsum", 1, 0), ("cumprod", 1, 0), ("cummax", 1, 0), ("cummin", 1, 0), ("cumlogsumexp", 8, 2)])
+def test_cumulative_reductions_count_one_per_output_where_xla_counts_a_whole_axis_window(
+        name, xla_flops_per_step, xla_transcendentals_per_step):
+    cumulative = functools.partial(getattr(lax, name), axis=1)
+    result = cost.count_function(cumulative, X)
+    assert (result.ops("flops"), result.total.transcendentals) == (2048, 0)
+    steps = 2048 * (32 - 1)
+    assert xla_cost(cumulative, X) == (steps * xla_flops_per_step, steps * xla_transcendentals_per_step)
+
+
+EXPANDED_BY_JAX = {
+    **{name: getattr(lax, name) for name in "erfc erf_inv lgamma digamma acos asin acosh asinh atanh cosh sinh".split()},
+    "igamma": lambda x: lax.igamma(x, x),
+    "igammac": lambda x: lax.igammac(x, x),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPANDED_BY_JAX))
+def test_functions_without_an_xla_instruction_are_one_transcendental_here(name):
+    result = cost.count_function(EXPANDED_BY_JAX[name], X)
+    assert (result.ops("flops"), result.total.transcendentals) == (0, 2048)
+    flops, transcendentals = xla_cost(EXPANDED_BY_JAX[name], X)
+    assert flops > 0 and transcendentals >= 2048  # the polynomial JAX expands the function into
+
+
+def test_lgamma_and_nextafter_as_xla_counts_their_expansions():
+    assert xla_cost(lax.lgamma, X) == (53 * 2048, 4 * 2048)
+    assert cost.count_function(lambda x: lax.nextafter(x, x), X).ops("flops") == 2048
+    assert xla_cost(lambda x: lax.nextafter(x, x), X) == (24 * 2048, 0)
+
+
+def test_random_bits_are_free_here_and_a_threefry_hash_in_xla_on_cpu():
+    def bits(key):
+        return jax.random.bits(jax.random.wrap_key_data(key), (4096,))
+
+    key = S((2,), jnp.uint32)
+    assert cost.count_function(bits, key).ops("flops") == 0
+    if jax.default_backend() == "cpu":  # GPUs run the hash as a kernel of their own
+        assert xla_cost(bits, key)[0] // 4096 == 29
+
+
+def test_dead_code_counts_here_and_not_in_xla():
+    def half_dead(x):
+        unused = jnp.exp(x) * 3.0  # noqa: F841 (traced, never returned)
+        return x * 2.0
+
+    result = cost.count_function(half_dead, X)
+    assert (result.ops("flops"), result.total.transcendentals) == (2 * 2048, 2048)
+    assert xla_cost(half_dead, X) == (2048, 0)
+
+
+def test_xla_adds_its_counts_in_32_bit_floats():
+    big = S((2**24 + 1,), F32)
+    assert cost.count_function(lambda x: x + 1.0, big).ops("flops") == 2**24 + 1
+    assert xla_cost(lambda x: x + 1.0, big)[0] == 2**24
 
 
 def test_peak_live_bytes_of_a_chain_and_a_fork():
