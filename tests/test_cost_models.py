@@ -94,6 +94,14 @@ def test_alexnet_groups_count_as_dense_only_on_request():
     assert grouped / 1e9 == pytest.approx(1.45, abs=0.01)
 
 
+def test_alexnet_activations_are_its_convolution_pooling_and_dense_outputs():
+    convolutions = 96 * 55 * 55 + 256 * 27 * 27 + 384 * 13 * 13 * 2 + 256 * 13 * 13
+    pooling = 96 * 27 * 27 + 256 * 13 * 13 + 256 * 6 * 6
+    dense = 4096 + 4096 + 1000
+    # LRN's window sums across channels (96 * 55 * 55 + 256 * 27 * 27) normalise: not activations.
+    assert forward("alexnet").total.activations == convolutions + pooling + dense == 781_736
+
+
 def test_ops_scale_with_batch_and_memory_grows_with_it():
     one, eight = forward("resnet18"), cost.count_model("resnet18", batch_size=8)
     assert eight.ops("macs") == 8 * one.ops("macs")

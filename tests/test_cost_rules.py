@@ -324,6 +324,15 @@ def test_module_rules_match_classes_not_names(make, paper_per_element):
     assert result.ops("paper") == paper_per_element * 48
 
 
+def test_lrn_window_across_channels_is_not_pooling():
+    result = cost.count_module(_OneLayer(layers.LocalResponseNorm), (1, 4, 4, 8))
+    assert result.total.activations == 0
+    assert result.per_primitive("flops")["reduce_window_sum"] == 4 * 4 * 8 * 4  # 5 taps, 4 additions
+    pooled = cost.count_function(lambda x: lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"),
+                                 S((1, 4, 4, 8), F32))
+    assert pooled.total.activations == 2 * 2 * 8
+
+
 def _opens_module_scopes() -> bool:
     """Whether Flax wraps module calls in named scopes right now (FLAX_PROFILE's setting)."""
     dense = nn.Dense(2)

@@ -18,7 +18,10 @@ The one place each convention is defined:
   ``dense_groups`` grouped convolutions count as dense, as that counter did (AlexNet's
   2.26 G-Ops).
 
-Activations follow pycls: the output elements of convolutions, dense layers and pooling.
+Activations follow pycls's complexity rules: the output elements of convolutions, dense
+layers (``dot_general``) and pooling windows. A window across the feature (last) axis is not
+pooling: LRN's sum of squares over neighbouring channels normalises, and pycls counts no
+activations for normalisation, elementwise layers or global pooling (a reduction).
 
 What agrees with XLA, exactly: ``flops`` with ``real_taps``, and ``transcendentals``, equal
 the ``flops`` and ``transcendentals`` of ``jax.jit(f).lower(*args).cost_analysis()``, the
@@ -207,10 +210,13 @@ def elementwise_tally(eqn, is_static) -> Tally:
 
 
 def pooling_tally(eqn) -> Tally:
-    """A pooling window: XLA counts window - 1 steps per output, the paper the window size."""
+    """A window reduction: XLA counts window - 1 steps per output, the paper the window size."""
     out = size(eqn.outvars[0].aval)
-    window = math.prod(eqn.params["window_dimensions"])
-    return Tally(elementwise=out * (window - 1), paper_other=out * window, activations=out, equations=1)
+    dimensions = eqn.params["window_dimensions"]
+    window = math.prod(dimensions)
+    pools = dimensions[-1] == 1  # features are last in Flax; a window across them is LRN's, not pooling
+    return Tally(elementwise=out * (window - 1), paper_other=out * window, activations=out if pools else 0,
+                 equations=1)
 
 
 def reduction_tally(eqn) -> Tally:
