@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -184,6 +185,19 @@ def test_cli_all_models_is_a_json_list():
     rows = json.loads(result.stdout)
     assert [r["model"] for r in rows] == models.names()
     assert {r["resolution"] for r in rows} == {299}
+
+
+def _readme_block(command: str) -> list[str]:
+    """The lines README.md shows under `$ command` in its code block."""
+    lines = (pathlib.Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    start = lines.index(f"$ {command}") + 1
+    return lines[start:lines.index("```", start)]
+
+
+def test_readme_shows_what_the_cli_prints():
+    result = _cli("--model=resnet50")
+    assert result.returncode == 0, result.stderr
+    assert _readme_block("python -m measure.cost --model=resnet50") == result.stdout.rstrip("\n").splitlines()
 
 
 @pytest.mark.parametrize("flags, message", [
