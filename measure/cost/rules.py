@@ -32,8 +32,8 @@ clamp is 1 flop; ``x ** y`` the multiplications of binary exponentiation, plus a
 when y < 0; logistic 1 / (1 + exp(-x)), 3 flops and 1 transcendental; exp2 exp(x ln 2), 1
 and 1; argmax and argmin 9 flops per step of their (value, index) comparator on floats, 7 on
 integers; sort n ceil(log2 n) for n elements; a conversion that changes only the weak type
-nothing. Compiling first changes XLA's count (its rewrites: AlexNet +0.07 % on CPU). Where
-the counts differ, and why:
+costs nothing. Compiling first changes XLA's count (its rewrites: AlexNet +0.07 % on CPU).
+Where the counts differ, and why:
 
 - Parameter-only arithmetic: ``count_module`` counts the forward pass from a trace of init
   and skips what depends on parameters alone, which inference can fold away: BatchNorm's
