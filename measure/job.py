@@ -44,6 +44,7 @@ class Config:
     timing_options: timing.TimingOptions = timing.TimingOptions()
     power_watts: Optional[float] = None  # a modelled constant, used only where no meter reads
     power_window_s: float = 1.0
+    idle_settle_s: float = 2.0  # sleep before the idle power is read, so the device has settled
     overwrite: bool = False
     retry_failed: bool = False  # measure again the points that failed or crashed
 
@@ -157,7 +158,7 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     try:
         window_s = power.window_s(meter, config.power_window_s) if meter else config.power_window_s
         # Idle before the peak probe: the probe heats the device, and the baseline must not include it.
-        idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s)) if meter else None
+        idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s), config.idle_settle_s) if meter else None
         if config.precision not in peaks:
             peaks[config.precision] = timing.peak_flops_per_s(config.precision, device=device)
         log(f"peak: {peaks[config.precision] / 1e9:.1f} GFLOP/s ({config.precision} matmul probe)")

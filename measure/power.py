@@ -233,16 +233,11 @@ def _sleeping_power(meter: Meter, seconds: float) -> float:
     return (end_j - start_j) / (end_s - start_s)
 
 
-def idle_power(meter: Meter, seconds: float = 1.0, settle: float = 0.05, max_windows: int = 10) -> float:
-    """Idle watts once the device has settled: sleeping windows until two agree within `settle`.
+def idle_power(meter: Meter, window_s: float = 1.0, settle_s: float = 2.0, windows: int = 3) -> float:
+    """Idle watts once the device has settled: after `settle_s` asleep, the least of a few sleeping windows.
 
-    A device just woken (a GPU after JAX starts it, a CPU after the imports) draws more for a
-    while; the first window alone would overstate the baseline.
+    A device just used (a GPU after JAX starts it, a CPU after the imports) draws more for a
+    while; transients only ever raise a window's power, so the least window is the baseline.
     """
-    previous = _sleeping_power(meter, seconds)
-    for _ in range(max_windows - 1):
-        current = _sleeping_power(meter, seconds)
-        if abs(current - previous) <= settle * max(abs(previous), 1e-9):
-            return current
-        previous = current
-    return previous
+    time.sleep(settle_s)
+    return min(_sleeping_power(meter, window_s) for _ in range(windows))

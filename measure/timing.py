@@ -34,7 +34,11 @@ PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.f
 # Square matmul sizes of the peak probe: big enough to saturate the backend, small enough to be quick.
 _PROBE_SIZES = {"cpu": 1024}
 _DEFAULT_PROBE_SIZE = 8192  # GPUs and TPUs
-CALIBRATION_BATCH = 2  # images whose batch statistics become the timing weights' running statistics
+# Pixels of the random images whose batch statistics become the timing weights' running statistics:
+# two 224x224 images, or as many smaller ones (up to 64), so that even a network's last, smallest
+# feature maps give each channel enough values for a stable variance.
+CALIBRATION_PIXELS = 2 * 224 * 224
+MAX_CALIBRATION_BATCH = 64
 
 __all__ = ["PRECISIONS", "MeasureFailed", "Timing", "TimingOptions", "device_variables", "peak_flops_per_s",
            "probe_size", "time_forward"]
@@ -192,7 +196,8 @@ def _calibrate_statistics(module: nn.Module, variables, shape: tuple[int, ...], 
                                     rngs={"dropout": jax.random.key(seed)})
         return state["batch_stats"]
 
-    x = np.random.default_rng(seed + 2).standard_normal((CALIBRATION_BATCH, *shape[1:]), np.float32)
+    batch = min(MAX_CALIBRATION_BATCH, max(2, math.ceil(CALIBRATION_PIXELS / (shape[1] * shape[2]))))
+    x = np.random.default_rng(seed + 2).standard_normal((batch, *shape[1:]), np.float32)
     updated = jax.device_get(jax.jit(updated_statistics)(variables, x))
     old = variables["batch_stats"]
 
@@ -206,24 +211,36 @@ def _calibrate_statistics(module: nn.Module, variables, shape: tuple[int, ...], 
     return {**variables, "batch_stats": jax.tree_util.tree_map_with_path(batch_value, updated)}
 
 
-def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
-                     device: Optional[jax.Device] = None):
-    """Weights for timing `module` on inputs of `shape`, cast to `precision` and put on the device.
+def timing_weights(module: nn.Module, shape: tuple[int, ...], seed: int = 0):
+    """Float32 NumPy weights for timing `module` on inputs of `shape`, BatchNorm statistics calibrated.
 
     He-normal kernels, and BatchNorm statistics calibrated on random images at this resolution
     (see _calibrate_statistics), so activations stay in range in every precision. They do not
     depend on the batch size: make them once for every batch size.
     """
-    dtype, device = _dtype(precision), device or jax.devices()[0]
     abstract = models.abstract_variables(module, (1, *shape[1:]))
+    variables = _draw_weights(abstract, seed)
+    if "batch_stats" in variables:
+        with failures.classified(compiling=False):
+            variables = _calibrate_statistics(module, variables, shape, seed)
+    return variables
+
+
+def to_device(weights, precision: str, device: Optional[jax.Device] = None):
+    """Timing weights cast to `precision` (floating leaves only) and put on the device."""
+    dtype, device = _dtype(precision), device or jax.devices()[0]
+    cast = jax.tree.map(lambda v: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v, weights)
     with failures.classified(compiling=False):
-        with jax.default_device(device):
-            variables = _draw_weights(abstract, seed)
-            if "batch_stats" in variables:
-                variables = _calibrate_statistics(module, variables, shape, seed)
-        cast = jax.tree.map(lambda v, a: v.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
-                            else v.astype(a.dtype), variables, abstract)
         return jax.device_put(cast, device)
+
+
+def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
+                     device: Optional[jax.Device] = None):
+    """Weights for timing `module` on inputs of `shape` (see timing_weights), in `precision` on the device."""
+    device = device or jax.devices()[0]
+    _dtype(precision)
+    with jax.default_device(device):
+        return to_device(timing_weights(module, shape, seed), precision, device)
 
 
 def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "float32",

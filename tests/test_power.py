@@ -10,6 +10,12 @@ import pytest
 from measure import power, results
 
 MAX_RANGE_UJ = 262_143_328_850
+CPU = types.SimpleNamespace(platform="cpu", id=0)
+
+
+def gpu(ordinal=0, **attributes):
+    """A stand-in for a JAX GPU device: its platform, ordinal and any extra attributes."""
+    return types.SimpleNamespace(platform="gpu", id=ordinal, local_hardware_id=ordinal, **attributes)
 
 
 def _zone(root, name, zone_name, energy_uj, max_range_uj=MAX_RANGE_UJ):
@@ -55,7 +61,7 @@ def test_rapl_unwraps_the_counter(tmp_path):
 def test_rapl_without_packages_is_unavailable(tmp_path):
     with pytest.raises(power.MeterUnavailable, match="no RAPL package"):
         power.RaplMeter(str(tmp_path))
-    meter, reason = power.open_meter("cpu", rapl_root=str(tmp_path / "missing"))
+    meter, reason = power.open_meter(CPU, rapl_root=str(tmp_path / "missing"))
     assert meter is None and "no RAPL package" in reason
 
 
@@ -71,7 +77,7 @@ def test_rapl_permission_denied_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", guarded_open)
     with pytest.raises(power.MeterUnavailable, match="permission denied"):
         power.RaplMeter(str(tmp_path))
-    meter, reason = power.open_meter("cpu", rapl_root=str(tmp_path))
+    meter, reason = power.open_meter(CPU, rapl_root=str(tmp_path))
     assert meter is None and "permission denied" in reason and "energy_uj" in reason
 
 
@@ -79,7 +85,7 @@ def test_rapl_permission_denied_is_unavailable(tmp_path, monkeypatch):
 def test_rapl_unreadable_file_is_unavailable(tmp_path):
     package = _zone(tmp_path, "intel-rapl:0", "package-0", 1)
     os.chmod(package / "energy_uj", 0)
-    meter, reason = power.open_meter("cpu", rapl_root=str(tmp_path))
+    meter, reason = power.open_meter(CPU, rapl_root=str(tmp_path))
     assert meter is None and "permission denied" in reason
 
 
@@ -114,24 +120,64 @@ def test_measure_power_runs_at_least_once_and_idle_power():
     meter = SteadyMeter(40.0)
     reading = power.measure_power(meter, lambda: None, min_window_s=0.0)
     assert reading.calls == 1
-    assert power.idle_power(meter, 0.05) == pytest.approx(40.0, rel=0.02)
+    assert power.idle_power(meter, 0.05, settle_s=0.0) == pytest.approx(40.0, rel=0.02)
+
+
+class WakingMeter(power.Meter):
+    """A device that draws 100 W for its first 0.3 s awake, then settles at 20 W."""
+
+    name = "waking"
+
+    def __init__(self):
+        self.origin = time.perf_counter()
+
+    def energy_j(self):
+        """100 W until 0.3 s, 20 W after."""
+        t = time.perf_counter() - self.origin
+        return 100.0 * min(t, 0.3) + 20.0 * max(0.0, t - 0.3)
+
+
+def test_idle_power_waits_for_the_device_to_settle():
+    assert power.idle_power(WakingMeter(), 0.1, settle_s=0.25, windows=3) == pytest.approx(20.0, rel=0.05)
+    assert power.idle_power(WakingMeter(), 0.1, settle_s=0.0, windows=1) > 60  # no settling overstates it
+
+
+class SteppedMeter(power.Meter):
+    """A counter that moves only every `step_s` seconds, as NVML's does."""
+
+    name = "stepped"
+
+    def __init__(self, step_s):
+        self.step_s, self.origin = step_s, time.perf_counter()
+
+    def energy_j(self):
+        """One joule per step."""
+        return float((time.perf_counter() - self.origin) // self.step_s)
+
+
+def test_power_windows_cover_many_counter_updates():
+    assert power.update_interval_s(SteppedMeter(0.02)) == pytest.approx(0.02, rel=0.25)
+    assert power.window_s(SteppedMeter(0.02), 0.1) == pytest.approx(power.UPDATES_PER_WINDOW * 0.02, rel=0.25)
+    assert power.window_s(SteadyMeter(1.0), 1.0) == 1.0  # a fine-grained counter keeps the minimum
 
 
 def test_open_meter_falls_back_without_pynvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` fail
-    meter, reason = power.open_meter("gpu")
+    meter, reason = power.open_meter(gpu())
     assert meter is None and "nvidia-ml-py" in reason
-    assert power.open_meter("tpu") == (None, "no power meter for tpu devices")
+    assert power.open_meter(types.SimpleNamespace(platform="tpu")) == (None, "no power meter for tpu devices")
 
 
-def _fake_pynvml(energy_mj=123_456, power_mw=250_000, supported=True):
+def _fake_pynvml(energy_mj=123_456, power_mw=250_000, supported=True, count=1):
     """A stand-in for nvidia-ml-py's pynvml that records which GPU was opened."""
     module = types.ModuleType("pynvml")
     module.opened, module.shutdown = [], []
     module.nvmlInit = lambda: None
     module.nvmlShutdown = lambda: module.shutdown.append(True)
+    module.nvmlDeviceGetCount = lambda: count
     module.nvmlDeviceGetHandleByIndex = lambda i: module.opened.append(("index", i)) or i
     module.nvmlDeviceGetHandleByUUID = lambda u: module.opened.append(("uuid", u)) or u
+    module.nvmlDeviceGetHandleByPciBusId_v2 = lambda b: module.opened.append(("pci", b)) or b
 
     def energy(handle):
         if not supported:
@@ -143,26 +189,40 @@ def _fake_pynvml(energy_mj=123_456, power_mw=250_000, supported=True):
     return module
 
 
-def test_nvml_meter_converts_units_and_honours_visible_devices(monkeypatch):
+def test_nvml_meter_converts_units(monkeypatch):
     fake = _fake_pynvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    meter, reason = power.open_meter("gpu")
-    assert reason == "" and meter.name == "nvml"
-    assert fake.opened == [("index", 3)]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    meter, reason = power.open_meter(gpu())
+    assert reason == "" and meter.name == "nvml" and meter.matched_by == "index 0"
     assert meter.energy_j() == pytest.approx(123.456)
     assert meter.power_w() == pytest.approx(250.0)
     meter.close()
     assert fake.shutdown == [True]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-abc")
-    power.NvmlMeter(0)
-    assert fake.opened[-1] == ("uuid", "GPU-abc")
+
+
+def test_nvml_matches_jax_gpu_by_pci_bus_id_or_uuid_never_a_guessed_index(monkeypatch):
+    fake = _fake_pynvml(count=4)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert power.NvmlMeter(gpu(1, pci_bus_id="00000000:41:00.0")).matched_by == "PCI bus 00000000:41:00.0"
+    assert fake.opened[-1] == ("pci", "00000000:41:00.0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaa,GPU-bbb")
+    assert power.NvmlMeter(gpu(1)).matched_by == "UUID GPU-bbb"
+    assert fake.opened[-1] == ("uuid", "GPU-bbb")
+    # Four GPUs, numbered fastest first by CUDA: physical index 1 need not be NVML's index 1.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    meter, reason = power.open_meter(gpu(1))
+    assert meter is None and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in reason
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    assert power.NvmlMeter(gpu(1)).matched_by == "index 1" and fake.opened[-1] == ("index", 1)
 
 
 def test_nvml_without_energy_counter_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(supported=False))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    meter, reason = power.open_meter("gpu")
+    meter, reason = power.open_meter(gpu())
     assert meter is None and "no energy counter" in reason
 
 
@@ -173,7 +233,11 @@ def test_real_nvml_meter_counts_up():
         pynvml.nvmlShutdown()
     except Exception:  # pylint: disable=broad-except
         pytest.skip("no NVIDIA driver")
-    meter = power.NvmlMeter(0)
+    import jax  # pylint: disable=import-outside-toplevel
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        pytest.skip("JAX sees no GPU")
+    meter = power.NvmlMeter(gpus[0])
     first = meter.energy_j()
     time.sleep(0.2)
     assert meter.energy_j() >= first > 0

@@ -1,13 +1,18 @@
 """The timing harness on a tiny module: warm-up, repeats, quartiles, precision and failure statuses."""
 
+import functools
+import os
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from measure import results, timing
+import models
+
+from measure import failures, results, timing
 
 QUICK = timing.TimingOptions(min_time_s=0.0, min_repeats=5, warmup=2)
 
@@ -37,40 +42,83 @@ class Recording(nn.Module):
         return y
 
 
-def test_warmup_is_excluded_and_repeats_respected():
+def test_warmup_latency_and_throughput_calls_are_counted():
     calls = []
     module = Recording(on_call=lambda: calls.append(1))
     result = timing.time_forward(module, (2, 4, 4, 3), options=QUICK)
     jax.effects_barrier()
-    assert result.timed_calls == QUICK.min_repeats  # min_time_s=0: exactly the minimum
-    assert len(calls) == QUICK.warmup + result.timed_calls
+    assert len(result.latencies_s) == QUICK.min_repeats  # min_time_s=0: exactly the minimum
+    assert result.throughput_calls == QUICK.min_repeats
+    assert QUICK.warmup <= result.warmup_calls <= QUICK.max_warmup
+    assert len(calls) == result.warmup_calls + len(result.latencies_s) + result.throughput_calls
     result.run_batch()
     jax.effects_barrier()
-    assert len(calls) == QUICK.warmup + result.timed_calls + 1
+    assert len(calls) == result.warmup_calls + len(result.latencies_s) + result.throughput_calls + 1
+
+
+def test_defaults_are_a_careful_benchmarks():
+    options = timing.TimingOptions()
+    assert options.warmup >= 2 and options.min_repeats >= 5 and options.min_time_s >= 1.0
+
+
+def test_warm_up_goes_on_until_the_time_settles():
+    # Calls take 40, 30, 20, 10, 10 ms...: the time settles from the fifth call.
+    durations = iter([0.04, 0.03, 0.02, 0.01] + [0.01] * 30)
+    ran = []
+
+    def run():
+        ran.append(1)
+        time.sleep(next(durations))
+
+    options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.3)
+    assert timing._warm_up(run, options) == 5  # pylint: disable=protected-access
+    # Never settling, it stops at max_warmup; with warm-up off it makes no call.
+    assert timing._warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),  # pylint: disable=protected-access
+                           timing.TimingOptions(min_time_s=10.0, warmup=2, max_warmup=4, settle=0.0)) == 4
+    assert timing._warm_up(run, timing.TimingOptions(warmup=0)) == 0  # pylint: disable=protected-access
 
 
 def test_min_time_keeps_timing_past_min_repeats():
     # Each call sleeps 10 ms on the host, so reaching 60 ms takes at most six calls.
     options = timing.TimingOptions(min_time_s=0.06, min_repeats=1, warmup=0)
     result = timing.time_forward(Recording(on_call=lambda: time.sleep(0.01)), (1, 4, 4, 3), options=options)
-    assert result.timed_calls <= 6
+    assert len(result.latencies_s) <= 6
     assert result.median_s >= 0.01
     # One call is enough only if that call alone outlasted min_time_s.
-    assert result.timed_calls >= 2 or result.median_s >= options.min_time_s
+    assert len(result.latencies_s) >= 2 or result.median_s >= options.min_time_s
+    # The throughput run is as long: min_time_s worth of calls at the median latency.
+    assert result.throughput_calls == max(1, round(0.06 / result.median_s))
+
+
+class Wide(nn.Module):
+    """Two 1024-wide dense layers: milliseconds of compute per call, microseconds to dispatch."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(1024, name="fc2")(nn.relu(nn.Dense(1024, name="fc1")(x)))
+
+
+def test_latency_throughput_and_dispatch_are_told_apart():
+    options = timing.TimingOptions(min_time_s=0.0, min_repeats=5, warmup=1)
+    result = timing.time_forward(Wide(), (256, 32, 32, 1), options=options)
+    # Dispatch returns long before the call completes; throughput waits for all calls, once.
+    assert result.dispatch_s < 0.5 * result.median_s
+    assert result.throughput_s > 0.5 * result.median_s
 
 
 def test_quartiles_per_image_and_compile_time():
     result = timing.time_forward(Tiny(), (4, 6, 6, 3), options=QUICK)
-    assert 0 < result.p25_s <= result.median_s <= result.p75_s
-    assert result.median_per_image_s == pytest.approx(result.median_s / 4)
-    assert result.p25_per_image_s <= result.median_per_image_s <= result.p75_per_image_s
-    assert result.images_per_s == pytest.approx(4 / result.median_s)
-    assert result.compile_s > 0
+    fields = result.row_fields(flops_per_image=1000, peak_flops_per_s=1e9)
+    assert set(fields) <= set(results.FIELDS)
+    assert 0 < fields["time_per_image_p25_s"] <= fields["time_per_image_s"] <= fields["time_per_image_p75_s"]
+    assert fields["time_per_image_s"] == pytest.approx(result.median_s / 4)
+    assert fields["images_per_s"] == pytest.approx(4 / result.throughput_s)
+    assert fields["throughput_time_per_image_s"] == pytest.approx(result.throughput_s / 4)
+    assert fields["latency_calls"] == len(result.latencies_s) and fields["warmup_calls"] == result.warmup_calls
+    assert fields["compile_s"] == result.compile_s > 0 and fields["dispatch_s"] > 0
     assert result.compiled.memory_analysis() is not None
     assert result.run_batch().shape == (4, 3)
-    fields = result.row_fields(flops_per_image=1000, peak_flops_per_s=1e9)
-    assert set(fields) <= {f for f in results.FIELDS}
-    assert fields["timed_batches"] == result.timed_calls
     assert fields["achieved_flops_per_s"] == pytest.approx(1000 / result.median_per_image_s)
     assert fields["fraction_of_peak"] == pytest.approx(fields["achieved_flops_per_s"] / 1e9)
 
@@ -100,6 +148,26 @@ def test_out_of_memory_while_running(monkeypatch):
     assert failure.value.status == results.OUT_OF_MEMORY
 
 
+def test_out_of_memory_reported_only_on_native_stderr(monkeypatch):
+    # XLA:CPU's YNNPACK kernels print the failed allocation and raise a generic INTERNAL error.
+    def ynnpack(self, *args):
+        os.write(2, b"allocate of <40> failed.\n")
+        raise jax.errors.JaxRuntimeError("INTERNAL: YNNPACK operation failed: error")
+
+    monkeypatch.setattr(jax.stages.Compiled, "__call__", ynnpack)
+    with pytest.raises(timing.MeasureFailed) as failure:
+        timing.time_forward(Tiny(), (1, 4, 4, 3), options=QUICK)
+    assert failure.value.status == results.OUT_OF_MEMORY
+    assert failure.value.message == "out of memory: allocate of <40> failed. (INTERNAL: YNNPACK operation failed: error)"
+
+
+def test_native_stderr_is_captured_and_replayed(capfd):
+    with failures.NativeStderr() as native:
+        os.write(2, b"from native code\n")
+    assert native.text == "from native code\n"
+    assert capfd.readouterr().err == "from native code\n"  # the user still sees it
+
+
 def test_out_of_memory_for_real_when_the_batch_cannot_be_allocated():
     # 256 TiB of input is more than a 47-bit address space holds, so the allocation fails even
     # where the kernel overcommits memory.
@@ -118,16 +186,34 @@ def test_compile_error_is_not_out_of_memory(monkeypatch):
     assert failure.value.status == results.COMPILE_ERROR
 
 
-def test_failure_status_reads_the_xla_message():
+def test_failure_status_reads_the_xla_message_and_native_stderr():
     oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes.")
-    assert timing.failure_status(oom, compiling=True) == results.OUT_OF_MEMORY
-    assert timing.failure_status(oom, compiling=False) == results.OUT_OF_MEMORY
+    assert failures.failure_status(oom, compiling=True) == results.OUT_OF_MEMORY
+    assert failures.failure_status(oom, compiling=False) == results.OUT_OF_MEMORY
     other = jax.errors.JaxRuntimeError("INVALID_ARGUMENT: bad")
-    assert timing.failure_status(other, compiling=True) == results.COMPILE_ERROR
-    assert timing.failure_status(other, compiling=False) == results.ERROR
+    assert failures.failure_status(other, compiling=True) == results.COMPILE_ERROR
+    assert failures.failure_status(other, compiling=False) == results.ERROR
+    ynnpack = jax.errors.JaxRuntimeError("INTERNAL: YNNPACK operation failed: error")
+    assert failures.failure_status(ynnpack, False) == results.ERROR
+    assert failures.failure_status(ynnpack, False, "allocate of <40> failed.\n") == results.OUT_OF_MEMORY
+    assert failures.failure_status(MemoryError(), False) == results.OUT_OF_MEMORY
 
 
 def test_peak_probe_is_positive():
     assert timing.probe_size("cpu") == 1024 and timing.probe_size("gpu") == 8192
     flops = timing.peak_flops_per_s("float32", size=64, min_time_s=0.01, min_repeats=3)
     assert 1e6 < flops < 1e15
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_timing_weights_keep_every_network_finite_in_every_precision(name):
+    # Neutral BatchNorm statistics let ResNet-152's float32 logits reach about 1e9 (NaN in float16).
+    shape = models.input_shape(name, 2, max(64, models.spec(name).min_resolution))
+    module = models.get(name)
+    weights = timing.timing_weights(module, shape)
+    x = np.random.default_rng(1).standard_normal(shape, np.float32)
+    apply = jax.jit(functools.partial(module.apply, train=False))
+    for precision, dtype in timing.PRECISIONS.items():
+        logits = np.asarray(apply(timing.to_device(weights, precision), x.astype(dtype)), np.float32)
+        assert np.all(np.isfinite(logits)), precision
+        assert 1e-2 < np.abs(logits).max() < 1e3, (precision, np.abs(logits).max())
