@@ -7,7 +7,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from models import layers
-from models.errors import UserError
 
 # Caffe ceil-mode pools: the smallest input whose unpadded conv1 and pools all fit their windows
 # (55 -> conv1 12 -> pool1 6 -> pool2 3 -> pool5 1).
@@ -36,9 +35,8 @@ def adaptive_avg_pool(x, size: int):
 
 def _check_knobs(model: str, width: float, num_classes: int) -> None:
     """Validates the knobs both AlexNets share."""
-    layers.check_positive(model, width=width, num_classes=num_classes)
-    if not isinstance(num_classes, int):
-        raise UserError(f"{model}: num_classes must be an integer; got {num_classes!r}")
+    layers.check_width(model, width)
+    layers.check_num_classes(model, num_classes)
 
 
 class AlexNet(nn.Module):

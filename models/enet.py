@@ -101,10 +101,10 @@ class ENet(nn.Module):
     num_classes: int = 1000
 
     def __post_init__(self):
-        layers.check_positive("enet", width=self.width, num_classes=self.num_classes)
+        layers.check_width("enet", self.width)
+        layers.check_num_classes("enet", self.num_classes)
         layers.check_depths("enet", self.depths, 4)
-        if not isinstance(self.dilated, bool):
-            raise UserError(f"enet: dilated must be True or False; got {self.dilated!r}")
+        layers.check_flag("enet", "dilated", self.dilated)
         super().__post_init__()
 
     @nn.compact

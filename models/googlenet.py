@@ -13,7 +13,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from models import layers
-from models.errors import UserError
 
 # conv1 (7x7/2) and four ceil-mode 3x3/2 max-pools: 31 leaves 2x2 before pool4, which
 # Caffe's ceil mode still pools to 1x1; at 30 pool4 would get a 1x1 input and output nothing.
@@ -66,9 +65,9 @@ class GoogLeNet(nn.Module):
     stem: str = "bvlc"
 
     def __post_init__(self):
-        layers.check_positive("googlenet", width=self.width, num_classes=self.num_classes)
-        if self.stem not in STEMS:
-            raise UserError(f"googlenet: stem must be one of {', '.join(STEMS)}; got {self.stem!r}")
+        layers.check_width("googlenet", self.width)
+        layers.check_num_classes("googlenet", self.num_classes)
+        layers.check_choice("googlenet", "stem", self.stem, STEMS)
         super().__post_init__()
 
     @nn.compact

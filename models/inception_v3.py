@@ -7,7 +7,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from models import layers
-from models.errors import UserError
 
 MIN_RESOLUTION = 75  # five valid stride-2 steps (and the valid 3x3s) leave 1x1 at Mixed_7c from 75x75
 AUX_MIN_RESOLUTION = 299  # the aux head's valid 5x5 conv needs Mixed_6e at 17x17 (5x5 after its 5/3 pool)
@@ -158,11 +157,9 @@ class InceptionV3(nn.Module):
     aux_head: bool = False
 
     def __post_init__(self):
-        layers.check_positive("inception_v3", width=self.width, num_classes=self.num_classes)
-        if not isinstance(self.num_classes, int):
-            raise UserError(f"inception_v3: num_classes must be an integer; got {self.num_classes!r}")
-        if not isinstance(self.aux_head, bool):
-            raise UserError(f"inception_v3: aux_head must be True or False; got {self.aux_head!r}")
+        layers.check_width("inception_v3", self.width)
+        layers.check_num_classes("inception_v3", self.num_classes)
+        layers.check_flag("inception_v3", "aux_head", self.aux_head)
         super().__post_init__()
 
     @nn.compact

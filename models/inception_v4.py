@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 from models import layers
 from models.inception_v3 import unit
-from models.errors import UserError
 
 MIN_RESOLUTION = 75  # the five valid stride-2 steps (and the valid 3x3s) leave 1x1 after Reduction-B
 DROPOUT_RATE = 0.2  # keep probability 0.8, as the paper's Figure 9
@@ -152,9 +151,8 @@ class InceptionV4(nn.Module):
     num_classes: int = 1000
 
     def __post_init__(self):
-        layers.check_positive("inception_v4", width=self.width, num_classes=self.num_classes)
-        if not isinstance(self.num_classes, int):
-            raise UserError(f"inception_v4: num_classes must be an integer; got {self.num_classes!r}")
+        layers.check_width("inception_v4", self.width)
+        layers.check_num_classes("inception_v4", self.num_classes)
         layers.check_depths("inception_v4", self.depths, 3)
         super().__post_init__()
 

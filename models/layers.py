@@ -1,6 +1,7 @@
 """Building blocks shared by the model families: norms, pooling, activations, width rounding."""
 
 import math
+import numbers
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -66,7 +67,7 @@ def global_avg_pool(x):
 
 
 def check_resolution(x, minimum: int, model: str) -> None:
-    """Raises ValueError when the input is too small for the network's downsampling."""
+    """Raises UserError when the input is too small for the network's downsampling."""
     if x.ndim != 4:
         raise UserError(f"{model} takes NHWC images; got an input of shape {x.shape}")
     height, width = x.shape[1:3]
@@ -75,19 +76,47 @@ def check_resolution(x, minimum: int, model: str) -> None:
                          f"got {height}x{width} (use a resolution >= {minimum})")
 
 
-def check_positive(model: str, **knobs) -> None:
-    """Raises ValueError naming the first knob that is not a positive number."""
-    for knob, value in knobs.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"{model}: {knob} must be a positive number; got {value!r}")
+def is_integer(value) -> bool:
+    """Whether `value` is an integer (Python or NumPy), booleans excluded."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """Whether `value` is a real number (Python or NumPy), booleans excluded."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_width(model: str, width) -> None:
+    """Raises UserError unless the channel multiplier is a positive, finite number."""
+    # NaN fails every comparison, so `width <= 0` alone would let it through.
+    if not is_real(width) or not math.isfinite(width) or width <= 0:
+        raise UserError(f"{model}: width must be a positive finite number; got {width!r}")
+
+
+def check_num_classes(model: str, num_classes) -> None:
+    """Raises UserError unless the classifier's output count is a positive integer."""
+    if not is_integer(num_classes) or num_classes < 1:
+        raise UserError(f"{model}: num_classes must be a positive integer; got {num_classes!r}")
 
 
 def check_depths(model: str, depths, expected_len: int) -> None:
-    """Raises ValueError unless `depths` has one positive integer per stage."""
+    """Raises UserError unless `depths` has one positive integer per stage."""
     if (not isinstance(depths, (tuple, list)) or len(depths) != expected_len
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths)):
+            or not all(is_integer(d) and d > 0 for d in depths)):
         raise UserError(f"{model}: depths must be {expected_len} positive integers, one per stage; "
-                         f"got {depths!r}")
+                        f"got {depths!r}")
+
+
+def check_flag(model: str, knob: str, value) -> None:
+    """Raises UserError unless a switch is a bool (1 and "yes" are not)."""
+    if not isinstance(value, bool):
+        raise UserError(f"{model}: {knob} must be True or False; got {value!r}")
+
+
+def check_choice(model: str, knob: str, value, choices) -> None:
+    """Raises UserError unless `value` is one of the named choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"{model}: {knob} must be one of {', '.join(choices)}; got {value!r}")
 
 
 class PReLU(nn.Module):

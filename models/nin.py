@@ -5,7 +5,6 @@ import functools
 import flax.linen as nn
 
 from models import layers
-from models.errors import UserError
 
 # The total stride (4 * 2 * 2 * 2), resnet.py's rule: 32 -> 8 -> 4 -> 2 -> 1 at block4. Torch's
 # pad-1 pools would take smaller inputs, but only by pooling 1x1 maps that are mostly padding.
@@ -47,9 +46,8 @@ class NIN(nn.Module):
     num_classes: int = 1000
 
     def __post_init__(self):
-        layers.check_positive("bn_nin", width=self.width, num_classes=self.num_classes)
-        if not isinstance(self.num_classes, int):
-            raise UserError(f"bn_nin: num_classes must be an integer; got {self.num_classes!r}")
+        layers.check_width("bn_nin", self.width)
+        layers.check_num_classes("bn_nin", self.num_classes)
         super().__post_init__()
 
     @nn.compact

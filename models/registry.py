@@ -1,7 +1,9 @@
 """The registry of the paper's 14 networks: a plain dict of constructors, plus their specs."""
 
+import collections.abc
 import dataclasses
 import functools
+import typing
 from typing import Callable, Optional
 
 import flax.linen as nn
@@ -9,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import alexnet, enet, googlenet, inception_v3, inception_v4, nin, reference, resnet, vgg
+from models import alexnet, enet, googlenet, inception_v3, inception_v4, layers, nin, reference, resnet, vgg
 from models.errors import UserError
 
 
@@ -77,14 +79,49 @@ def knobs(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields if f.name not in ("parent", "name"))
 
 
+@functools.cache
+def _annotations(module_class: type) -> dict[str, object]:
+    """The resolved type annotations of a module class's dataclass fields, by field name."""
+    return typing.get_type_hints(module_class)
+
+
+def _plain(value, annotation):
+    """`value` as the plain Python type of its knob's annotation, where it is a NumPy stand-in for one.
+
+    Sweeps hand over np.float32 widths, np.int64 class counts, depths as arrays and np.bool_
+    switches. Anything that is not a lossless stand-in (10.5 for an int, True for a float, "1"
+    for a number) is passed on unchanged, for the module's own check to reject by knob name.
+    """
+    if annotation is float and layers.is_real(value):
+        return float(value)
+    if annotation is int and layers.is_integer(value):
+        return int(value)
+    if annotation is bool and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if annotation is str and isinstance(value, str):  # np.str_ is a str subclass
+        return str(value)
+    if typing.get_origin(annotation) in (tuple, collections.abc.Sequence) and isinstance(
+            value, (tuple, list, np.ndarray)):
+        item_type = typing.get_args(annotation)[0]  # Sequence[int] and tuple[int, ...] alike
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return tuple(_plain(item, item_type) for item in items)
+    return value
+
+
 def get(name: str, **overrides) -> nn.Module:
-    """Returns the Flax module of a network, with knobs (width, depths, num_classes...) overridden."""
+    """Returns the Flax module of a network, with knobs (width, depths, num_classes...) overridden.
+
+    NumPy scalars and arrays are accepted and turned into the plain Python values (float, int,
+    bool, str, tuple of int) the module's fields are annotated with, so two modules built from
+    equal knobs compare and hash equal however the knobs were typed.
+    """
     constructor = _entry(name).constructor
     allowed = knobs(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise UserError(f"{name} has no knob {', '.join(unknown)}; its knobs are: {', '.join(allowed)}")
-    return constructor(**overrides)
+    annotations = _annotations(_module_class(constructor))
+    return constructor(**{knob: _plain(value, annotations[knob]) for knob, value in overrides.items()})
 
 
 def spec(name: str) -> ModelSpec:
@@ -99,12 +136,12 @@ def input_shape(name: str, batch_size: int = 1, resolution: Optional[int] = None
     """The NHWC input shape of a network, checking the resolution against its downsampling."""
     model_spec = spec(name)
     resolution = model_spec.input_size if resolution is None else resolution
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not layers.is_integer(batch_size) or batch_size < 1:
         raise UserError(f"batch size must be a positive integer; got {batch_size!r}")
-    if not isinstance(resolution, int) or not model_spec.min_resolution <= resolution <= MAX_RESOLUTION:
+    if not layers.is_integer(resolution) or not model_spec.min_resolution <= resolution <= MAX_RESOLUTION:
         raise UserError(f"{name} needs a resolution from {model_spec.min_resolution} to {MAX_RESOLUTION} "
                         f"pixels; got {resolution!r}")
-    return (batch_size, resolution, resolution, 3)
+    return (int(batch_size), int(resolution), int(resolution), 3)  # NumPy integers from a sweep too
 
 
 def abstract_variables(module: nn.Module, shape: tuple[int, ...], dtype=jnp.float32):

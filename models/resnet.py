@@ -6,7 +6,6 @@ from typing import Sequence
 import flax.linen as nn
 
 from models import layers
-from models.errors import UserError
 
 MIN_RESOLUTION = 32  # five stride-2 steps leave one pixel at the last stage
 
@@ -84,9 +83,9 @@ class ResNet(nn.Module):
     num_classes: int = 1000
 
     def __post_init__(self):
-        if self.block not in BLOCKS:
-            raise UserError(f"resnet: block must be one of {sorted(BLOCKS)}; got {self.block!r}")
-        layers.check_positive("resnet", width=self.width, num_classes=self.num_classes)
+        layers.check_choice("resnet", "block", self.block, tuple(BLOCKS))
+        layers.check_width("resnet", self.width)
+        layers.check_num_classes("resnet", self.num_classes)
         layers.check_depths("resnet", self.depths, 4)
         super().__post_init__()
 

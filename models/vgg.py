@@ -35,7 +35,8 @@ class VGG(nn.Module):
     num_classes: int = 1000
 
     def __post_init__(self):
-        layers.check_positive("vgg", width=self.width, num_classes=self.num_classes)
+        layers.check_width("vgg", self.width)
+        layers.check_num_classes("vgg", self.num_classes)
         layers.check_depths("vgg", self.depths, len(STAGE_CHANNELS))
         super().__post_init__()
 

@@ -199,7 +199,8 @@ def test_min_resolution():
 
 @pytest.mark.parametrize("knobs", [dict(width=0), dict(width=-0.5), dict(depths=(3, 3, 3)),
                                    dict(depths=(3, 0, 3, 3)), dict(depths=(3, 3.0, 3, 3)),
-                                   dict(dilated="yes"), dict(dilated=1), dict(num_classes=0)])
+                                   dict(dilated="yes"), dict(dilated=1), dict(num_classes=0),
+                                   dict(num_classes=10.5), dict(width=float("inf"))])
 def test_bad_knobs(knobs):
     with pytest.raises(ValueError):
         enet.ENet(**knobs)

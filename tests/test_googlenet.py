@@ -87,8 +87,8 @@ def test_branch_names_and_kernels():
     assert params["inception5b"]["b2_conv2"]["kernel"].shape == (3, 3, 192, 384)
 
 
-@pytest.mark.parametrize("knobs", [dict(width=0), dict(width=-1.0), dict(num_classes=0),
-                                   dict(num_classes="10")])
+@pytest.mark.parametrize("knobs", [dict(width=0), dict(width=-1.0), dict(width=float("nan")), dict(num_classes=0),
+                                   dict(num_classes="10"), dict(num_classes=10.5)])
 def test_bad_knobs_raise(knobs):
     with pytest.raises(ValueError):
         googlenet.googlenet(**knobs)

@@ -87,12 +87,79 @@ def test_unknown_knob_names_the_knobs():
         models.get("resnet50", depth=3)
 
 
-@pytest.mark.parametrize("overrides", [dict(width=0), dict(width=-1.0), dict(num_classes=0),
-                                       dict(depths=(1, 2, 3)), dict(depths=(2, 2, 0, 2)),
-                                       dict(block="wide")])
-def test_bad_knob_values_raise(overrides):
-    with pytest.raises(ValueError, match="resnet"):
-        models.get("resnet18", **overrides)
+def numpy_knobs(name, depths_as=np.array):
+    """A sweep's NumPy-typed values for every knob of a network, and the plain values they stand for."""
+    default = models.get(name)
+    sweep, plain = {"width": np.float32(0.5), "num_classes": np.int64(10)}, {"width": 0.5, "num_classes": 10}
+    if "depths" in models.knobs(name):
+        sweep["depths"], plain["depths"] = depths_as([np.int64(d) for d in default.depths]), tuple(default.depths)
+    for flag in ("dilated", "aux_head"):
+        if flag in models.knobs(name):
+            sweep[flag], plain[flag] = np.bool_(True), True
+    for choice, value in (("stem", "factorised"), ("block", getattr(default, "block", None))):
+        if choice in models.knobs(name):
+            sweep[choice], plain[choice] = np.str_(value), value
+    assert set(sweep) == set(models.knobs(name))  # every knob is swept
+    return sweep, plain
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_numpy_knobs_build_the_plain_python_network(name):
+    sweep, plain = numpy_knobs(name)
+    from_sweep, from_plain = models.get(name, **sweep), models.get(name, **plain)
+    assert from_sweep == from_plain and hash(from_sweep) == hash(from_plain)
+    for knob, value in plain.items():  # the module holds plain Python values, not NumPy ones
+        assert getattr(from_sweep, knob) == value and type(getattr(from_sweep, knob)) is type(value), knob
+    shape = models.input_shape(name, np.int64(1), np.int64(models.spec(name).min_resolution))
+    assert all(type(side) is int for side in shape)
+    assert models.count_params(models.abstract_variables(from_sweep, shape)) == models.count_params(
+        models.abstract_variables(from_plain, shape))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg19", "enet", "inception_v4"])
+@pytest.mark.parametrize("depths_as", [list, tuple, np.array])
+def test_depths_from_a_list_tuple_or_array_of_numpy_ints(name, depths_as):
+    sweep, plain = numpy_knobs(name, depths_as)
+    assert models.get(name, depths=sweep["depths"]).depths == plain["depths"]
+    assert models.get(name, depths=sweep["depths"]) == models.get(name, depths=plain["depths"])
+
+
+NAN = float("nan")
+BAD_WIDTHS = [0, -0.5, NAN, float("inf"), -float("inf"), np.float32("nan"), True, np.bool_(True), "1", None,
+              np.array([0.5])]
+BAD_NUM_CLASSES = [0, -1, 10.5, 10.0, np.float64(10.0), True, np.bool_(True), "10", None]
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_family_rejects_bad_widths_and_class_counts_by_name(name):
+    for width in BAD_WIDTHS:
+        with pytest.raises(models.UserError, match=r": width must be a positive finite number; got "):
+            models.get(name, width=width)
+    for num_classes in BAD_NUM_CLASSES:
+        with pytest.raises(models.UserError, match=r": num_classes must be a positive integer; got "):
+            models.get(name, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("name, knob, value, message", [
+    ("resnet18", "depths", (2, 2.5, 2, 2), r"depths must be 4 positive integers, one per stage; got \(2, 2.5"),
+    ("resnet18", "depths", np.array([2, 2.5, 2, 2]), r"depths must be 4 positive integers"),
+    ("resnet18", "depths", (), r"depths must be 4 positive integers, one per stage; got \(\)"),
+    ("vgg16", "depths", [], r"depths must be 5 positive integers"),
+    ("enet", "depths", np.array([], np.int64), r"depths must be 4 positive integers"),
+    ("inception_v4", "depths", (4, True, 3), r"depths must be 3 positive integers"),
+    ("resnet18", "depths", "2222", r"depths must be 4 positive integers"),
+    ("resnet18", "depths", (2, 2, 0, 2), r"depths must be 4 positive integers"),
+    ("resnet18", "depths", np.array([[2, 2], [2, 2]]), r"depths must be 4 positive integers"),
+    ("enet", "dilated", 1, r"dilated must be True or False; got 1"),
+    ("enet", "dilated", "yes", r"dilated must be True or False"),
+    ("inception_v3", "aux_head", np.int64(1), r"aux_head must be True or False"),
+    ("googlenet", "stem", "resnet", r"stem must be one of bvlc, factorised; got 'resnet'"),
+    ("googlenet", "stem", 1, r"stem must be one of bvlc, factorised"),
+    ("resnet50", "block", "wide", r"block must be one of basic, bottleneck; got 'wide'"),
+])
+def test_bad_knob_values_raise_naming_the_knob(name, knob, value, message):
+    with pytest.raises(models.UserError, match=message):
+        models.get(name, **{knob: value})
 
 
 def test_too_small_resolution_fails_clearly():

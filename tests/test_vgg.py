@@ -80,7 +80,8 @@ def test_module_paths():
 
 @pytest.mark.parametrize("knobs", [dict(width=0), dict(width=-0.5), dict(num_classes=0),
                                    dict(depths=(2, 2, 3, 3)), dict(depths=(2, 2, 0, 3, 3)),
-                                   dict(depths=(2, 2, 3.0, 3, 3))])
+                                   dict(depths=(2, 2, 3.0, 3, 3)), dict(width=float("nan")), dict(num_classes=10.5),
+                                   dict(depths=())])
 def test_bad_knobs_raise(knobs):
     with pytest.raises(ValueError):
         vgg.vgg16(**knobs)
