@@ -1,10 +1,15 @@
-"""AlexNet as BVLC/Caffe defines it, and the two-branch Torch BN-AlexNet of imagenet-multiGPU.torch."""
+"""AlexNet as BVLC/Caffe defines it, and the two-branch Torch BN-AlexNet of imagenet-multiGPU.torch.
+
+Both average the last feature map adaptively into 6x6 before fc6, as torchvision's
+AdaptiveAvgPool2d((6, 6)): the identity at the default inputs (227 and 224), so the networks are
+exactly the paper's there, and fc6 keeps its shape, so the parameter count does not change
+with the input resolution (the operation count does).
+"""
 
 import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
 from models import layers
 
@@ -16,21 +21,6 @@ BN_MIN_RESOLUTION = 63
 
 FEATURE_GRID = 6  # fc6 reads a 6x6 map at the default input of both networks
 HIDDEN = 4096
-
-
-def adaptive_avg_pool(x, size: int):
-    """Averages NHWC into a size x size grid (torchvision's bins); the identity when already that size.
-
-    Lets fc6 keep its default shape, so the parameter count stays the paper's at any resolution.
-    """
-    for axis in (1, 2):
-        n = x.shape[axis]
-        if n == size:
-            continue
-        bins = [jnp.mean(lax.slice_in_dim(x, i * n // size, -(-(i + 1) * n // size), axis=axis),
-                         axis=axis, keepdims=True) for i in range(size)]
-        x = jnp.concatenate(bins, axis=axis)
-    return x
 
 
 def _check_knobs(model: str, width: float, num_classes: int) -> None:
@@ -62,7 +52,7 @@ class AlexNet(nn.Module):
         x = nn.relu(layers.conv(c(384), 3, 1, 1, name="conv4", use_bias=True, groups=2)(x))
         x = nn.relu(layers.conv(c(256), 3, 1, 1, name="conv5", use_bias=True, groups=2)(x))
         x = layers.max_pool(x, 3, 2, ceil=True)
-        x = adaptive_avg_pool(x, FEATURE_GRID).reshape(x.shape[0], -1)
+        x = layers.adaptive_avg_pool(x, FEATURE_GRID).reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(c(HIDDEN), name="fc6")(x))
         x = nn.Dropout(0.5, deterministic=not train, name="drop6")(x)
         x = nn.relu(nn.Dense(c(HIDDEN), name="fc7")(x))
@@ -104,7 +94,7 @@ class BNAlexNet(nn.Module):
         channels = tuple(layers.round_width(ch, self.width) for ch in (48, 128, 192, 192, 128))
         x = jnp.concatenate([Branch(channels, name="branch1")(x, train),
                              Branch(channels, name="branch2")(x, train)], axis=-1)
-        x = adaptive_avg_pool(x, FEATURE_GRID).reshape(x.shape[0], -1)
+        x = layers.adaptive_avg_pool(x, FEATURE_GRID).reshape(x.shape[0], -1)
         hidden = layers.round_width(HIDDEN, self.width)
         # Torch's order: dropout before fc6 and fc7, none before the classifier.
         x = nn.Dropout(0.5, deterministic=not train, name="drop6")(x)

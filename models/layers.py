@@ -66,6 +66,21 @@ def global_avg_pool(x):
     return jnp.mean(x, axis=(1, 2))
 
 
+def adaptive_avg_pool(x, size: int):
+    """Averages NHWC into a size x size grid (torchvision's bins); the identity when already that size."""
+    # The AlexNets and VGG pool their last map to the grid fc6 was defined on (6x6, 7x7), as
+    # torchvision does, so fc6's shape and the parameter count are the same at every resolution.
+    # Bins overlap when `size` does not divide the side, and repeat pixels when the map is smaller.
+    for axis in (1, 2):
+        n = x.shape[axis]
+        if n == size:
+            continue
+        bins = [jnp.mean(lax.slice_in_dim(x, i * n // size, -(-(i + 1) * n // size), axis=axis),
+                         axis=axis, keepdims=True) for i in range(size)]
+        x = jnp.concatenate(bins, axis=axis)
+    return x
+
+
 def check_resolution(x, minimum: int, model: str) -> None:
     """Raises UserError when the input is too small for the network's downsampling."""
     if x.ndim != 4:

@@ -1,4 +1,11 @@
-"""VGG-16 and VGG-19 (Simonyan & Zisserman 2015, configurations D and E), without BatchNorm."""
+"""VGG-16 and VGG-19 (Simonyan & Zisserman 2015, configurations D and E), without BatchNorm.
+
+The last feature map is averaged adaptively into 7x7 before fc6, as torchvision's
+AdaptiveAvgPool2d((7, 7)) does: the identity at 224 (where the map is already 7x7), so the
+networks are exactly the paper's there (138,357,544 and 143,667,240 parameters, the same
+operations), and fc6 keeps its 25088 inputs, so the parameter count does not change with the
+input resolution (the operation count does).
+"""
 
 import functools
 from typing import Sequence
@@ -12,6 +19,7 @@ MIN_RESOLUTION = 32  # five floor-mode 2x2/2 max-pools leave one pixel at 32 and
 # Conv channels of the five stages at width 1; the fc hidden size is not scaled by `width`.
 STAGE_CHANNELS = (64, 128, 256, 512, 512)
 FC_HIDDEN = 4096
+FEATURE_GRID = 7  # fc6 reads a 7x7 map, the last stage's output at 224
 
 
 class Stage(nn.Module):
@@ -49,13 +57,12 @@ class VGG(nn.Module):
 
 
 def classifier(x, num_classes: int, train: bool):
-    """fc6 and fc7 (4096, ReLU, dropout 0.5) then fc8, on the flattened last feature map.
+    """fc6 and fc7 (4096, ReLU, dropout 0.5) then fc8, on the last feature map pooled to 7x7.
 
     Called inside VGG's compact method, so fc6/fc7/fc8 are named at the top level.
     """
-    # fc6 sees the whole last feature map, so its size grows with the input resolution.
     # Flattened in HWC order (Torch/Caffe flatten CHW): same counts, permuted fc6 rows.
-    x = x.reshape(x.shape[0], -1)
+    x = layers.adaptive_avg_pool(x, FEATURE_GRID).reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(FC_HIDDEN, name="fc6")(x))
     x = nn.Dropout(0.5, deterministic=not train, name="drop6")(x)
     x = nn.relu(nn.Dense(FC_HIDDEN, name="fc7")(x))

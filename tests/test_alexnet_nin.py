@@ -124,12 +124,12 @@ def test_alexnet_parameters_do_not_depend_on_resolution(ctor, default):
 def test_adaptive_avg_pool_matches_torchvision_bins():
     x = jnp.arange(2 * 12 * 12 * 3, dtype=jnp.float32).reshape(2, 12, 12, 3)
     expected = x.reshape(2, 6, 2, 6, 2, 3).mean(axis=(2, 4))
-    np.testing.assert_allclose(alexnet.adaptive_avg_pool(x, 6), expected, rtol=1e-6)
+    np.testing.assert_allclose(layers.adaptive_avg_pool(x, 6), expected, rtol=1e-6)
     y = jnp.ones((1, 6, 6, 4))
-    assert alexnet.adaptive_avg_pool(y, 6) is y
+    assert layers.adaptive_avg_pool(y, 6) is y
     z = jnp.arange(13 * 13, dtype=jnp.float32).reshape(1, 13, 13, 1)
     # Bins overlap when 6 does not divide 13: bin 1 spans rows and columns 2..4.
-    np.testing.assert_allclose(alexnet.adaptive_avg_pool(z, 6)[0, 1, 1, 0], z[0, 2:5, 2:5, 0].mean(), rtol=1e-6)
+    np.testing.assert_allclose(layers.adaptive_avg_pool(z, 6)[0, 1, 1, 0], z[0, 2:5, 2:5, 0].mean(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("ctor,minimum,path", [(alexnet.alexnet, alexnet.MIN_RESOLUTION, ("conv5",)),

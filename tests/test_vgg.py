@@ -6,7 +6,11 @@ import jax
 import numpy as np
 import pytest
 
+from measure import cost
 from models import layers, vgg
+
+# The paper's G-Ops (30.97 / 39.29) as the paper's counter counts them, exactly, at 224x224.
+PAPER_OPS_AT_224 = {"vgg16": 30_973_762_536, "vgg19": 39_299_967_976}
 
 
 def n_params(module, resolution=224):
@@ -26,13 +30,13 @@ def dense(n_in, n_out):
     return n_in * n_out + n_out
 
 
-def expected(depths, stage_channels, final_size=7, num_classes=1000):
-    """VGG parameters from first principles: convs, then fc6 on the flattened last map, fc7, fc8."""
+def expected(depths, stage_channels, num_classes=1000):
+    """VGG parameters from first principles: convs, then fc6 on the 7x7 pooled last map, fc7, fc8."""
     total, c_in = 0, 3
     for depth, c in zip(depths, stage_channels):
         for _ in range(depth):
             total, c_in = total + conv3x3(c_in, c), c
-    return total + dense(final_size**2 * c_in, 4096) + dense(4096, 4096) + dense(4096, num_classes)
+    return total + dense(7 * 7 * c_in, 4096) + dense(4096, 4096) + dense(4096, num_classes)
 
 
 def test_formula_matches_published_counts():
@@ -60,10 +64,28 @@ def test_vgg19_is_vgg16_with_one_more_conv_in_stages_3_to_5():
     assert n_params(vgg.vgg19()) - n_params(vgg.vgg16()) == conv3x3(256, 256) + 2 * conv3x3(512, 512)
 
 
-@pytest.mark.parametrize("resolution, final_size", [(32, 1), (100, 3), (256, 8)])
-def test_resolution_changes_only_fc6(resolution, final_size):
-    delta = (final_size**2 - 7**2) * 512 * 4096
-    assert n_params(vgg.vgg16(), resolution) - n_params(vgg.vgg16()) == delta
+@pytest.mark.parametrize("ctor, params", [(vgg.vgg16, 138_357_544), (vgg.vgg19, 143_667_240)])
+def test_parameters_do_not_depend_on_resolution(ctor, params):
+    # The last map is 1x1 at 32, 7x7 at 224 and 10x10 at 320; fc6 always reads it pooled to 7x7.
+    assert {r: n_params(ctor(), r) for r in (32, 100, 224, 320)} == {r: params for r in (32, 100, 224, 320)}
+
+
+@pytest.mark.parametrize("name", ["vgg16", "vgg19"])
+def test_operations_at_224_are_the_papers(name):
+    # The 7x7 pool is the identity at 224, so the counts are those of the network without it.
+    counted = cost.count_model(name)
+    assert counted.ops("paper", dense_groups=True) == counted.ops("paper") == PAPER_OPS_AT_224[name]
+
+
+def test_fc6_reads_the_pooled_7x7_grid_at_320():
+    x = jax.ShapeDtypeStruct((1, 320, 320, 3), "float32")
+    variables = jax.eval_shape(functools.partial(vgg.vgg16().init, train=False), jax.random.key(0), x)
+    assert variables["params"]["fc6"]["kernel"].shape == (7 * 7 * 512, 4096)
+    fc_macs = 7 * 7 * 512 * 4096 + 4096 * 4096 + 4096 * 1000
+    conv_macs_224 = cost.count_model("vgg16").ops("macs") - fc_macs
+    # Every map is 10/7 as wide at 320 as at 224: conv MACs grow by (10/7)^2, fc MACs stay.
+    assert conv_macs_224 % 49 == 0
+    assert cost.count_model("vgg16", resolution=320).ops("macs") == conv_macs_224 // 49 * 100 + fc_macs
 
 
 def test_num_classes_changes_only_fc8():
