@@ -73,10 +73,12 @@ def default_device() -> jax.Device:
     """JAX's default device; a backend that cannot start is the user's to fix (UserError)."""
     try:
         return jax.devices()[0]
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"JAX cannot start its backend ({first[:200]}); check JAX_PLATFORMS and the installed "
-                        "jaxlib (pip install -e '.[cuda]' for NVIDIA GPUs)") from None
+    except Exception as error:  # pylint: disable=broad-except  # JAX raises RuntimeError or a bare AssertionError
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        raise UserError(f"JAX cannot start its backend{f' (JAX_PLATFORMS={platforms})' if platforms else ''}: "
+                        f"{first}; check JAX_PLATFORMS and the installed jaxlib (pip install -e '.[cuda]' for "
+                        "NVIDIA GPUs)") from None
 
 
 def default_out_dir(device: Optional[jax.Device] = None) -> str:
@@ -151,8 +153,9 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     todo = [(n, b) for n in names for b in sorted(config.batch_sizes)
             if _key(n, b, config, here["device"]) not in done]
     log(f"device: {here['device']}; {len(todo)} points to measure, {len(stored.rows)} already in {out}")
-    if here.get("xla_flags_chosen"):
-        log(f"runtime: XLA_FLAGS={here['xla_flags']}")
+    if here["xla_flags"] or here.get("runtime_notes"):
+        log(f"runtime: XLA_FLAGS={here['xla_flags'] or '(none)'}" + (f"; {here['runtime_notes']}"
+                                                                     if here.get("runtime_notes") else ""))
 
     meter, meter_note = power.open_meter(device)
     try:
@@ -201,7 +204,7 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
     flops = {(n, b): counted[n].ops("flops") * b for n, b in todo}
     # A larger batch cannot fit where a smaller one ran out of memory or killed the process.
     too_big = {}
-    for row in stored.rows:
+    for row in [] if config.retry_failed else stored.rows:
         if row.status in (results.OUT_OF_MEMORY, results.CRASHED) and row.precision == config.precision:
             too_big[(row.model, row.resolution)] = min(row.batch_size, too_big.get((row.model, row.resolution), 1e9))
     eta, weights, out = _Eta(config.timing_options), {}, config.out_dir

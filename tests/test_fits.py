@@ -158,3 +158,19 @@ def test_headline_batches_prefer_1_and_16():
     assert fits.headline_batches([row("a", b, 1.0) for b in (1, 4, 16, 64)]) == [1, 16]
     assert fits.headline_batches([row("a", b, 1.0) for b in (2, 4)]) == [2]
     assert fits.headline_batches([row("a", 1, status=results.ERROR)]) == []
+
+
+def test_rank_correlation_is_spearmans():
+    assert fits.rank_correlation([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
+    assert fits.rank_correlation([1, 2, 3, 4], [8, 6, 4, 2]) == pytest.approx(-1.0)
+    assert fits.rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3],
+                                                                                            [0, 1, 2, 3])[0, 1])
+    with pytest.raises(ValueError, match="at least 3"):
+        fits.rank_correlation([1, 2], [3, 4])
+
+
+def test_energy_order_reads_each_networks_most_frugal_batch():
+    order = fits.energy_order(energy_rows())
+    assert order.n == 3 and order.rho_gops == pytest.approx(1.0)  # 5 < 12 < 40 mJ as 1 < 4 < 30 G-Ops
+    assert (order.frugal_network, order.frugal_top1_percent) == ("SMALL", 60.0)
+    assert (order.best_network, order.best_top1_percent) == ("MID", 70.0)

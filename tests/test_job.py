@@ -1,19 +1,24 @@
-"""The main job end to end on two real networks at a tiny resolution: rows, resume, failures, CLI."""
+"""The main job end to end on real networks at a tiny resolution: rows, resume, settings, failures, locks."""
 
 import csv
 import dataclasses
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 
-from measure import job, power, results, timing
+from measure import files, job, power, results, timing
+from models.errors import UserError
 
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
-TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), resolution=32, timing_options=FAST, power_window_s=0.05)
+TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), resolution=32, timing_options=FAST, power_window_s=0.05,
+            idle_settle_s=0.0)
 
 
 class FakeMeter(power.Meter):
@@ -30,22 +35,28 @@ def run_quietly(config, lines=None):
     return job.run(config, log=(lines.append if lines is not None else lambda line: None))
 
 
+def no_meter(monkeypatch):
+    """This machine's own answer, whatever its RAPL files say: no meter."""
+    monkeypatch.setattr(power, "open_meter", lambda device=None: (None, "no meter here"))
+
+
 @pytest.fixture(scope="module")
 def metered_run(tmp_path_factory):
     """One job over 2 networks x 2 batch sizes with a fake 50 W meter."""
     out = str(tmp_path_factory.mktemp("metered"))
     patch = pytest.MonkeyPatch()
-    patch.setattr(power, "open_meter", lambda platform=None: (FakeMeter(), ""))
+    patch.setattr(power, "open_meter", lambda device=None: (FakeMeter(), ""))
     lines = []
     try:
-        rows = run_quietly(job.Config(out_dir=out, **TINY), lines)
+        contents = run_quietly(job.Config(out_dir=out, **TINY), lines)
     finally:
         patch.undo()
-    return out, rows, lines
+    return out, contents, lines
 
 
 def test_rows_files_and_environment(metered_run):
-    out, rows, lines = metered_run
+    out, contents, lines = metered_run
+    rows = contents.rows
     assert [(r.model, r.batch_size, r.status) for r in rows] == [
         ("enet", 1, "ok"), ("enet", 2, "ok"), ("resnet18", 1, "ok"), ("resnet18", 2, "ok")]
     with open(os.path.join(out, "results.csv")) as f:
@@ -53,13 +64,15 @@ def test_rows_files_and_environment(metered_run):
     assert [(r["model"], r["batch_size"], r["resolution"]) for r in table] == [
         ("enet", "1", "32"), ("enet", "2", "32"), ("resnet18", "1", "32"), ("resnet18", "2", "32")]
     env = json.load(open(os.path.join(out, "results.json")))["environment"]
-    for key in ("device", "jax", "jaxlib", "xla_flags", "host", "peak_flops_per_s", "power_meter"):
+    for key in ("device", "jax", "jaxlib", "xla_flags", "xla_flags_chosen", "host", "power_meter", "timing"):
         assert key in env
+    assert set(env["peak_flops_per_s"]) == {"float32"} and env["peak_flops_per_s"]["float32"] > 0
     assert env["power_meter"] == "fake" and env["idle_power_w"] == pytest.approx(50, rel=0.05)
     for row in rows:
         assert row.time_per_image_p25_s <= row.time_per_image_s <= row.time_per_image_p75_s
-        assert row.compile_s > 0 and row.timed_batches >= 2
-        assert row.images_per_s == pytest.approx(1 / row.time_per_image_s)
+        assert row.compile_s > 0 and row.latency_calls >= 2 and row.throughput_calls >= 2 and row.warmup_calls >= 1
+        assert row.images_per_s == pytest.approx(1 / row.throughput_time_per_image_s)
+        assert 0 < row.dispatch_s and row.native_resolution in (224, 224) and row.device == env["device"]
         assert 0 < row.fraction_of_peak and row.memory_xla_argument_bytes > 4 * row.params
         assert row.power_source == "fake" and row.power_w == pytest.approx(50, rel=0.05)
         assert row.energy_per_image_j > 0
@@ -67,19 +80,34 @@ def test_rows_files_and_environment(metered_run):
     assert rows[1].memory_analytical_bytes > rows[0].memory_analytical_bytes
     for name in ("report.md", "report.html"):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    assert any(f.endswith(".png") for f in os.listdir(out)) and any(f.endswith(".svg") for f in os.listdir(out))
+    figures = os.listdir(os.path.join(out, "figures", "float32-32"))
+    assert any(f.endswith(".png") for f in figures) and any(f.endswith(".svg") for f in figures)
+    assert "## float32, 32x32" in open(os.path.join(out, "report.md")).read()
     assert lines[-2].startswith("[4/4] resnet18 batch 2:") and "left:" in lines[-2]
+    assert all(os.stat(os.path.join(out, f)).st_mode & 0o777 == 0o644 for f in ("results.json", "report.md"))
 
 
 def test_resume_measures_only_missing_points(metered_run, monkeypatch):
-    out, rows, _ = metered_run
+    out, contents, _ = metered_run
     measured = []
     real = job.measure_point
     monkeypatch.setattr(job, "measure_point", lambda name, b, *a: measured.append((name, b)) or real(name, b, *a))
+    no_meter(monkeypatch)
     more = run_quietly(job.Config(out_dir=out, **{**TINY, "batch_sizes": (1, 2, 4)}))
     assert measured == [("enet", 4), ("resnet18", 4)]
-    assert [dataclasses.asdict(r) for r in more[:4]] == [dataclasses.asdict(r) for r in rows]
-    assert len(results.read(out)[0]) == 6
+    assert [dataclasses.asdict(r) for r in more.rows[:4]] == [dataclasses.asdict(r) for r in contents.rows]
+    assert len(results.read(out).rows) == 6
+
+
+def test_repeated_names_are_measured_once_and_empty_lists_refused(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    contents = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet", "enet"),
+                                                                    "batch_sizes": (1,)}))
+    assert [(r.model, r.batch_size) for r in contents.rows] == [("enet", 1)]
+    with pytest.raises(UserError, match="no networks to measure"):
+        job.check_config(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ()}))
+    with pytest.raises(UserError, match="no batch sizes"):
+        job.check_config(job.Config(out_dir=str(tmp_path), **{**TINY, "batch_sizes": ()}))
 
 
 def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
@@ -92,10 +120,11 @@ def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(job, "measure_point", interrupted_second_time)
+    no_meter(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
-    kept, _ = results.read(str(tmp_path))
-    assert [(r.model, r.batch_size) for r in kept] == [("enet", 1)]
+    kept = results.read(str(tmp_path)).rows
+    assert [(r.model, r.batch_size, r.status) for r in kept] == [("enet", 1, "ok")]  # no crash marker left
     assert not os.path.exists(tmp_path / "report.md")
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
 
@@ -109,46 +138,195 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypa
         return real(module, shape, *args, **kwargs)
 
     monkeypatch.setattr(timing, "time_forward", fails_from_batch_2)
-    rows = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)}))
+    no_meter(monkeypatch)
+    config = job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)})
+    rows = run_quietly(config).rows
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (2, "out_of_memory"), (4, "out_of_memory")]
-    assert "RESOURCE_EXHAUSTED" in rows[1].error and rows[2].error == "skipped: batch 2 ran out of memory"
+    assert "RESOURCE_EXHAUSTED" in rows[1].error and rows[2].error.startswith("skipped: batch 2 ran out of memory")
     assert rows[1].time_per_image_s is None and rows[1].flops_per_image == rows[0].flops_per_image
     assert os.path.exists(tmp_path / "report.md")
+    # A rerun at a larger batch skips it too, from the stored row; --retry_failed measures again.
+    monkeypatch.setattr(timing, "time_forward", real)
+    again = run_quietly(dataclasses.replace(config, batch_sizes=(1, 2, 4, 8)))
+    assert [(r.batch_size, r.status) for r in again.rows] == [(1, "ok"), (2, "out_of_memory"), (4, "out_of_memory"),
+                                                              (8, "out_of_memory")]
+    retried = run_quietly(dataclasses.replace(config, batch_sizes=(1, 2, 4, 8), retry_failed=True))
+    assert [(r.batch_size, r.status) for r in retried.rows] == [(1, "ok"), (2, "ok"), (4, "ok"), (8, "ok")]
+
+
+_DIES_AT_SECOND_POINT = textwrap.dedent("""
+    import os, signal, sys
+    from measure import job, power, timing
+    calls, real = [], job.measure_point
+    def dying(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+        return real(*args)
+    job.measure_point = dying
+    power.open_meter = lambda device=None: (None, "no meter here")
+    job.run(job.Config(models=("enet",), batch_sizes=(1, 2, 4), resolution=32, out_dir=sys.argv[1],
+                       timing_options=timing.TimingOptions(0.0, 2, 1), idle_settle_s=0.0))
+""")
+
+
+def test_a_point_that_killed_the_process_is_recorded_as_crashed_and_skipped(tmp_path, monkeypatch):
+    killed = subprocess.run([sys.executable, "-c", _DIES_AT_SECOND_POINT, str(tmp_path)], capture_output=True,
+                            text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    rows = results.read(str(tmp_path)).rows
+    assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (2, "crashed")]
+    assert "process died while measuring" in rows[1].error
+    no_meter(monkeypatch)
+    measured, real = [], job.measure_point
+    monkeypatch.setattr(job, "measure_point", lambda name, b, *a: measured.append(b) or real(name, b, *a))
+    rerun = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)}))
+    assert measured == []  # the crashing point is not tried again, nor a larger one
+    assert [(r.batch_size, r.status) for r in rerun.rows] == [(1, "ok"), (2, "crashed"), (4, "out_of_memory")]
+
+
+def test_real_out_of_memory_from_ynnpack_is_recorded(tmp_path):
+    # YNNPACK convolutions (the user's XLA flag wins over ours) under a 4 GiB address-space limit:
+    # XLA:CPU says only "INTERNAL: YNNPACK operation failed"; the allocation failure is on stderr.
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+    command = (f"ulimit -v {4 * 2**20} && exec {shlex.quote(sys.executable)} -m measure --models=resnet18 "
+               f"--batch_sizes=1,512,1024 --min_time=0 --repeats=1 --warmup=0 --out={shlex.quote(str(tmp_path))}")
+    child = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    rows = results.read(str(tmp_path)).rows
+    assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (512, "out_of_memory"), (1024, "out_of_memory")]
+    assert "YNNPACK" in rows[1].error and "allocate" in rows[1].error
+    assert results.read(str(tmp_path)).environment["xla_flags"] == env["XLA_FLAGS"]
+
+
+def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    probes = []
+    real_probe = timing.peak_flops_per_s
+    monkeypatch.setattr(timing, "peak_flops_per_s", lambda precision, **kw: probes.append(precision) or
+                        real_probe(precision, size=64, min_time_s=0.0, **kw))
+    base = {**TINY, "models": ("enet",), "batch_sizes": (1,)}
+    run_quietly(job.Config(out_dir=str(tmp_path), **base))
+    run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "precision": "float16"}))
+    contents = run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "resolution": None}))
+    assert probes == ["float32", "float16"]  # stored per precision, reused, never shared across precisions
+    assert set(contents.environment["peak_flops_per_s"]) == {"float32", "float16"}
+    assert [s.slug for s in contents.settings] == ["float32-32", "float16-32", "float32-native"]
+    assert [(r.precision, r.resolution) for r in contents.rows] == [("float32", 32), ("float16", 32), ("float32", 224)]
+    for setting in contents.settings:
+        assert [r.precision for r in contents.rows_of(setting)] == [setting.precision]
+        assert os.path.exists(tmp_path / "figures" / setting.slug / "fig_c_time_vs_batch.png")
+    md = (tmp_path / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ") and line != "## Environment"]
+    assert sections == ["## float32, 32x32", "## float16, 32x32", "## float32, each network at its own resolution"]
+
+
+def test_results_from_another_device_or_runtime_are_refused(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    out = str(tmp_path)
+    run_quietly(job.Config(out_dir=out, **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+    contents = results.read(out)
+    # Only a row says it: the environment is this device's.
+    contents.rows[0].device = "a TPU somewhere"
+    results.write(out, contents)
+    with pytest.raises(UserError, match="rows measured on 'a TPU somewhere'.*--overwrite"):
+        run_quietly(job.Config(out_dir=out, **TINY))
+    contents.rows[0].device = contents.environment["device"]
+    contents.environment["xla_flags"] = "--xla_some_other_flag=1"
+    results.write(out, contents)
+    with pytest.raises(UserError, match="measured with xla_flags '--xla_some_other_flag=1'"):
+        run_quietly(job.Config(out_dir=out, **TINY))
+    assert results.read(out).environment["xla_flags"] == "--xla_some_other_flag=1"  # nothing was written
+
+
+def test_one_run_per_directory(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    probe = []
+    monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: probe.append(1) or 1e9)
+    with files.DirectoryLock(str(tmp_path), "test"):
+        with pytest.raises(UserError, match=rf"another `python -m measure` \(pid {os.getpid()}\) is writing to"):
+            run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
+    assert probe == [] and not os.path.exists(tmp_path / "results.json")
+
+
+def test_an_unusable_out_is_found_before_anything_is_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: pytest.fail("measured before checking --out"))
+    (tmp_path / "a_file").write_text("x")
+    for out, message in ((tmp_path / "a_file", "exists and is not a directory"),
+                         (tmp_path / "a_file" / "below", "cannot create")):
+        with pytest.raises(UserError, match=message):
+            run_quietly(job.Config(out_dir=str(out), **TINY))
+
+
+def test_csv_is_rebuilt_and_stale_temporaries_swept(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    config = job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)})
+    run_quietly(config)
+    csv_text = (tmp_path / "results.csv").read_text()
+    os.unlink(tmp_path / "results.csv")
+    (tmp_path / ".tmp-left-by-a-killed-run").write_text("half a file")
+    run_quietly(config)  # nothing to measure
+    assert (tmp_path / "results.csv").read_text() == csv_text
+    assert not os.path.exists(tmp_path / ".tmp-left-by-a-killed-run")
 
 
 def test_modelled_power_without_a_meter(tmp_path, monkeypatch):
-    monkeypatch.setattr(power, "open_meter", lambda platform=None: (None, "no meter here"))
+    no_meter(monkeypatch)
     rows = run_quietly(job.Config(out_dir=str(tmp_path), power_watts=10.0,
-                                  **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+                                  **{**TINY, "models": ("enet",), "batch_sizes": (1,)})).rows
     row = rows[0]
     assert row.power_source == "modelled" and row.power_w == 10.0
     assert row.energy_per_image_j == pytest.approx(10.0 * row.time_per_image_s)
-    assert results.read(str(tmp_path))[1]["power_note"] == "no meter here"
-
-
-def test_results_from_another_device_are_not_mixed(tmp_path):
-    results.write(str(tmp_path), [], {"device": "a TPU somewhere"})
-    with pytest.raises(ValueError, match="measured on 'a TPU somewhere'.*--overwrite"):
-        run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
+    assert results.read(str(tmp_path)).environment["power_note"] == "no meter here"
 
 
 def test_corrupt_results_file_is_named(tmp_path):
     (tmp_path / "results.json").write_text('{"rows": [')
-    with pytest.raises(ValueError, match="results.json is corrupt.*--overwrite"):
+    with pytest.raises(UserError, match="results.json is not a valid results file.*--overwrite"):
         run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--models=resnet9", "unknown model 'resnet9'"),
-    ("--batch_sizes=0,2", "--batch_sizes takes positive integers"),
-    ("--batch_sizes=a", "--batch_sizes takes positive integers"),
-    ("--precision=fp8", "precision"),
-    ("--resolution=8", "to 4096 pixels; got 8"),
+def _cli(*flags, env=None):
+    return subprocess.run([sys.executable, "-m", "measure", *flags], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--models=resnet9",), "unknown model 'resnet9'"),
+    (("--models=",), "no networks to measure"),
+    (("--models=enet", "--batch_sizes=0,2"), "--batch_sizes takes positive integers"),
+    (("--models=enet", "--batch_sizes=a"), "--batch_sizes takes positive integers"),
+    (("--models=enet", "--batch_sizes="), "--batch_sizes takes positive integers"),
+    (("--precision=fp8",), "precision"),
+    (("--resolution=8",), "to 4096 pixels; got 8"),
+    (("--resolution=100000000000000000000",), "--resolution"),
+    (("--resolution=10**20",), "--resolution"),
+    (("--min_time=nan",), "--min_time must be a finite number"),
+    (("--min_time=inf",), "--min_time must be a finite number"),
+    (("--min_time=-1",), "--min_time"),
+    (("--power_watts=nan",), "--power_watts must be a finite number"),
+    (("--power_watts=-5",), "--power_watts"),
+    (("--repeats=0",), "--repeats"),
+    (("--warmup=100",), "--warmup"),
+    (("stray",), "unexpected arguments"),
 ])
-def test_cli_bad_flags_fail_in_one_line_before_any_output(tmp_path, flag, message):
-    result = subprocess.run([sys.executable, "-m", "measure", flag, f"--out={tmp_path}/out"],
-                            capture_output=True, text=True)
+def test_cli_bad_flags_fail_in_one_line_before_any_output(tmp_path, flags, message):
+    result = _cli(*flags, f"--out={tmp_path}/out")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_bad_out_and_backend_fail_in_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    result = _cli("--models=enet", f"--out={tmp_path}/a_file")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --out={tmp_path}/a_file exists and is not a directory; choose a directory"]
+    result = _cli("--models=enet", f"--out={tmp_path}/out", env={"JAX_PLATFORMS": "cuda"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "JAX cannot start its backend" in lines[0], result.stderr
+    (tmp_path / "results.json").mkdir()
+    result = _cli("--models=enet", f"--out={tmp_path}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/results.json is not a regular file; move it away (or choose another --out)"]

@@ -1,17 +1,20 @@
 """draw_all and write_report end to end on made-up rows: every file, valid PNGs, the findings' numbers."""
 
 import base64
+import dataclasses
 import os
 import re
 import warnings
 
 import pytest
 
-from measure import figures, fits, report, results
+from measure import figures, files, fits, report, results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-ENVIRONMENT = {"device": "Test GPU", "jax_version": "0.0.test", "jaxlib_version": "0.0.testlib",
-               "xla_flags": "--xla_test_flag=1", "host": "testhost", "python": "3.11"}
+ENVIRONMENT = {"device": "Test GPU", "platform": "gpu", "jax": "0.0.test", "jaxlib": "0.0.testlib",
+               "xla_flags": "--xla_test_flag=1", "host": "testhost", "python": "3.11",
+               "peak_flops_per_s": {"float32": 2.5e11}}
+SETTING = results.Setting("float32", 32)
 # Two tiny made-up networks: name, family, params, G-Ops, paper top-1, ms per image at batch 1.
 TINY = [("tiny_a", "resnet", 2_000_000, 0.5, 61.0, 1.0), ("tiny_b", "enet", 500_000, 0.2, 55.0, 0.6)]
 
@@ -21,7 +24,7 @@ def make_rows(power=None, networks=TINY, batches=(1, 4, 16)):
     rows = []
     for i, (name, family, params, gops, top1, ms) in enumerate(networks):
         counts = dict(model=name, display_name=name.replace("_", "-").title(), family=family, resolution=32,
-                      precision="float32", device="Test GPU", params=params, paper_ops_per_image=int(gops * 1e9),
+                      native_resolution=224, precision="float32", device="Test GPU", params=params, paper_ops_per_image=int(gops * 1e9),
                       flops_per_image=int(gops * 1e9), top1_percent_paper=top1, gops_paper=gops,
                       params_m_paper=params / 1e6)
         for batch in batches:
@@ -30,26 +33,34 @@ def make_rows(power=None, networks=TINY, batches=(1, 4, 16)):
             rows.append(results.Row(
                 **counts, batch_size=batch, memory_analytical_bytes=4 * params + batch * 1_000_000,
                 time_per_image_s=t, time_per_image_p25_s=t * 0.98, time_per_image_p75_s=t * 1.02,
-                images_per_s=1 / t, compile_s=0.5, timed_batches=10,
+                images_per_s=1 / t, throughput_time_per_image_s=t, compile_s=0.5, latency_calls=10,
+                dispatch_s=1e-5,
                 memory_xla_total_bytes=4 * params + batch * 900_000,
                 power_source=power or "not measured", power_w=watts, energy_per_image_j=watts * t if watts else None))
     name, family, params, gops, top1, _ = networks[0]
     rows.append(results.Row(name, name.replace("_", "-").title(), family, 64, 32, "float32", "Test GPU",
-                            status=results.OUT_OF_MEMORY, error="RESOURCE_EXHAUSTED", params=params,
+                            native_resolution=224, status=results.OUT_OF_MEMORY, error="RESOURCE_EXHAUSTED", params=params,
                             paper_ops_per_image=int(gops * 1e9), top1_percent_paper=top1, gops_paper=gops,
                             params_m_paper=params / 1e6))
     return rows
 
 
+def contents(rows, environment=ENVIRONMENT, settings=(SETTING,)):
+    """The results of one directory: the rows under the given settings."""
+    return results.Results(dict(environment), list(settings), list(rows))
+
+
 def run(rows, out_dir):
     """draw_all then write_report; returns report.md and report.html as text."""
-    files = figures.draw_all(rows, str(out_dir))
-    assert sorted(files) == sorted(f"{stem}.{ext}" for stem in figures.FIGURES for ext in ("png", "svg"))
-    for name in files:
-        with open(out_dir / name, "rb") as f:
+    (out_dir / SETTING.slug).mkdir()
+    written = figures.draw_all(rows, str(out_dir / SETTING.slug))
+    assert sorted(written) == sorted(f"{stem}.{ext}" for stem in figures.FIGURES for ext in ("png", "svg"))
+    for name in written:
+        with open(out_dir / SETTING.slug / name, "rb") as f:
             data = f.read()
         assert data.startswith(PNG_SIGNATURE if name.endswith(".png") else b"<?xml") and len(data) > 1000, name
-    assert report.write_report(rows, ENVIRONMENT, str(out_dir), files) == ["report.md", "report.html"]
+    written = [os.path.join(SETTING.slug, name) for name in written]
+    assert report.write_report(contents(rows), str(out_dir), written) == ["report.md", "report.html"]
     assert not [f for f in os.listdir(out_dir) if f.startswith(".tmp-")], "a temporary file was left behind"
     return (out_dir / "report.md").read_text(encoding="utf-8"), (out_dir / "report.html").read_text(encoding="utf-8")
 
@@ -86,11 +97,11 @@ def test_end_to_end_with_measured_power(tmp_path):
     check_html_is_self_contained(page)
     spread = fits.power_spread(rows)
     assert f"spread (max − min) / mean = {spread.range_fraction:.1%}" in md
-    assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 1.000 | 1000.0 |" in md  # the batch-1 table
+    assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 1.000 | 1.000 | 1000.0 | 0.010 |" in md  # the batch-1 table
     bound = fits.energy_bound(rows, fits.energy_budgets(rows)[0])
     assert f"| {bound.budget_j * 1e3:.3g} | 1 of 2: {bound.networks[0]} |" in md
     for stem in figures.FIGURES:
-        assert f"({stem}.png)" in md
+        assert f"({SETTING.slug}/{stem}.png)" in md
 
 
 def test_end_to_end_without_power(tmp_path):
@@ -111,9 +122,9 @@ def test_modelled_power_is_labelled_and_not_taken_for_a_measurement(tmp_path):
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels and all("(modelled)" in label for label in labels)
     assert "modelled" in fig.axes[0].get_title()
-    report.write_report(rows, {"peak_flops_per_s": 2.5e11}, str(tmp_path), [])
+    report.write_report(contents(rows), str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "Not a measurement: power is modelled" in md and "| peak (matmul probe) | 250.0 GFLOP/s |" in md
+    assert "Not a measurement: power is modelled" in md and "| peak (matmul probe) | float32: 250.0 GFLOP/s |" in md
 
 
 def test_every_figure_says_no_data_when_nothing_was_measured(tmp_path):
@@ -140,7 +151,7 @@ def test_hyperbola_and_disagreements_are_reported(tmp_path):
     four = TINY + [("tiny_c", "vgg", 9_000_000, 3.0, 70.0, 1.2), ("tiny_d", "inception", 4_000_000, 1.0, 68.0, 9.0)]
     rows = make_rows(power="nvml", networks=four, batches=(1,))
     rows[3].power_w = 200.0
-    report.write_report(rows, ENVIRONMENT, str(tmp_path), [])
+    report.write_report(contents(rows), str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     ok = fits.ok_rows(rows, 1)
     fit = fits.hyperbola_fit([r.time_per_image_s * 1e3 for r in ok], [r.top1_percent_paper for r in ok])
@@ -162,14 +173,85 @@ def test_colours_are_fixed_shades_of_the_family_hue():
 @pytest.mark.parametrize("bad", [KeyboardInterrupt, OSError])
 def test_an_interrupted_write_leaves_the_old_report(tmp_path, monkeypatch, bad):
     rows = make_rows(power="nvml")
-    report.write_report(rows, ENVIRONMENT, str(tmp_path), [])
+    report.write_report(contents(rows), str(tmp_path), [])
     before = (tmp_path / "report.md").read_text(encoding="utf-8")
 
     def interrupted(*args):
         raise bad()
 
-    monkeypatch.setattr(report.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(bad):
-        report.write_report(make_rows(), {}, str(tmp_path), [])
+        report.write_report(contents(make_rows()), str(tmp_path), [])
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == before
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+# Six made-up networks: name, family, params, G-Ops, paper top-1, ms per image at batch 1.
+SIX = [("n1", "resnet", 1_000_000, 0.5, 55.0, 1.0), ("n2", "resnet", 2_000_000, 1.0, 62.0, 2.0),
+       ("n3", "vgg", 3_000_000, 2.0, 67.0, 4.0), ("n4", "vgg", 4_000_000, 4.0, 70.5, 8.0),
+       ("n5", "enet", 5_000_000, 8.0, 72.5, 16.0), ("n6", "enet", 6_000_000, 16.0, 73.5, 32.0)]
+
+
+def verdicts(rows, tmp_path) -> list[str]:
+    """The report's verdict lines, in the order of the findings."""
+    report.write_report(contents(rows), str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    return [line.strip("*") for line in md.splitlines() if line.startswith("**")]
+
+
+def test_every_finding_agrees_on_data_made_to_agree(tmp_path):
+    rows = make_rows(power="nvml", networks=SIX, batches=(1, 16))
+    for r in rows:  # power within 20 %, energy rising with operations
+        r.power_w = 40.0
+        r.energy_per_image_j = 40.0 * r.time_per_image_s if r.time_per_image_s else None
+    found = verdicts(rows, tmp_path)
+    assert len(found) == 4 and all(v.startswith("This device agrees with the paper") for v in found), found
+
+
+def test_every_finding_disagrees_on_data_made_to_disagree(tmp_path):
+    rows = make_rows(power="nvml", networks=SIX, batches=(1, 16))
+    for r in rows:
+        if r.time_per_image_s is None:
+            continue
+        rank = int(r.model[1])
+        # Time unrelated to operations and accuracy; power varying 4x; energy falling as operations rise.
+        r.time_per_image_s = [3.0, 0.5, 6.0, 1.0, 4.0, 2.0][rank - 1] / 1e3 / r.batch_size ** 0.5
+        r.power_w = 20.0 * (1 + (rank % 4))
+        r.energy_per_image_j = (7 - rank) * 1e-3
+    found = verdicts(rows, tmp_path)
+    assert len(found) == 4 and all(v.startswith("This device disagrees with the paper") for v in found), found
+    assert "power varies by" in found[0] and "hyperbola fits poorly" in found[1]
+    assert "does not follow operations" in found[2] and "operations predict time poorly" in found[3]
+
+
+def test_finding_3_disagrees_when_the_most_frugal_network_is_the_most_accurate(tmp_path):
+    rows = make_rows(power="nvml", networks=SIX, batches=(1,))
+    for r in rows:
+        r.power_w = 40.0
+        r.energy_per_image_j = 40.0 * r.time_per_image_s if r.time_per_image_s else None
+        r.top1_percent_paper = 80.0 if r.model == "n1" else r.top1_percent_paper
+    found = verdicts(rows, tmp_path)
+    assert found[2] == "This device disagrees with the paper: the most frugal network, N1, is also the most " \
+                       "accurate, so no budget bounds accuracy."
+
+
+def test_each_finding_states_its_criterion(tmp_path):
+    report.write_report(contents(make_rows(power="nvml")), str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert md.count("Criterion: ") == 4
+
+
+def test_settings_are_reported_apart_and_never_fitted_together(tmp_path):
+    fast = make_rows(networks=SIX, batches=(1,))
+    half = [dataclasses.replace(r, precision="float16", time_per_image_s=r.time_per_image_s and r.time_per_image_s / 3)
+            for r in fast]
+    both = contents(fast + half, settings=(SETTING, results.Setting("float16", 32)))
+    report.write_report(both, str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    sections = md.split("\n## ")[2:]
+    assert [s.splitlines()[0] for s in sections] == ["float32, 32x32", "float16, 32x32"]
+    for section, rows in zip(sections, (fast, half)):
+        ok = fits.ok_rows(rows, 1)
+        fit = fits.linear_fit([fits.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
+        assert f"batch 1: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f} " \
+               f"(6 networks)" in section
