@@ -1,22 +1,153 @@
-"""Benchmark of the timing harness: `python -m measure.bench` prints its overhead and repeatability."""
+"""Benchmarks of the timing setup: `python -m measure.bench` prints the runtime and harness figures.
+
+1. XLA's defaults against the runtime this project chooses (measure/runtime.py), for ResNet-18,
+   ResNet-50, VGG-16 and Inception-v3 at batch 1 and 16: time per image, their ratio, and the
+   CPU seconds per wall second (cores in use). XLA reads its flags once per process, so each
+   configuration is a worker process that compiles every point once; the parent then alternates
+   between them point by point, round after round, so that a shared machine's drift hits both.
+2. bfloat16 against float32 in the chosen runtime, the same way.
+3. The harness's own overhead: a bare jitted loop against timing.time_forward, alternated.
+4. With --results, the fraction of peak FLOP/s each network reached in a results directory.
+"""
 
 import functools
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
+import numpy as np
 from absl import flags
 
 import models
-from measure import fits, results, timing
+from measure import fits, results, runtime, timing
 from models import cli
 from models.errors import UserError
 
-_MODEL = flags.DEFINE_string("model", "resnet50", "Network to time (batch 1).")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds of bare loop and harness.", lower_bound=1)
-_SECONDS = flags.DEFINE_float("seconds", 4.0, "Seconds of calls in each round.", lower_bound=0.1)
+_NETWORKS = flags.DEFINE_list("networks", ["resnet18", "resnet50", "vgg16", "inception_v3"],
+                              "Networks of the runtime comparison.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes of the runtime comparison.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds per comparison.", lower_bound=1)
+_SECONDS = flags.DEFINE_float("seconds", 2.0, "Seconds of timed calls per point and round.", lower_bound=0.1)
+_PARTS = flags.DEFINE_list("parts", ["runtime", "bfloat16", "harness"], "Which benchmarks to run: runtime, "
+                           "bfloat16, harness.")
+_HARNESS_MODEL = flags.DEFINE_string("harness_model", "resnet50", "Network of the harness overhead benchmark.")
 _RESULTS = flags.DEFINE_string("results", None, "A results directory of `python -m measure`: also print the "
                                "fraction of peak FLOP/s each network reaches at its best batch size.")
+cli.require_finite(_SECONDS)
+
+
+def serve() -> None:
+    """A worker: reads JSON requests on stdin, answers each on stdout (see Worker)."""
+    compiled = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        key = (request["model"], request["batch_size"], request["precision"])
+        if key not in compiled:
+            module = models.get(request["model"])
+            shape = models.input_shape(request["model"], request["batch_size"])
+            variables = timing.device_variables(module, shape, request["precision"])
+            batch = timing.to_device(np.random.default_rng(1).standard_normal(shape, np.float32), request["precision"])
+            program = jax.jit(functools.partial(module.apply, train=False)).lower(variables, batch).compile()
+            compiled[key] = functools.partial(program, variables, batch)
+            timing.warm_up(compiled[key], timing.TimingOptions(min_time_s=0.5))
+        options = timing.TimingOptions(min_time_s=request["seconds"], min_repeats=3, warmup=1)
+        cpu, wall = time.process_time(), time.perf_counter()
+        times = timing.latencies(compiled[key], options)
+        cores = (time.process_time() - cpu) / (time.perf_counter() - wall)
+        print(json.dumps({"per_image_s": statistics.median(times) / request["batch_size"], "cores": cores}),
+              flush=True)
+
+
+class Worker:
+    """A child process with its own environment (XLA flags), timing points on request."""
+
+    def __init__(self, env: dict):
+        self.process = subprocess.Popen([sys.executable, "-c", "from measure import bench; bench.serve()"], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def time(self, model: str, batch_size: int, precision: str, seconds: float) -> dict:
+        """Median seconds per image and cores in use over `seconds` of calls (compiling the first time)."""
+        self.process.stdin.write(json.dumps({"model": model, "batch_size": batch_size, "precision": precision,
+                                             "seconds": seconds}) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"a benchmark worker died timing {model} at batch {batch_size}")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        """Ends the worker."""
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def compare(label_a: str, worker_a: Worker, label_b: str, worker_b: Worker, points, rounds: int,
+            seconds: float) -> None:
+    """Times each point in both workers, alternating, and prints the medians, their ratio and cores in use."""
+    print(f"  {'network':<14}{'batch':>6}{'prec':>10}{label_a:>16}{label_b:>16}{'ratio':>8}{'cores':>12}")
+    for point in points:  # the first call compiles and warms up, untimed
+        worker_a.time(*point, 0.0)
+        worker_b.time(*point, 0.0)
+    for point in points:
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(worker_a.time(*point, seconds))
+            b.append(worker_b.time(*point, seconds))
+        ms_a = statistics.median(x["per_image_s"] for x in a) * 1e3
+        ms_b = statistics.median(x["per_image_s"] for x in b) * 1e3
+        cores = f"{statistics.median(x['cores'] for x in a):.2f}/{statistics.median(x['cores'] for x in b):.2f}"
+        print(f"  {point[0]:<14}{point[1]:>6}{point[2]:>10}{ms_a:>13.2f} ms{ms_b:>13.2f} ms{ms_a / ms_b:>7.2f}x"
+              f"{cores:>12}", flush=True)
+
+
+def _environments() -> tuple[dict, dict]:
+    """XLA's defaults (no XLA_FLAGS) and the chosen runtime, each as a child environment."""
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    chosen = dict(base)
+    flags_chosen = [f for fs in runtime.CHOSEN_XLA_FLAGS.values() for f in fs if runtime.xla_accepts(f)]
+    if flags_chosen:
+        chosen["XLA_FLAGS"] = " ".join(flags_chosen)
+    return base, chosen
+
+
+def runtime_comparison(networks, batch_sizes, rounds: int, seconds: float) -> None:
+    """Part 1: XLA's defaults against the chosen runtime, float32."""
+    default_env, chosen_env = _environments()
+    print(f"XLA defaults vs the chosen runtime (XLA_FLAGS={chosen_env.get('XLA_FLAGS', '')!r}), float32, "
+          f"median ms per image over {rounds} alternating rounds of {seconds:g} s; cores: CPU s per wall s "
+          "(defaults/chosen)")
+    default, chosen = Worker(default_env), Worker(chosen_env)
+    try:
+        compare("XLA defaults", default, "chosen", chosen,
+                [(n, b, "float32") for n in networks for b in batch_sizes], rounds, seconds)
+    finally:
+        default.close()
+        chosen.close()
+
+
+def bfloat16_comparison(networks, batch_sizes, rounds: int, seconds: float) -> None:
+    """Part 2: float32 against bfloat16, both in the chosen runtime (two workers, alternated)."""
+    _, chosen_env = _environments()
+    print("float32 vs bfloat16 in the chosen runtime, median ms per image (ratio > 1: bfloat16 is faster)")
+    f32, bf16 = Worker(chosen_env), Worker(chosen_env)
+    try:
+        points = [(n, b) for n in networks for b in batch_sizes]
+        print(f"  {'network':<14}{'batch':>6}{'float32':>14}{'bfloat16':>14}{'ratio':>8}")
+        for n, b in points:
+            f32.time(n, b, "float32", 0.0)
+            bf16.time(n, b, "bfloat16", 0.0)
+        for n, b in points:
+            a = [f32.time(n, b, "float32", seconds)["per_image_s"] for _ in range(rounds)]
+            c = [bf16.time(n, b, "bfloat16", seconds)["per_image_s"] for _ in range(rounds)]
+            ms_a, ms_c = statistics.median(a) * 1e3, statistics.median(c) * 1e3
+            print(f"  {n:<14}{b:>6}{ms_a:>11.2f} ms{ms_c:>11.2f} ms{ms_a / ms_c:>7.2f}x", flush=True)
+    finally:
+        f32.close()
+        bf16.close()
 
 
 def bare_loop_s(compiled, variables, batch, seconds: float) -> float:
@@ -30,7 +161,7 @@ def bare_loop_s(compiled, variables, batch, seconds: float) -> float:
 
 
 def harness_overhead(name: str, rounds: int, seconds: float) -> None:
-    """Alternates the bare loop and the harness on one network; prints medians and their ratio."""
+    """Part 3: alternates the bare loop and the harness on one network; prints medians and their ratio."""
     module, shape = models.get(name), models.input_shape(name, 1)
     variables = timing.device_variables(module, shape)
     options = timing.TimingOptions(min_time_s=seconds, min_repeats=3, warmup=1)
@@ -40,12 +171,12 @@ def harness_overhead(name: str, rounds: int, seconds: float) -> None:
     for _ in range(rounds):  # interleaved, so that drift of a shared machine hits both alike
         bare.append(bare_loop_s(compiled, variables, batch, seconds))
         measured = timing.time_forward(module, shape, options=options, variables=variables)
-        harness.append(measured.mean_s)  # a mean, as the bare loop's total / calls is
+        harness.append(statistics.mean(measured.latencies_s))  # a mean, as the bare loop's total / calls is
         medians.append(measured.median_s)
     bare_s, harness_s = statistics.median(bare), statistics.median(harness)
     noise = (max(bare) - min(bare)) / bare_s
-    print(f"{name} batch 1: bare jitted loop {bare_s * 1e3:.3f} ms/call, harness {harness_s * 1e3:.3f} ms/call "
-          f"(medians of {rounds} rounds of means): harness adds {100 * (harness_s / bare_s - 1):+.2f} % "
+    print(f"harness: {name} batch 1: bare jitted loop {bare_s * 1e3:.3f} ms/call, harness {harness_s * 1e3:.3f} "
+          f"ms/call (medians of {rounds} rounds of means): harness adds {100 * (harness_s / bare_s - 1):+.2f} % "
           f"(the bare loop itself varies {100 * noise:.2f} % between rounds)")
     typical = statistics.median(medians)
     worst = max(abs(m - typical) for m in medians) / typical
@@ -54,25 +185,45 @@ def harness_overhead(name: str, rounds: int, seconds: float) -> None:
 
 
 def fraction_of_peak(out_dir: str) -> None:
-    """For each network, the batch size with the most images/s and the share of peak FLOP/s it reaches."""
-    rows, environment = results.read(out_dir)
-    if not rows:
+    """Part 4: per network and precision, the batch size with the most images/s and its share of peak."""
+    contents = results.read(out_dir)
+    if not contents.rows:
         raise UserError(f"no results in {out_dir}; run `python -m measure --out={out_dir}` first")
-    print(f"peak (matmul probe): {environment['peak_flops_per_s'] / 1e9:.1f} GFLOP/s on {environment['device']}")
-    print(f"  {'network':<14}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    peaks = contents.environment["peak_flops_per_s"]
+    print(f"peak (matmul probe) on {contents.environment['device']}: "
+          + ", ".join(f"{p}: {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
+    print(f"  {'network':<14}{'precision':>10}{'res':>5}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     best = {}
-    for row in fits.ok_rows(rows):
-        if row.model not in best or row.images_per_s > best[row.model].images_per_s:
-            best[row.model] = row
-    for name, row in best.items():
-        print(f"  {name:<14}{row.batch_size:>6}{row.images_per_s:>10.1f}{row.achieved_flops_per_s / 1e9:>10.1f}"
-              f"{100 * row.fraction_of_peak:>8.1f}%")
+    for row in fits.ok_rows(contents.rows):
+        key = (row.model, row.precision, row.resolution)
+        if key not in best or row.images_per_s > best[key].images_per_s:
+            best[key] = row
+    for (name, precision, resolution), row in best.items():
+        print(f"  {name:<14}{precision:>10}{resolution:>5}{row.batch_size:>6}{row.images_per_s:>10.1f}"
+              f"{row.achieved_flops_per_s / 1e9:>10.1f}{100 * row.fraction_of_peak:>8.1f}%")
 
 
 def main(argv):
-    """Prints the harness figures, and the fraction of peak when given a results directory."""
+    """Prints the figures of the parts asked for."""
     del argv
-    harness_overhead(_MODEL.value, _ROUNDS.value, _SECONDS.value)
+    unknown = set(_PARTS.value) - {"runtime", "bfloat16", "harness"}
+    if unknown:
+        raise UserError(f"--parts takes runtime, bfloat16 and harness; got {', '.join(sorted(unknown))}")
+    for name in _NETWORKS.value + [_HARNESS_MODEL.value]:
+        models.spec(name)
+    try:
+        batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+    except ValueError:
+        raise UserError(f"--batch_sizes takes positive integers; got {','.join(_BATCH_SIZES.value)}") from None
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UserError(f"--batch_sizes takes positive integers; got {','.join(_BATCH_SIZES.value)}")
+    if "runtime" in _PARTS.value:
+        runtime_comparison(_NETWORKS.value, batch_sizes, _ROUNDS.value, _SECONDS.value)
+    if "bfloat16" in _PARTS.value:
+        bfloat16_comparison(_NETWORKS.value, batch_sizes, _ROUNDS.value, _SECONDS.value)
+    if "harness" in _PARTS.value:
+        runtime.configure()
+        harness_overhead(_HARNESS_MODEL.value, _ROUNDS.value, _SECONDS.value)
     if _RESULTS.value:
         fraction_of_peak(_RESULTS.value)
 

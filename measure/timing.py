@@ -106,7 +106,7 @@ class Timing:
         return fields
 
 
-def _warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
+def warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
     """Runs untimed calls until the time per call settles (see the module docstring); returns how many."""
     if options.warmup == 0:
         return 0
@@ -123,7 +123,7 @@ def _warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
     return len(times)
 
 
-def _latencies(run: Callable[[], Any], options: TimingOptions) -> list[float]:
+def latencies(run: Callable[[], Any], options: TimingOptions) -> list[float]:
     """Seconds of each call, dispatched and waited for, until min_repeats and min_time_s are both reached."""
     perf_counter, block = time.perf_counter, jax.block_until_ready
     times: list[float] = []
@@ -266,11 +266,11 @@ def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "fl
     run = functools.partial(compiled, variables, batch)
 
     with failures.classified(compiling=False):
-        warmup_calls = _warm_up(run, options)
-        latencies = _latencies(run, options)
-        calls = max(options.min_repeats, round(options.min_time_s / statistics.median(latencies)))
+        warmup_calls = warm_up(run, options)
+        times = latencies(run, options)
+        calls = max(options.min_repeats, round(options.min_time_s / statistics.median(times)))
         throughput_s, dispatch_s = _throughput(run, calls)
-    return Timing(batch_size=shape[0], latencies_s=latencies, throughput_s=throughput_s, throughput_calls=calls,
+    return Timing(batch_size=shape[0], latencies_s=times, throughput_s=throughput_s, throughput_calls=calls,
                   dispatch_s=dispatch_s, warmup_calls=warmup_calls, compile_s=compile_s, compiled=compiled,
                   run_batch=lambda: jax.block_until_ready(run()))
 
@@ -290,5 +290,5 @@ def peak_flops_per_s(precision: str = "float32", size: Optional[int] = None, min
     matmul = jax.jit(jnp.matmul).lower(a, b).compile()
     options = TimingOptions(min_time_s=min_time_s, min_repeats=min_repeats, warmup=2)
     run = functools.partial(matmul, a, b)
-    _warm_up(run, options)
-    return 2 * n**3 / statistics.median(_latencies(run, options))
+    warm_up(run, options)
+    return 2 * n**3 / statistics.median(latencies(run, options))

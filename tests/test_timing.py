@@ -71,11 +71,11 @@ def test_warm_up_goes_on_until_the_time_settles():
         time.sleep(next(durations))
 
     options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.3)
-    assert timing._warm_up(run, options) == 5  # pylint: disable=protected-access
+    assert timing.warm_up(run, options) == 5
     # Never settling, it stops at max_warmup; with warm-up off it makes no call.
-    assert timing._warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),  # pylint: disable=protected-access
+    assert timing.warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),
                            timing.TimingOptions(min_time_s=10.0, warmup=2, max_warmup=4, settle=0.0)) == 4
-    assert timing._warm_up(run, timing.TimingOptions(warmup=0)) == 0  # pylint: disable=protected-access
+    assert timing.warm_up(run, timing.TimingOptions(warmup=0)) == 0
 
 
 def test_min_time_keeps_timing_past_min_repeats():
