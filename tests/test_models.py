@@ -66,8 +66,8 @@ def test_real_forward_pass_at_min_resolution(name):
     logits = apply_eval(variables, x)
     assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
     np.testing.assert_array_equal(logits, apply_eval(variables, x))  # eval is deterministic
-    out, updates = module.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
-                                mutable=["batch_stats"])
+    apply_train = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
+    out, updates = apply_train(variables, x, rngs={"dropout": jax.random.key(2)})
     out = out[0] if isinstance(out, tuple) else out
     assert out.shape == (2, 10)
     if "batch_stats" in variables:  # train mode moves the running statistics

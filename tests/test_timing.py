@@ -62,15 +62,15 @@ def test_defaults_are_a_careful_benchmarks():
 
 
 def test_warm_up_goes_on_until_the_time_settles():
-    # Calls take 40, 30, 20, 10, 10 ms...: the time settles from the fifth call.
-    durations = iter([0.04, 0.03, 0.02, 0.01] + [0.01] * 30)
+    # Calls take 80, 60, 40, 20, 20 ms...: the time settles from the fifth call.
+    durations = iter([0.08, 0.06, 0.04, 0.02] + [0.02] * 30)
     ran = []
 
     def run():
         ran.append(1)
         time.sleep(next(durations))
 
-    options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.3)
+    options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.4)
     assert timing.warm_up(run, options) == 5
     # Never settling, it stops at max_warmup; with warm-up off it makes no call.
     assert timing.warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),
