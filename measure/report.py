@@ -13,6 +13,8 @@ import json
 import os
 from typing import Sequence
 
+import numpy as np
+
 from measure import files, figures, fits, results
 
 # Where this device is said to disagree with the paper.
@@ -228,6 +230,30 @@ def _section(setting: results.Setting, rows: Sequence[results.Row], figure_files
     return blocks
 
 
+def _precisions(contents: results.Results) -> list:
+    """Reduced precisions against float32 at the same points: is the lower precision faster here?"""
+    blocks = []
+    for setting in contents.settings:
+        reference = results.Setting("float32", setting.resolution)
+        if setting.precision == "float32" or reference not in contents.settings:
+            continue
+        base = {(r.model, r.batch_size): r for r in fits.ok_rows(contents.rows_of(reference))}
+        ratios = [base[(r.model, r.batch_size)].time_per_image_s / r.time_per_image_s
+                  for r in fits.ok_rows(contents.rows_of(setting)) if (r.model, r.batch_size) in base]
+        if not ratios:
+            continue
+        median = float(np.median(ratios))
+        text = (f"{setting.title} against {reference.title}: over {len(ratios)} points measured in both, "
+                f"{setting.precision} takes {1 / median:.2f}x the latency of float32 (median; "
+                f"{min(ratios):.2f}x to {max(ratios):.2f}x as fast).")
+        if median <= 1.0 and contents.environment.get("platform") == "cpu":
+            text += (f" {setting.precision} is not faster here: XLA:CPU converts reduced-precision convolution "
+                     "and matmul inputs to float32, and no XLA setting tried (oneDNN, XNNPACK and YNNPACK "
+                     "fusions, jaxlib 0.10) made it compute in reduced precision on a CPU with AVX512_BF16.")
+        blocks.append(("p", text))
+    return [("h", 2, "Precisions compared")] + blocks if blocks else []
+
+
 def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
     """The whole report as blocks: title, environment, then a section per setting."""
     environment = contents.environment
@@ -241,7 +267,7 @@ def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
     for setting in contents.settings:
         in_setting = [f for f in figure_files if f.split(os.sep)[-2:-1] == [setting.slug]]
         blocks += _section(setting, contents.rows_of(setting), in_setting)
-    return blocks
+    return blocks + _precisions(contents)
 
 
 def _markdown(blocks: list, out_dir: str) -> str:

@@ -218,7 +218,8 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
         assert os.path.exists(tmp_path / "figures" / setting.slug / "fig_c_time_vs_batch.png")
     md = (tmp_path / "report.md").read_text()
     sections = [line for line in md.splitlines() if line.startswith("## ") and line != "## Environment"]
-    assert sections == ["## float32, 32x32", "## float16, 32x32", "## float32, each network at its own resolution"]
+    assert sections == ["## float32, 32x32", "## float16, 32x32", "## float32, each network at its own resolution",
+                        "## Precisions compared"]
 
 
 def test_results_from_another_device_or_runtime_are_refused(tmp_path, monkeypatch):

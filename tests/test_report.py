@@ -249,9 +249,22 @@ def test_settings_are_reported_apart_and_never_fitted_together(tmp_path):
     report.write_report(both, str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     sections = md.split("\n## ")[2:]
-    assert [s.splitlines()[0] for s in sections] == ["float32, 32x32", "float16, 32x32"]
+    assert [s.splitlines()[0] for s in sections] == ["float32, 32x32", "float16, 32x32", "Precisions compared"]
     for section, rows in zip(sections, (fast, half)):
         ok = fits.ok_rows(rows, 1)
         fit = fits.linear_fit([fits.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
         assert f"batch 1: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f} " \
                f"(6 networks)" in section
+
+
+def test_a_reduced_precision_is_compared_with_float32_at_the_same_points(tmp_path):
+    fast = make_rows(networks=SIX, batches=(1,))
+    slower = [dataclasses.replace(r, precision="bfloat16",
+                                  time_per_image_s=r.time_per_image_s and r.time_per_image_s * 1.25) for r in fast]
+    both = contents(fast + slower, environment={**ENVIRONMENT, "platform": "cpu"},
+                    settings=(SETTING, results.Setting("bfloat16", 32)))
+    report.write_report(both, str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert ("bfloat16, 32x32 against float32, 32x32: over 6 points measured in both, bfloat16 takes 1.25x the "
+            "latency of float32") in md
+    assert "bfloat16 is not faster here" in md
