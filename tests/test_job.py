@@ -331,3 +331,13 @@ def test_cli_bad_out_and_backend_fail_in_one_line(tmp_path):
     result = _cli("--models=enet", f"--out={tmp_path}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path}/results.json is not a regular file; move it away (or choose another --out)"]
+
+
+def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, monkeypatch):
+    order = []
+    monkeypatch.setattr(power, "open_meter", lambda device=None: (FakeMeter(), ""))
+    real_idle, real_probe = power.idle_power, timing.peak_flops_per_s
+    monkeypatch.setattr(power, "idle_power", lambda *a, **k: order.append("idle") or real_idle(*a, **k))
+    monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: order.append("probe") or real_probe(*a, **k))
+    run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+    assert order == ["idle", "probe"]
