@@ -1,8 +1,10 @@
 """Power and energy from hardware counters: NVML on NVIDIA GPUs, RAPL on x86 CPU packages.
 
 A meter reads a cumulative energy counter; power is the energy spent over a window of repeated
-batches divided by its length, which averages out the counters' coarse update steps (about 1 ms
-for RAPL, tens of milliseconds for NVML).
+batches divided by its length. The counters move in steps (about 1 ms for RAPL, tens of
+milliseconds for NVML), so a window spans at least UPDATES_PER_WINDOW of them, measured when the
+meter opens. Idle power is the least of a few sleeping windows after the device has settled.
+NVML's GPU is matched to JAX's by PCI bus id or UUID, never by a guessed index.
 """
 
 import abc
