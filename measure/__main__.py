@@ -5,7 +5,6 @@ from absl import flags
 import models
 from measure import job, runtime, timing
 from models import cli, registry
-from models.errors import UserError
 
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks to measure (default: the paper's 14).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
@@ -30,16 +29,6 @@ cli.require_finite(_MIN_TIME, _POWER_WATTS)
 QUICK = {"batch_sizes": ["1", "16"], "min_time": 0.2}
 
 
-def _batch_sizes(values: list[str]) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in values)
-    except ValueError:
-        raise UserError(f"--batch_sizes takes positive integers; got {','.join(values)}") from None
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--batch_sizes takes positive integers; got {','.join(values)}")
-    return tuple(sorted(set(sizes)))
-
-
 def main(argv):
     """Builds the configuration from the flags (the --quick preset fills flags left unset) and runs."""
     del argv
@@ -49,7 +38,7 @@ def main(argv):
         value.update({k: v for k, v in QUICK.items() if not flags.FLAGS[k].present})
     options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
     config = job.Config(
-        models=tuple(_MODELS.value), batch_sizes=_batch_sizes(value["batch_sizes"]),
+        models=tuple(_MODELS.value), batch_sizes=cli.positive_integers("batch_sizes", value["batch_sizes"]),
         out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
         resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)

@@ -85,23 +85,25 @@ class Worker:
         self.process.wait()
 
 
-def compare(label_a: str, worker_a: Worker, label_b: str, worker_b: Worker, points, rounds: int,
-            seconds: float) -> None:
-    """Times each point in both workers, alternating, and prints the medians, their ratio and cores in use."""
-    print(f"  {'network':<14}{'batch':>6}{'prec':>10}{label_a:>16}{label_b:>16}{'ratio':>8}{'cores':>12}")
-    for point in points:  # the first call compiles and warms up, untimed
-        worker_a.time(*point, 0.0)
-        worker_b.time(*point, 0.0)
-    for point in points:
+def compare(sides, points, rounds: int, seconds: float) -> None:
+    """Times each (network, batch) point on both sides, alternating, and prints medians, ratio and cores.
+
+    A side is (label, worker, precision); the ratio is the first side's time over the second's.
+    """
+    (label_a, worker_a, precision_a), (label_b, worker_b, precision_b) = sides
+    print(f"  {'network':<14}{'batch':>6}{label_a:>16}{label_b:>16}{'ratio':>8}{'cores':>12}")
+    for model, batch in points:  # the first call compiles and warms up, untimed
+        worker_a.time(model, batch, precision_a, 0.0)
+        worker_b.time(model, batch, precision_b, 0.0)
+    for model, batch in points:
         a, b = [], []
         for _ in range(rounds):
-            a.append(worker_a.time(*point, seconds))
-            b.append(worker_b.time(*point, seconds))
+            a.append(worker_a.time(model, batch, precision_a, seconds))
+            b.append(worker_b.time(model, batch, precision_b, seconds))
         ms_a = statistics.median(x["per_image_s"] for x in a) * 1e3
         ms_b = statistics.median(x["per_image_s"] for x in b) * 1e3
         cores = f"{statistics.median(x['cores'] for x in a):.2f}/{statistics.median(x['cores'] for x in b):.2f}"
-        print(f"  {point[0]:<14}{point[1]:>6}{point[2]:>10}{ms_a:>13.2f} ms{ms_b:>13.2f} ms{ms_a / ms_b:>7.2f}x"
-              f"{cores:>12}", flush=True)
+        print(f"  {model:<14}{batch:>6}{ms_a:>13.2f} ms{ms_b:>13.2f} ms{ms_a / ms_b:>7.2f}x{cores:>12}", flush=True)
 
 
 def _environments() -> tuple[dict, dict]:
@@ -114,37 +116,26 @@ def _environments() -> tuple[dict, dict]:
     return base, chosen
 
 
-def runtime_comparison(networks, batch_sizes, rounds: int, seconds: float) -> None:
+def runtime_comparison(points, rounds: int, seconds: float) -> None:
     """Part 1: XLA's defaults against the chosen runtime, float32."""
     default_env, chosen_env = _environments()
     print(f"XLA defaults vs the chosen runtime (XLA_FLAGS={chosen_env.get('XLA_FLAGS', '')!r}), float32, "
-          f"median ms per image over {rounds} alternating rounds of {seconds:g} s; cores: CPU s per wall s "
-          "(defaults/chosen)")
+          f"median ms per image over {rounds} alternating rounds of {seconds:g} s; cores: CPU s per wall s")
     default, chosen = Worker(default_env), Worker(chosen_env)
     try:
-        compare("XLA defaults", default, "chosen", chosen,
-                [(n, b, "float32") for n in networks for b in batch_sizes], rounds, seconds)
+        compare([("XLA defaults", default, "float32"), ("chosen", chosen, "float32")], points, rounds, seconds)
     finally:
         default.close()
         chosen.close()
 
 
-def bfloat16_comparison(networks, batch_sizes, rounds: int, seconds: float) -> None:
+def bfloat16_comparison(points, rounds: int, seconds: float) -> None:
     """Part 2: float32 against bfloat16, both in the chosen runtime (two workers, alternated)."""
     _, chosen_env = _environments()
     print("float32 vs bfloat16 in the chosen runtime, median ms per image (ratio > 1: bfloat16 is faster)")
     f32, bf16 = Worker(chosen_env), Worker(chosen_env)
     try:
-        points = [(n, b) for n in networks for b in batch_sizes]
-        print(f"  {'network':<14}{'batch':>6}{'float32':>14}{'bfloat16':>14}{'ratio':>8}")
-        for n, b in points:
-            f32.time(n, b, "float32", 0.0)
-            bf16.time(n, b, "bfloat16", 0.0)
-        for n, b in points:
-            a = [f32.time(n, b, "float32", seconds)["per_image_s"] for _ in range(rounds)]
-            c = [bf16.time(n, b, "bfloat16", seconds)["per_image_s"] for _ in range(rounds)]
-            ms_a, ms_c = statistics.median(a) * 1e3, statistics.median(c) * 1e3
-            print(f"  {n:<14}{b:>6}{ms_a:>11.2f} ms{ms_c:>11.2f} ms{ms_a / ms_c:>7.2f}x", flush=True)
+        compare([("float32", f32, "float32"), ("bfloat16", bf16, "bfloat16")], points, rounds, seconds)
     finally:
         f32.close()
         bf16.close()
@@ -211,16 +202,11 @@ def main(argv):
         raise UserError(f"--parts takes runtime, bfloat16 and harness; got {', '.join(sorted(unknown))}")
     for name in _NETWORKS.value + [_HARNESS_MODEL.value]:
         models.spec(name)
-    try:
-        batch_sizes = [int(b) for b in _BATCH_SIZES.value]
-    except ValueError:
-        raise UserError(f"--batch_sizes takes positive integers; got {','.join(_BATCH_SIZES.value)}") from None
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise UserError(f"--batch_sizes takes positive integers; got {','.join(_BATCH_SIZES.value)}")
+    points = [(n, b) for n in _NETWORKS.value for b in cli.positive_integers("batch_sizes", _BATCH_SIZES.value)]
     if "runtime" in _PARTS.value:
-        runtime_comparison(_NETWORKS.value, batch_sizes, _ROUNDS.value, _SECONDS.value)
+        runtime_comparison(points, _ROUNDS.value, _SECONDS.value)
     if "bfloat16" in _PARTS.value:
-        bfloat16_comparison(_NETWORKS.value, batch_sizes, _ROUNDS.value, _SECONDS.value)
+        bfloat16_comparison(points, _ROUNDS.value, _SECONDS.value)
     if "harness" in _PARTS.value:
         runtime.configure()
         harness_overhead(_HARNESS_MODEL.value, _ROUNDS.value, _SECONDS.value)

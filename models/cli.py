@@ -29,6 +29,17 @@ def require_finite(*holders) -> None:
                                  message=f"--{holder.name} must be a finite number")
 
 
+def positive_integers(flag: str, values: list[str]) -> tuple[int, ...]:
+    """A list flag's values as distinct positive integers, ascending; UserError names the flag."""
+    try:
+        numbers = tuple(int(v) for v in values)
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise UserError(f"--{flag} takes positive integers; got {','.join(values)}")
+    return tuple(sorted(set(numbers)))
+
+
 def _interrupt(signum, frame):
     """SIGTERM (a scheduler's stop) ends the run as Ctrl-C does: cleanly, keeping what was done."""
     del signum, frame

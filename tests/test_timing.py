@@ -70,7 +70,7 @@ def test_warm_up_goes_on_until_the_time_settles():
         ran.append(1)
         time.sleep(next(durations))
 
-    options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.4)
+    options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.3)
     assert timing.warm_up(run, options) == 5
     # Never settling, it stops at max_warmup; with warm-up off it makes no call.
     assert timing.warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),
