@@ -76,6 +76,14 @@ def prepare_out_dir(path: str) -> str:
     return path
 
 
+def check_replaceable(directory: str, names) -> None:
+    """UserError unless each of `names` in `directory` is absent or a regular file that a rename can replace."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise UserError(f"{path} is in the way: it is not a regular file; move it away or choose another --out")
+
+
 class DirectoryLock:
     """An exclusive lock on an output directory, held by one process at a time; released on exit.
 

@@ -137,8 +137,12 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     """The job proper, holding the directory's lock."""
     out = config.out_dir
     files.sweep_temporaries(out)
+    files.check_replaceable(out, (results.JSON_NAME, results.CSV_NAME) + report.NAMES)
+    figures_dir = os.path.join(out, FIGURES_DIR)
+    if os.path.lexists(figures_dir) and not os.path.isdir(figures_dir):
+        raise UserError(f"{figures_dir} is in the way: it is not a directory; move it away or choose another --out")
     if config.overwrite:
-        shutil.rmtree(os.path.join(out, FIGURES_DIR), ignore_errors=True)
+        shutil.rmtree(figures_dir, ignore_errors=True)
     stored = results.Results() if config.overwrite else results.read(out)
     here = environment(device)
     _check_same_runtime(stored, here, out)
@@ -184,7 +188,8 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
 
 
 def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
-    return (name, batch_size, models.input_shape(name, batch_size, config.resolution)[1], config.precision, device)
+    resolution = models.input_shape(name, batch_size, config.resolution)[1]
+    return results.point_key(name, batch_size, resolution, config.precision, device)
 
 
 def _draw(stored: results.Results, out: str) -> list[str]:
@@ -231,6 +236,10 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
                                         stored.environment["peak_flops_per_s"][config.precision])
             except KeyboardInterrupt:
                 stored.remove(row.key)  # interrupted, not crashed: the rerun measures it
+                results.write(out, stored)
+                raise
+            except Exception as error:  # a bug: recorded as what it is, then raised with its traceback
+                stored.put(unmeasured(results.ERROR, f"{type(error).__name__}: {error}"))
                 results.write(out, stored)
                 raise
             if row.status == results.OUT_OF_MEMORY:

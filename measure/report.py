@@ -22,6 +22,7 @@ MIN_R2 = 0.8
 MAX_POWER_SPREAD = 0.20
 MIN_ENERGY_RHO = 0.7  # rank correlation of energy per image with operations
 PAPER = "Canziani, Paszke and Culurciello 2017 (arXiv 1605.07678)"
+NAMES = ("report.md", "report.html")
 # Readable labels of the environment keys measure.job records (others show under their own name).
 _ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags in force",
                        "xla_flags_chosen": "XLA flags chosen by this project", "host": "host",
@@ -324,6 +325,7 @@ def _html(blocks: list, out_dir: str) -> str:
 def write_report(contents: results.Results, out_dir: str, figure_files: Sequence[str]) -> list[str]:
     """Writes report.md and report.html into out_dir; figure_files are relative to it. Returns the names."""
     blocks = _blocks(contents, figure_files)
-    files.atomic_write(os.path.join(out_dir, "report.md"), _markdown(blocks, out_dir))
-    files.atomic_write(os.path.join(out_dir, "report.html"), _html(blocks, out_dir))
-    return ["report.md", "report.html"]
+    markdown_name, html_name = NAMES
+    files.atomic_write(os.path.join(out_dir, markdown_name), _markdown(blocks, out_dir))
+    files.atomic_write(os.path.join(out_dir, html_name), _html(blocks, out_dir))
+    return list(NAMES)

@@ -84,7 +84,12 @@ class Row:
     @property
     def key(self) -> tuple:
         """Everything that defines a point: two rows with one key are one measurement."""
-        return (self.model, self.batch_size, self.resolution, self.precision, self.device)
+        return point_key(self.model, self.batch_size, self.resolution, self.precision, self.device)
+
+
+def point_key(model: str, batch_size: int, resolution: int, precision: str, device: str) -> tuple:
+    """The key of a point (see Row.key), for points not measured yet."""
+    return (model, batch_size, resolution, precision, device)
 
 
 FIELDS = [f.name for f in dataclasses.fields(Row)]

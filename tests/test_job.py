@@ -330,7 +330,11 @@ def test_cli_bad_out_and_backend_fail_in_one_line(tmp_path):
     (tmp_path / "results.json").mkdir()
     result = _cli("--models=enet", f"--out={tmp_path}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"error: {tmp_path}/results.json is not a regular file; move it away (or choose another --out)"]
+        f"error: {tmp_path}/results.json is in the way: it is not a regular file; move it away or choose another --out"]
+    os.rmdir(tmp_path / "results.json")
+    (tmp_path / "report.html").mkdir()
+    result = _cli("--models=enet", f"--out={tmp_path}", "--overwrite")
+    assert result.returncode == 2 and "report.html is in the way" in result.stderr
 
 
 def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, monkeypatch):
@@ -341,3 +345,16 @@ def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, mon
     monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: order.append("probe") or real_probe(*a, **k))
     run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
     assert order == ["idle", "probe"]
+
+
+def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+
+    def broken(*args):
+        raise ZeroDivisionError("a bug in the harness")
+
+    monkeypatch.setattr(job, "measure_point", broken)
+    with pytest.raises(ZeroDivisionError):
+        run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+    (row,) = results.read(str(tmp_path)).rows
+    assert (row.status, row.error) == ("error", "ZeroDivisionError: a bug in the harness")
