@@ -23,7 +23,10 @@ FILE_MODE = 0o644  # mkstemp creates 0600; results and figures are meant to be r
 def atomic_write(path: str, data: Union[str, bytes]) -> None:
     """Replaces `path` with `data` (text as UTF-8) so that no one ever sees a partial file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}; free space or choose another --out") from error
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -31,8 +34,11 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, a quota: the old file stays, the message says why
+            raise UserError(f"cannot write {path}: {error.strerror or error}; free space or choose another "
+                            "--out") from error
         raise
     _fsync_directory(directory)  # the rename itself survives a power cut only once the directory is synced
 

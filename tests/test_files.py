@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -21,16 +20,17 @@ def test_atomic_write_text_and_bytes_with_readable_mode(tmp_path):
     assert all(os.stat(tmp_path / f).st_mode & 0o777 == files.FILE_MODE for f in ("a.txt", "b.bin"))
 
 
-@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, failure):
+@pytest.mark.parametrize("failure, raised", [(KeyboardInterrupt(), KeyboardInterrupt),
+                                             (OSError(28, "No space left on device"), UserError)])
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, failure, raised):
     path = tmp_path / "results.json"
     files.atomic_write(str(path), "old")
 
     def interrupted(*args):
-        raise failure()
+        raise failure
 
     monkeypatch.setattr(files.os, "replace", interrupted)
-    with pytest.raises(failure):
+    with pytest.raises(raised, match="No space left on device; free space" if raised is UserError else None):
         files.atomic_write(str(path), "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
 

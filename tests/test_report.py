@@ -170,7 +170,7 @@ def test_colours_are_fixed_shades_of_the_family_hue():
     assert palette["mystery"] == figures.OTHER_COLOUR
 
 
-@pytest.mark.parametrize("bad", [KeyboardInterrupt, OSError])
+@pytest.mark.parametrize("bad", [KeyboardInterrupt, MemoryError])
 def test_an_interrupted_write_leaves_the_old_report(tmp_path, monkeypatch, bad):
     rows = make_rows(power="nvml")
     report.write_report(contents(rows), str(tmp_path), [])
