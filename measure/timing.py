@@ -5,8 +5,9 @@
   `min_time_s` of warm-up.
 - Latency: each call dispatched and waited for, at least `min_repeats` calls and `min_time_s`
   seconds; the median and quartiles per call are reported.
-- Throughput: as many calls dispatched back to back as the latency run made (at least
-  `min_repeats`), waited for once: what a pipeline that never waits between batches gets.
+- Throughput: `min_time_s` worth of calls at the median latency (at least `min_repeats`),
+  dispatched back to back and waited for once: what a pipeline that never waits between
+  batches gets.
   The host's dispatch time per call (until the call returns, before the device finishes) is
   timed in the same run: on a GPU at batch 1 it tells launch overhead from compute.
 Compilation is timed apart and never counted in either.
@@ -168,6 +169,8 @@ def _draw_weights(abstract, seed: int):
 
     def draw(path, leaf):
         name = getattr(path[-1], "key", "")
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):  # counters and the like keep their type, at zero
+            return np.zeros(leaf.shape, leaf.dtype)
         if len(leaf.shape) >= 2:
             fan_in = int(np.prod(leaf.shape[:-1]))
             return rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
@@ -203,10 +206,13 @@ def _calibrate_statistics(module: nn.Module, variables, shape: tuple[int, ...], 
 
     def batch_value(path, new):
         keys = tuple(k.key for k in path)
-        momentum = momenta[keys[:-1]]
         old_value = functools.reduce(lambda tree, key: tree[key], keys, old)
+        momentum = momenta.get(keys[:-1])
+        if momentum is None:  # statistics of a module that is not a BatchNorm: left as drawn
+            return old_value
         # new = momentum * old + (1 - momentum) * batch, as Flax's BatchNorm updates it.
-        return ((new - momentum * old_value) / (1.0 - momentum)).astype(np.float32)
+        value = ((new - momentum * old_value) / (1.0 - momentum)).astype(np.float32)
+        return np.maximum(value, 0.0) if keys[-1] == "var" else value  # rounding never makes a variance negative
 
     return {**variables, "batch_stats": jax.tree_util.tree_map_with_path(batch_value, updated)}
 
