@@ -19,7 +19,6 @@ import time
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import jaxlib
 
 import models
@@ -91,7 +90,7 @@ def environment(device: jax.Device) -> dict:
     """Where the numbers come from: device, software versions, runtime configuration, host."""
     return {"device": device_name(device), "platform": device.platform, "device_count": jax.device_count(),
             "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **runtime.in_force(),
+            **runtime.in_force(),
             "host": platform.node(), "os": platform.platform()}
 
 
@@ -102,7 +101,7 @@ def check_config(config: Config) -> tuple[str, ...]:
         raise UserError("no networks to measure: give --models a comma-separated list, e.g. --models=resnet50")
     if not config.batch_sizes:
         raise UserError("no batch sizes to measure at: give --batch_sizes, e.g. --batch_sizes=1,16")
-    timing._dtype(config.precision)  # pylint: disable=protected-access
+    timing.precision_dtype(config.precision)
     for name, value in (("power_watts", config.power_watts), ("power_window_s", config.power_window_s)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{name} must be a finite number >= 0; got {value}")
@@ -268,7 +267,7 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
         activations_per_image=counted.total.activations,
         # Counted in float32; every value (weights, input, activations) is cast to the precision.
         memory_analytical_bytes=(counted.memory_bytes - per_batch + batch_size * per_batch)
-        * jnp.dtype(timing.PRECISIONS[config.precision]).itemsize // 4,
+        * timing.precision_dtype(config.precision).itemsize // 4,
         top1_percent_paper=spec.paper.top1_percent, gops_paper=spec.paper.gops_paper,
         params_m_paper=spec.paper.params_m_paper)
 

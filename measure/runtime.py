@@ -32,7 +32,7 @@ import jaxlib
 # touching only its own backend.
 CHOSEN_XLA_FLAGS = {"cpu": ("--xla_cpu_experimental_ynn_fusion_type=",)}
 # Environment variables that change how the process computes or allocates, recorded as found.
-RECORDED_VARIABLES = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL",
+RECORDED_VARIABLES = ("MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL",
                       "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
                       "XLA_PYTHON_CLIENT_ALLOCATOR", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "JAX_PLATFORMS")
 
@@ -86,7 +86,7 @@ def configure() -> dict:
 
 def in_force() -> dict:
     """The runtime configuration as the results' environment records it."""
-    record = {"xla_flags": os.environ.get("XLA_FLAGS", ""),
+    record = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
               "xla_flags_chosen": _configured.get("chosen", "(runtime not configured: XLA flags as found)"),
               "runtime_notes": _configured.get("notes", "")}
     record.update({name.lower(): os.environ[name] for name in RECORDED_VARIABLES if name in os.environ})

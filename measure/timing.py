@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
-from measure import failures
+from measure import failures, results
 from measure.failures import MeasureFailed  # re-exported: callers catch it from here
 from models.errors import UserError
 
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+PRECISIONS = {name: jnp.dtype(name) for name in results.PRECISIONS}  # results files name the same three
 
 # Square matmul sizes of the peak probe: big enough to saturate the backend, small enough to be quick.
 _PROBE_SIZES = {"cpu": 1024}
@@ -41,8 +41,9 @@ _DEFAULT_PROBE_SIZE = 8192  # GPUs and TPUs
 CALIBRATION_PIXELS = 2 * 224 * 224
 MAX_CALIBRATION_BATCH = 64
 
-__all__ = ["PRECISIONS", "MeasureFailed", "Timing", "TimingOptions", "device_variables", "peak_flops_per_s",
-           "probe_size", "time_forward"]
+__all__ = ["PRECISIONS", "MeasureFailed", "Timing", "TimingOptions", "device_variables", "latencies",
+           "peak_flops_per_s", "precision_dtype", "probe_size", "time_forward", "timing_weights", "to_device",
+           "warm_up"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +154,8 @@ def _throughput(run: Callable[[], Any], calls: int) -> tuple[float, float]:
     return (perf_counter() - start) / calls, statistics.median(dispatch)
 
 
-def _dtype(precision: str):
+def precision_dtype(precision: str):
+    """The dtype of a precision's name; UserError names the choices."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     return PRECISIONS[precision]
@@ -234,7 +236,7 @@ def timing_weights(module: nn.Module, shape: tuple[int, ...], seed: int = 0):
 
 def to_device(weights, precision: str, device: Optional[jax.Device] = None):
     """Timing weights cast to `precision` (floating leaves only) and put on the device."""
-    dtype, device = _dtype(precision), device or jax.devices()[0]
+    dtype, device = precision_dtype(precision), device or jax.devices()[0]
     cast = jax.tree.map(lambda v: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v, weights)
     with failures.classified(compiling=False):
         return jax.device_put(cast, device)
@@ -244,7 +246,7 @@ def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str =
                      device: Optional[jax.Device] = None):
     """Weights for timing `module` on inputs of `shape` (see timing_weights), in `precision` on the device."""
     device = device or jax.devices()[0]
-    _dtype(precision)
+    precision_dtype(precision)
     with jax.default_device(device):
         return to_device(timing_weights(module, shape, seed), precision, device)
 
@@ -257,7 +259,7 @@ def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "fl
     `variables` (from device_variables) are made here when not given. Errors raised while tracing
     (a bad knob, a too-small resolution) are not XLA's and propagate.
     """
-    dtype, device = _dtype(precision), device or jax.devices()[0]
+    dtype, device = precision_dtype(precision), device or jax.devices()[0]
     if variables is None:
         variables = device_variables(module, shape, precision, seed, device)
     with failures.classified(compiling=False):  # drawn with NumPy, like the weights: no RNG program to compile
@@ -289,7 +291,7 @@ def probe_size(platform: Optional[str] = None) -> int:
 def peak_flops_per_s(precision: str = "float32", size: Optional[int] = None, min_time_s: float = 0.5,
                      min_repeats: int = 5, device: Optional[jax.Device] = None) -> float:
     """Achievable FLOP/s of the device in a precision: 2 n^3 over the median time of an n x n matmul."""
-    dtype, device = _dtype(precision), device or jax.devices()[0]
+    dtype, device = precision_dtype(precision), device or jax.devices()[0]
     n = size or probe_size(device.platform)
     rng = np.random.default_rng(0)
     a, b = (jax.device_put(rng.standard_normal((n, n), np.float32).astype(dtype), device) for _ in range(2))
