@@ -17,10 +17,10 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Fewest timed calls per point, for
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Fewest warm-up calls per point (more until the time settles).",
                                lower_bound=0, upper_bound=timing.TimingOptions.max_warmup)
 _MIN_TIME = flags.DEFINE_float("min_time", 1.0, "Fewest seconds of timed calls per point, for latency and "
-                                    "for throughput.", lower_bound=0)
+                               "for throughput.", lower_bound=0)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.")
 _POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no "
-                                       "meter reads (labelled modelled).", lower_bound=0)
+                                  "meter reads (labelled modelled).", lower_bound=0)
 _QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.")
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Measure again the points that failed or crashed.")

@@ -88,22 +88,29 @@ class Worker:
 def compare(sides, points, rounds: int, seconds: float) -> None:
     """Times each (network, batch) point on both sides, alternating, and prints medians, ratio and cores.
 
-    A side is (label, worker, precision); the ratio is the first side's time over the second's.
+    A side is (label, environment, precision) and gets a worker process of its own; the ratio is
+    the first side's time over the second's.
     """
-    (label_a, worker_a, precision_a), (label_b, worker_b, precision_b) = sides
-    print(f"  {'network':<14}{'batch':>6}{label_a:>16}{label_b:>16}{'ratio':>8}{'cores':>12}")
-    for model, batch in points:  # the first call compiles and warms up, untimed
-        worker_a.time(model, batch, precision_a, 0.0)
-        worker_b.time(model, batch, precision_b, 0.0)
-    for model, batch in points:
-        a, b = [], []
-        for _ in range(rounds):
-            a.append(worker_a.time(model, batch, precision_a, seconds))
-            b.append(worker_b.time(model, batch, precision_b, seconds))
-        ms_a = statistics.median(x["per_image_s"] for x in a) * 1e3
-        ms_b = statistics.median(x["per_image_s"] for x in b) * 1e3
-        cores = f"{statistics.median(x['cores'] for x in a):.2f}/{statistics.median(x['cores'] for x in b):.2f}"
-        print(f"  {model:<14}{batch:>6}{ms_a:>13.2f} ms{ms_b:>13.2f} ms{ms_a / ms_b:>7.2f}x{cores:>12}", flush=True)
+    (label_a, env_a, precision_a), (label_b, env_b, precision_b) = sides
+    worker_a, worker_b = Worker(env_a), Worker(env_b)
+    try:
+        print(f"  {'network':<14}{'batch':>6}{label_a:>16}{label_b:>16}{'ratio':>8}{'cores':>12}")
+        for model, batch in points:  # the first call compiles and warms up, untimed
+            worker_a.time(model, batch, precision_a, 0.0)
+            worker_b.time(model, batch, precision_b, 0.0)
+        for model, batch in points:
+            a, b = [], []
+            for _ in range(rounds):
+                a.append(worker_a.time(model, batch, precision_a, seconds))
+                b.append(worker_b.time(model, batch, precision_b, seconds))
+            ms_a = statistics.median(x["per_image_s"] for x in a) * 1e3
+            ms_b = statistics.median(x["per_image_s"] for x in b) * 1e3
+            cores = f"{statistics.median(x['cores'] for x in a):.2f}/{statistics.median(x['cores'] for x in b):.2f}"
+            print(f"  {model:<14}{batch:>6}{ms_a:>13.2f} ms{ms_b:>13.2f} ms{ms_a / ms_b:>7.2f}x{cores:>12}",
+                  flush=True)
+    finally:
+        worker_a.close()
+        worker_b.close()
 
 
 def _environments() -> tuple[dict, dict]:
@@ -121,24 +128,14 @@ def runtime_comparison(points, rounds: int, seconds: float) -> None:
     default_env, chosen_env = _environments()
     print(f"XLA defaults vs the chosen runtime (XLA_FLAGS={chosen_env.get('XLA_FLAGS', '')!r}), float32, "
           f"median ms per image over {rounds} alternating rounds of {seconds:g} s; cores: CPU s per wall s")
-    default, chosen = Worker(default_env), Worker(chosen_env)
-    try:
-        compare([("XLA defaults", default, "float32"), ("chosen", chosen, "float32")], points, rounds, seconds)
-    finally:
-        default.close()
-        chosen.close()
+    compare([("XLA defaults", default_env, "float32"), ("chosen", chosen_env, "float32")], points, rounds, seconds)
 
 
 def bfloat16_comparison(points, rounds: int, seconds: float) -> None:
     """Part 2: float32 against bfloat16, both in the chosen runtime (two workers, alternated)."""
     _, chosen_env = _environments()
     print("float32 vs bfloat16 in the chosen runtime, median ms per image (ratio > 1: bfloat16 is faster)")
-    f32, bf16 = Worker(chosen_env), Worker(chosen_env)
-    try:
-        compare([("float32", f32, "float32"), ("bfloat16", bf16, "bfloat16")], points, rounds, seconds)
-    finally:
-        f32.close()
-        bf16.close()
+    compare([("float32", chosen_env, "float32"), ("bfloat16", chosen_env, "bfloat16")], points, rounds, seconds)
 
 
 def bare_loop_s(compiled, variables, batch, seconds: float) -> float:
