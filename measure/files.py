@@ -26,7 +26,7 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
     except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; free space or choose another --out") from error
+        raise UserError(f"cannot write {path}: {error.strerror}; free space or write elsewhere") from error
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -37,8 +37,7 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
     except BaseException as error:
         os.unlink(tmp)
         if isinstance(error, OSError):  # a full disk, a quota: the old file stays, the message says why
-            raise UserError(f"cannot write {path}: {error.strerror or error}; free space or choose another "
-                            "--out") from error
+            raise UserError(f"cannot write {path}: {error.strerror or error}; free space or write elsewhere") from error
         raise
     _fsync_directory(directory)  # the rename itself survives a power cut only once the directory is synced
 
@@ -69,16 +68,16 @@ def sweep_temporaries(directory: str) -> list[str]:
     return swept
 
 
-def prepare_out_dir(path: str) -> str:
+def prepare_out_dir(path: str, flag: str = "--out") -> str:
     """Creates `path` if needed and checks it is a writable directory; UserError names the problem."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--out={path} exists and is not a directory; choose a directory")
+        raise UserError(f"{flag}={path} exists and is not a directory; choose a directory")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create --out={path}: {error.strerror}; choose a writable location") from None
+        raise UserError(f"cannot create {flag}={path}: {error.strerror}; choose a writable location") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"--out={path} is not writable; choose a directory you can write to")
+        raise UserError(f"{flag}={path} is not writable; choose a directory you can write to")
     return path
 
 
@@ -98,9 +97,10 @@ class DirectoryLock:
     for the message a second process gets.
     """
 
-    def __init__(self, directory: str, what: str = "run"):
+    def __init__(self, directory: str, what: str = "run", flag: str = "--out"):
         self.path = os.path.join(directory, LOCK_NAME)
         self.what = what
+        self.flag = flag
         self._fd = None
 
     def __enter__(self) -> "DirectoryLock":
@@ -112,7 +112,7 @@ class DirectoryLock:
             os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
                 raise UserError(f"another {self.what} (pid {holder}) is writing to {os.path.dirname(self.path)}; "
-                                "wait for it to finish or choose another --out") from None
+                                f"wait for it to finish or choose another {self.flag}") from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))

@@ -1,0 +1,7 @@
+"""`python -m train`: trains a network or variant from absl flags (see train/main.py)."""
+
+from models import cli
+from train import main
+
+if __name__ == "__main__":
+    cli.run(main.main)

@@ -1,0 +1,56 @@
+"""Devices and hosts: `jax.distributed` start-up, the data-parallel mesh and global batches."""
+
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from models.errors import UserError
+
+DATA_AXIS = "data"
+
+
+def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None) -> None:
+    """Joins the hosts of a multi-host run: from the arguments, else from SLURM; alone otherwise.
+
+    Must run before anything starts a JAX backend.
+    """
+    explicit = (coordinator_address, num_processes, process_id)
+    if any(value is not None for value in explicit):
+        if None in explicit:
+            raise UserError("a multi-host run needs all of --coordinator_address, --num_processes and --process_id")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        jax.distributed.initialize()  # JAX reads the coordinator and the ranks from SLURM's variables
+
+
+def data_mesh() -> Mesh:
+    """A one-axis mesh over every device of every host: the batch is split along it."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Parameters and optimizer state: a full copy on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Batches: split along their first axis over the mesh's devices."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def per_host_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """This host's share of the global batch, which every device must split evenly (UserError)."""
+    devices = mesh.devices.size
+    if global_batch_size % devices:
+        raise UserError(f"batch_size {global_batch_size} does not split over {devices} devices; "
+                        f"use a multiple of {devices}")
+    return global_batch_size // jax.process_count()
+
+
+def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
+    """One global array per field from this host's NumPy batch (its rows of the global batch)."""
+    return {name: jax.make_array_from_process_local_data(sharding, value) for name, value in local_batch.items()}

@@ -1,0 +1,280 @@
+"""The training loop: `fit` trains a variant on a data set for a budget and returns its final metrics.
+
+`python -m train` is a thin front on `fit`; the explorer calls it directly. Data parallel over
+every device of every host: one jitted step on a Mesh, the batch split along it, parameters
+replicated, BatchNorm statistics over the global batch.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import models
+from measure import files
+from models.errors import UserError
+from train import checkpoint, config as config_lib, distributed, input_pipeline, optim, steps
+from train.metrics import MetricsLog
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class Diverged(UserError):
+    """The loss went NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+
+class _StopRequests:
+    """Turns SIGINT and SIGTERM into a request the loop honours between steps; a second one interrupts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to stop at once)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the loop needs besides the state: compiled steps, data, shardings and schedules."""
+
+    config: config_lib.TrainConfig
+    variant: str
+    info: input_pipeline.DatasetInfo
+    resolution: int
+    steps_per_epoch: int
+    total_steps: int
+    local_batch_size: int
+    batch_sharding: jax.sharding.NamedSharding
+    train_step: object
+    eval_step: object
+    learning_rate: object
+
+
+def _module(variant: models.Variant, num_classes: int):
+    """The variant's module with the data set's class count (a variant that fixes another is refused)."""
+    knobs = dict(variant.knobs)
+    if knobs.get("num_classes", num_classes) != num_classes:
+        raise UserError(f"{variant} has {knobs['num_classes']} classes but the data set has {num_classes}; "
+                        "drop num_classes from --model")
+    knobs["num_classes"] = num_classes
+    return models.get(variant.name, **knobs)
+
+
+def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object]:
+    """Checks the configuration and builds the run, the optimizer and the module."""
+    config_lib.check(config)
+    variant = models.variant(config.model)
+    info = input_pipeline.dataset_info(config.dataset, config.data_dir)
+    resolution = variant.input_shape(1)[1]
+    module = _module(variant, info.num_classes)
+    local_batch_size = distributed.per_host_batch_size(config.batch_size, mesh)
+    steps_per_epoch = info.train_examples // config.batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"batch_size {config.batch_size} is larger than {info.name}'s {info.train_examples} "
+                        "training examples; use a smaller --batch_size")
+    tx = optim.optimizer(config, steps_per_epoch)
+    dtype = DTYPES[config.precision]
+    replicated, batch_sharding = distributed.replicated(mesh), distributed.batch_sharded(mesh)
+    train_step = jax.jit(functools.partial(steps.train_step, module=module, tx=tx, dtype=dtype,
+                                           label_smoothing=config.label_smoothing, seed=config.seed),
+                         in_shardings=(replicated, batch_sharding), out_shardings=replicated, donate_argnums=0)
+    eval_step = jax.jit(functools.partial(steps.eval_step, module=module, dtype=dtype),
+                        in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+    run = _Run(config=config, variant=str(variant), info=info, resolution=resolution,
+               steps_per_epoch=steps_per_epoch, total_steps=optim.total_steps(config, steps_per_epoch),
+               local_batch_size=local_batch_size, batch_sharding=batch_sharding, train_step=train_step,
+               eval_step=eval_step, learning_rate=optim.learning_rate_schedule(config, steps_per_epoch))
+    init = jax.jit(functools.partial(steps.init_state, module, tx, (1, resolution, resolution, 3), config.seed),
+                   out_shardings=replicated)
+    return run, init, replicated
+
+
+def _record(run: _Run, position: dict) -> dict:
+    """The JSON saved with a checkpoint: what the state belongs to, and where the data stands."""
+    expected = _expected(run)
+    return {**expected, "resolution": run.resolution, "num_classes": run.info.num_classes, "position": position}
+
+
+def _expected(run: _Run) -> dict:
+    """The settings a checkpoint must share with this run to be resumed (canonical model string)."""
+    return {**{key: getattr(run.config, key) for key in config_lib.RESUME_KEYS}, "model": run.variant}
+
+
+def _summed(metrics: list[dict]) -> dict:
+    """Fetches a list of per-step device metrics (one sync) and sums them field by field."""
+    fetched = jax.device_get(metrics)
+    return {name: np.sum([m[name] for m in fetched], dtype=np.float64) for name in fetched[0]}
+
+
+def _means(summed: dict) -> dict:
+    """Per-example loss, top-1 and top-5 from summed metrics."""
+    count = max(summed["count"], 1.0)
+    return {name: summed[name] / count for name in ("loss", "top1", "top5")}
+
+
+def evaluate(run: _Run, state) -> dict:
+    """Loss, top-1 and top-5 over the whole evaluation split (each example once)."""
+    batches = input_pipeline.eval_batches(run.info, run.config.data_dir, batch_size=run.local_batch_size,
+                                          resolution=run.resolution, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
+    metrics = [run.eval_step(state, distributed.global_batch(batch, run.batch_sharding)) for batch in batches]
+    return _means(_summed(metrics))
+
+
+def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
+    for step, ok in zip(fetched_steps, finite):
+        if not ok:
+            return step
+    return None
+
+
+def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensorboard: bool = False,
+        console: bool = False) -> dict:
+    """Trains `config.model` on `config.dataset` for its budget; returns the final metrics.
+
+    With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and on SIGINT or
+    SIGTERM), resumes from the newest readable checkpoint there, and writes `metrics.jsonl` (and
+    TensorBoard events when asked). Without one nothing is written. A NaN or infinite loss raises
+    `Diverged` naming the step; an interruption raises KeyboardInterrupt after checkpointing.
+    """
+    mesh = distributed.data_mesh()
+    run, init, replicated = _prepare(config, mesh)
+    main_process = jax.process_index() == 0
+    if workdir is None:
+        return _fit(run, init, replicated, None, None, tensorboard=False, console=console)
+    files.prepare_out_dir(workdir, "--workdir")
+    if not main_process:
+        return _fit(run, init, replicated, workdir, None, tensorboard=False, console=False)
+    with files.DirectoryLock(workdir, "training run", "--workdir"):
+        files.sweep_temporaries(workdir)
+        files.atomic_write(os.path.join(workdir, CONFIG_FILE),
+                           json.dumps({**dataclasses.asdict(config), "model": run.variant}, indent=1) + "\n")
+        return _fit(run, init, replicated, workdir, workdir, tensorboard=tensorboard, console=console)
+
+
+def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Optional[str], *,
+         tensorboard: bool, console: bool) -> dict:
+    """`fit` after the set-up: restore or initialise, then the loop."""
+    config = run.config
+    checkpoints = (checkpoint.Checkpoints(os.path.join(checkpoint_dir, CHECKPOINT_DIR), config.keep_checkpoints)
+                   if checkpoint_dir else None)
+    restored = None
+    if checkpoints is not None:
+        abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+                                jax.eval_shape(init))
+        restored = checkpoints.restore(abstract, _expected(run))
+    state, position = (restored[0], restored[1]["position"]) if restored else (init(), None)
+    start = int(jax.device_get(state.step))
+    log = MetricsLog(log_dir, start_step=start, total_steps=run.total_steps, console=console,
+                     tensorboard=tensorboard)
+    if console:
+        print(f"{run.variant} on {run.info.name} at {run.resolution}px: {run.total_steps} steps of "
+              f"{config.batch_size} ({run.steps_per_epoch} per epoch) on {len(jax.devices())} "
+              f"{jax.devices()[0].platform} device(s)" + (f"; resumed at step {start}" if start else ""), flush=True)
+    try:
+        return _loop(run, state, position, start, checkpoints, log)
+    finally:
+        log.close()
+        if checkpoints is not None:
+            checkpoints.close()
+
+
+def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) -> dict:
+    """Steps from `start` to the end of the budget, logging, evaluating and checkpointing on the way."""
+    config = run.config
+    batches = input_pipeline.train_batches(run.info, config.data_dir, batch_size=run.local_batch_size,
+                                           resolution=run.resolution, seed=config.seed, position=position,
+                                           process_index=jax.process_index(), process_count=jax.process_count())
+    eval_every = config.eval_every or run.steps_per_epoch
+    pending, pending_steps, last_train, last_eval = [], [], {}, {}
+    clock = None  # (time, step) since which throughput is measured: after the first (compiling) step
+    started = time.monotonic()
+    trained = 0
+
+    def flush(step: int) -> None:
+        nonlocal last_train, clock
+        if not pending:
+            return
+        fetched = jax.device_get(pending)
+        bad = _first_bad_step(pending_steps, [m["finite"] for m in fetched])
+        if bad is not None:
+            kept = checkpoints.steps()[-1] if checkpoints and checkpoints.steps() else None
+            raise Diverged(f"the loss became {'nan' if math.isnan(_loss_at(fetched, pending_steps, bad)) else 'inf'} "
+                           f"at step {bad}; stopped" + (f", the last good checkpoint (step {kept}) is kept"
+                                                         if kept is not None else "")
+                           + "; lower --learning_rate or add --warmup_epochs")
+        summed = _summed(fetched)
+        now = time.monotonic()
+        images_per_s = ((step - clock[1]) * config.batch_size / (now - clock[0])
+                        if clock and step > clock[1] else float("nan"))
+        last_train = {**_means(summed), "epoch": step / run.steps_per_epoch,
+                      "learning_rate": float(run.learning_rate(step - 1)), "images_per_s": images_per_s}
+        log.write("train", step, {k: v for k, v in last_train.items() if not math.isnan(v)})
+        pending.clear()
+        pending_steps.clear()
+
+    step = start
+    with _StopRequests() as stop:
+        while step < run.total_steps:
+            batch = distributed.global_batch(next(batches), run.batch_sharding)
+            state, metrics = run.train_step(state, batch)
+            step += 1
+            trained += 1
+            pending.append(metrics)
+            pending_steps.append(step)
+            if clock is None:
+                jax.block_until_ready(state)
+                clock = (time.monotonic(), step)
+            last = step == run.total_steps
+            if step % config.log_every == 0 or last or stop.requested:
+                flush(step)
+            if step % eval_every == 0 or last:
+                flush(step)
+                last_eval = evaluate(run, state)
+                log.write("eval", step, last_eval)
+            if checkpoints is not None and (step % config.checkpoint_every == 0 or last or stop.requested):
+                flush(step)
+                log.sync()
+                checkpoints.save(state, _record(run, batches.position()))
+            if stop.requested:
+                checkpoints.wait() if checkpoints is not None else None
+                raise KeyboardInterrupt
+    if checkpoints is not None:
+        checkpoints.wait()
+    seconds = time.monotonic() - started
+    result = {"model": run.variant, "dataset": run.info.name, "resolution": run.resolution, "step": step,
+              "epochs": step / run.steps_per_epoch, "seconds": seconds, "steps_this_run": trained}
+    result.update({f"train_{k}": v for k, v in last_train.items()})
+    result.update({f"eval_{k}": v for k, v in last_eval.items()})
+    return result
+
+
+def _loss_at(fetched: list[dict], fetched_steps: list[int], step: int) -> float:
+    return float(fetched[fetched_steps.index(step)]["loss"])
