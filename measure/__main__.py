@@ -6,11 +6,12 @@ import models
 from measure import job, runtime, timing
 from models import cli, registry
 
-_MODELS = flags.DEFINE_list("models", models.names(), "Networks to measure (default: the paper's 14).")
+_MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to measure, e.g. "
+                            "resnet50,resnet18:width=0.5,resolution=128 (default: the paper's 14).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
                                  "Batch sizes to measure at.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.")
-_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each network's own).",
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each variant's own).",
                                    lower_bound=1, upper_bound=registry.MAX_RESOLUTION)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Fewest timed calls per point, for latency and for throughput.",
                                 lower_bound=1)
@@ -37,8 +38,9 @@ def main(argv):
     if _QUICK.value:
         value.update({k: v for k, v in QUICK.items() if not flags.FLAGS[k].present})
     options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
+    variants = tuple(str(v) for v in models.variant_list(_MODELS.value))  # knob=value items rejoined
     config = job.Config(
-        models=tuple(_MODELS.value), batch_sizes=cli.positive_integers("batch_sizes", value["batch_sizes"]),
+        models=variants, batch_sizes=cli.positive_integers("batch_sizes", value["batch_sizes"]),
         out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
         resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)

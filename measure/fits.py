@@ -72,9 +72,9 @@ class EnergyOrder:
 
     n: int
     rho_gops: float  # Spearman rank correlation of energy per image with operations per image
-    frugal_network: str  # the network with the least energy per image
+    frugal_network: str  # the network with the least energy per image, of those with the paper's accuracy
     frugal_top1_percent: float
-    best_network: str  # the most accurate network measured
+    best_network: str  # the most accurate network measured (by the paper's accuracy)
     best_top1_percent: float
 
 
@@ -192,6 +192,11 @@ def params_m(row: results.Row) -> float:
     return row.params / 1e6 if row.params else row.params_m_paper
 
 
+def rated(rows: Sequence[results.Row]) -> list[results.Row]:
+    """The rows with the paper's accuracy: a variant of a network (models.variant) has none (0.0)."""
+    return [r for r in rows if r.top1_percent_paper > 0]
+
+
 def has_power(row: results.Row) -> bool:
     """Whether the row has a power reading, measured or modelled."""
     return row.power_w is not None and row.power_source != "not measured"
@@ -230,7 +235,7 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
     within = sorted((v for v in best.values() if v[0] <= energy_per_image_j), key=lambda v: v[0])
     fitting = [row for _, row in within]
     most_ops = max(fitting, key=gops_per_image, default=None)
-    most_accurate = max(fitting, key=lambda r: r.top1_percent_paper, default=None)
+    most_accurate = max(rated(fitting), key=lambda r: r.top1_percent_paper, default=None)
     return EnergyBound(
         budget_j=float(energy_per_image_j),
         networks=tuple(r.display_name for r in fitting),
@@ -262,8 +267,11 @@ def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
     energies = [e for e, _ in least.values()]
     networks = [r for _, r in least.values()]
     rho = rank_correlation(energies, [gops_per_image(r) for r in networks])
-    frugal = min(least.values(), key=lambda v: v[0])[1]
-    best = max(networks, key=lambda r: r.top1_percent_paper)
+    with_accuracy = [(energy, row) for energy, row in least.values() if row.top1_percent_paper > 0]
+    if not with_accuracy:
+        raise ValueError("no network measured has the paper's accuracy")
+    frugal = min(with_accuracy, key=lambda v: v[0])[1]
+    best = max(rated(networks), key=lambda r: r.top1_percent_paper)
     return EnergyOrder(len(networks), rho, frugal.display_name, frugal.top1_percent_paper, best.display_name,
                        best.top1_percent_paper)
 

@@ -1,4 +1,4 @@
-"""The main job: measure every network at every batch size on this device, then draw the report.
+"""The main job: measure every network (or variant) at every batch size on this device, then draw the report.
 
 One run at a time per output directory (a lock). Before anything is measured the input, the
 directory and the device are checked; results already there are validated and must come from
@@ -35,11 +35,11 @@ IDLE_WINDOW_S = 0.5
 class Config:
     """What to measure and where to write it."""
 
-    models: tuple[str, ...]
+    models: tuple[str, ...]  # networks or variant strings ("resnet50:width=0.5"); see models.variant
     batch_sizes: tuple[int, ...]
     out_dir: str
     precision: str = "float32"
-    resolution: Optional[int] = None  # None: each network's own input size
+    resolution: Optional[int] = None  # None: each variant's own input size (its network's unless it sets one)
     timing_options: timing.TimingOptions = timing.TimingOptions()
     power_watts: Optional[float] = None  # a modelled constant, used only where no meter reads
     power_window_s: float = 1.0
@@ -95,8 +95,8 @@ def environment(device: jax.Device) -> dict:
 
 
 def check_config(config: Config) -> tuple[str, ...]:
-    """The networks to measure, each once in the given order; UserError on any bad input."""
-    names = tuple(dict.fromkeys(config.models))
+    """The variants to measure as canonical strings, each once in the given order; UserError on any bad input."""
+    names = tuple(dict.fromkeys(str(models.variant(name)) for name in config.models))
     if not names:
         raise UserError("no networks to measure: give --models a comma-separated list, e.g. --models=resnet50")
     if not config.batch_sizes:
@@ -106,9 +106,20 @@ def check_config(config: Config) -> tuple[str, ...]:
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{name} must be a finite number >= 0; got {value}")
     for name in names:
+        variant = models.variant(name)
+        if None not in (variant.resolution, config.resolution) and variant.resolution != config.resolution:
+            raise UserError(f"{variant} sets resolution {variant.resolution} but --resolution={config.resolution}; "
+                            "leave one of them out (or measure that variant in a run of its own)")
         for batch_size in config.batch_sizes:
-            models.input_shape(name, batch_size, config.resolution)
+            _input_shape(name, batch_size, config)
     return names
+
+
+def _input_shape(name: str, batch_size: int, config: Config) -> tuple[int, ...]:
+    """A variant's input shape at the job's resolution, or at its own when it sets one."""
+    variant = models.variant(name)
+    return models.input_shape(variant.name, batch_size,
+                              config.resolution if variant.resolution is None else variant.resolution)
 
 
 def run(config: Config, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> results.Results:
@@ -187,7 +198,7 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
 
 
 def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
-    resolution = models.input_shape(name, batch_size, config.resolution)[1]
+    resolution = _input_shape(name, batch_size, config)[1]
     return results.point_key(name, batch_size, resolution, config.precision, device)
 
 
@@ -204,7 +215,7 @@ def _draw(stored: results.Results, out: str) -> list[str]:
 
 def _measure_all(todo, config: Config, stored: results.Results, device: str, meter, idle_w, window_s, log) -> None:
     """Measures the points in order, recording each attempt before it starts."""
-    counted = {n: cost.count_model(n, 1, config.resolution) for n in dict.fromkeys(n for n, _ in todo)}
+    counted = {n: _count(n, config) for n in dict.fromkeys(n for n, _ in todo)}
     flops = {(n, b): counted[n].ops("flops") * b for n, b in todo}
     # A larger batch cannot fit where a smaller one ran out of memory or killed the process.
     too_big = {}
@@ -251,25 +262,36 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
         log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} (left: {eta.left([flops[p] for p in todo[i:]])})")
 
 
-def _base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
-    """A row with the network's identity, its analytical costs and the paper's reference numbers.
+def _count(name: str, config: Config) -> cost.Cost:
+    """The analytical cost of a variant at batch 1, at the resolution it is measured at."""
+    variant = models.variant(name)
+    return cost.count_model(variant.name, 1, _input_shape(name, 1, config)[1], **dict(variant.knobs))
 
-    `counted` is the network's cost at batch 1: in eval every operation count and every live
+
+def _base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
+    """A row with the variant's identity, its analytical costs and the paper's reference numbers.
+
+    `counted` is the variant's cost at batch 1: in eval every operation count and every live
     activation scales exactly with the batch (tests/test_cost_models.py pins it), parameters not.
+    The paper's numbers (accuracy above all) belong to its networks as they are: a variant that
+    overrides a knob or the resolution has none (0.0, as a network the paper did not measure).
     """
-    spec = models.spec(name)
+    variant = models.variant(name)
+    spec = models.spec(variant.name)
+    paper = spec.paper if variant.is_default else None
     per_batch = counted.input_bytes + counted.peak_activation_bytes
     return results.Row(
-        model=name, display_name=spec.display_name, family=spec.family, batch_size=batch_size,
-        resolution=counted.resolution, native_resolution=spec.input_size, precision=config.precision,
+        model=name, display_name=variant.display_name, family=spec.family, batch_size=batch_size,
+        resolution=counted.resolution, native_resolution=variant.resolution or spec.input_size,
+        precision=config.precision,
         device=device, params=counted.params, macs_per_image=counted.ops("macs"),
         flops_per_image=counted.ops("flops"), paper_ops_per_image=counted.ops("paper", dense_groups=True),
         activations_per_image=counted.total.activations,
         # Counted in float32; every value (weights, input, activations) is cast to the precision.
         memory_analytical_bytes=(counted.memory_bytes - per_batch + batch_size * per_batch)
         * timing.precision_dtype(config.precision).itemsize // 4,
-        top1_percent_paper=spec.paper.top1_percent, gops_paper=spec.paper.gops_paper,
-        params_m_paper=spec.paper.params_m_paper)
+        top1_percent_paper=paper.top1_percent if paper else 0.0, gops_paper=paper.gops_paper if paper else 0.0,
+        params_m_paper=paper.params_m_paper if paper else 0.0)
 
 
 def _failed_row(row: results.Row, status: str, message: str) -> results.Row:
@@ -279,10 +301,10 @@ def _failed_row(row: results.Row, status: str, message: str) -> results.Row:
 
 def measure_point(name: str, batch_size: int, config: Config, row: results.Row, meter: Optional[power.Meter],
                   idle_w: Optional[float], window_s: float, variables, peak_flops: float) -> results.Row:
-    """Times and meters one network at one batch size; failures become the row's status."""
+    """Times and meters one variant at one batch size; failures become the row's status."""
     peak_before = memory.device_peak_bytes()
     try:
-        measured = timing.time_forward(models.get(name), models.input_shape(name, batch_size, config.resolution),
+        measured = timing.time_forward(models.variant(name).module(), _input_shape(name, batch_size, config),
                                        config.precision, config.timing_options, variables=variables)
     except timing.MeasureFailed as failure:
         return _failed_row(row, failure.status, failure.message)
@@ -302,10 +324,9 @@ def measure_point(name: str, batch_size: int, config: Config, row: results.Row, 
 
 
 def _device_variables(name: str, config: Config):
-    """The network's weights on the device, or the MeasureFailed that stopped making them."""
+    """The variant's weights on the device, or the MeasureFailed that stopped making them."""
     try:
-        return timing.device_variables(models.get(name), models.input_shape(name, 1, config.resolution),
-                                       config.precision)
+        return timing.device_variables(models.variant(name).module(), _input_shape(name, 1, config), config.precision)
     except timing.MeasureFailed as failure:
         return failure
 

@@ -194,13 +194,14 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
     batch = 1 if 1 in sizes else sizes[0]
     mb = lambda v: _n(v / 1e6 if v else None, "{:.1f}")
     ms = lambda v: _n(v and v * 1e3, "{:.3f}")
+    top1 = lambda r: r.top1_percent_paper or None  # a variant has no paper accuracy: an em dash
     table = [[r.display_name, r.family, f"{fits.params_m(r):.2f}", f"{fits.gops_per_image(r):.2f}",
-              f"{r.top1_percent_paper:.2f}", ms(r.time_per_image_s), ms(r.throughput_time_per_image_s),
+              _n(top1(r), "{:.2f}"), ms(r.time_per_image_s), ms(r.throughput_time_per_image_s),
               _n(r.images_per_s, "{:.1f}"), ms(r.dispatch_s), mb(r.memory_xla_total_bytes),
               mb(r.memory_analytical_bytes),
               _n(r.power_w, "{:.1f}") + (" (modelled)" if r.power_source == "modelled" and r.power_w else ""),
               _n(r.energy_per_image_j and r.energy_per_image_j * 1e3, "{:.3g}"),
-              _n(r.top1_percent_paper / fits.params_m(r) if fits.params_m(r) else None, "{:.2f}"),
+              _n(top1(r) / fits.params_m(r) if top1(r) and fits.params_m(r) else None, "{:.2f}"),
               r.status + (f": {r.error}" if r.error else "")] for r in rows if r.batch_size == batch]
     header = ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "latency/image [ms]",
               "throughput time/image [ms]", "images/s", "dispatch [ms/call]", "memory XLA [MB]",

@@ -34,14 +34,14 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 class Row:
     """Everything measured and counted for one network at one batch size, units in the names."""
 
-    model: str
+    model: str  # the network's name, or a variant's canonical string ("resnet50:width=0.5"; models.variant)
     display_name: str
     family: str
     batch_size: int
     resolution: int
     precision: str  # float32, bfloat16 or float16
     device: str  # e.g. "cpu: AMD EPYC 9B14, 2 cores" or "NVIDIA H100 80GB HBM3"
-    native_resolution: int = 0  # the network's own input size (the paper's)
+    native_resolution: int = 0  # the variant's own input size: the network's (the paper's) unless it sets one
     status: str = OK
     error: str = ""
     # Analytical, from measure.cost, per image (the batch's count divided by the batch size).
@@ -76,7 +76,7 @@ class Row:
     power_w: Optional[float] = None
     idle_power_w: Optional[float] = None
     energy_per_image_j: Optional[float] = None
-    # The paper's reference numbers (accuracy is the paper's, never measured here).
+    # The paper's reference numbers (accuracy is the paper's, never measured here); 0.0 for a variant.
     top1_percent_paper: float = 0.0
     gops_paper: float = 0.0
     params_m_paper: float = 0.0

@@ -3,6 +3,7 @@
 from models.errors import UserError
 from models.registry import (ModelSpec, abstract_variables, count_params, get, input_shape, knobs,
                              names, spec)
+from models.variants import Variant, variant, variant_list
 
 __all__ = ["ModelSpec", "abstract_variables", "count_params", "get", "input_shape", "knobs", "names",
-           "spec", "UserError"]
+           "spec", "UserError", "Variant", "variant", "variant_list"]

@@ -1,24 +1,25 @@
-"""Prints the model table: name, family, input size and exact parameter count of every network."""
+"""Prints the model table: name, family, input size and exact parameter count of every network or variant."""
 
 from absl import flags
 
 import models
 from models import cli
 
-_MODELS = flags.DEFINE_list("models", models.names(), "Networks to list (default: all 14).")
+_MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to list, e.g. "
+                            "resnet50,resnet18:width=0.5,resolution=128 (default: the 14 networks).")
 
 
 def main(argv):
-    """Prints one row per network, its parameters counted abstractly next to the paper's."""
+    """Prints one row per variant, its parameters counted abstractly (the paper's only for a network as is)."""
     del argv
-    for name in _MODELS.value:
-        models.spec(name)  # fails early, naming the choices, on an unknown name
-    print(f"{'name':<14}{'display':<14}{'family':<11}{'input':>6}{'params':>14}{'paper M':>9}")
-    for name in _MODELS.value:
-        spec = models.spec(name)
-        variables = models.abstract_variables(models.get(name), models.input_shape(name))
-        print(f"{name:<14}{spec.display_name:<14}{spec.family:<11}{spec.input_size:>6}"
-              f"{models.count_params(variables):>14,}{spec.paper.params_m_paper:>9.2f}")
+    variants = list(dict.fromkeys(models.variant_list(_MODELS.value)))  # fails early, naming the problem
+    width = max([14] + [len(str(v)) + 2 for v in variants])
+    print(f"{'name':<{width}}{'display':<14}{'family':<11}{'input':>6}{'params':>14}{'paper M':>9}")
+    for variant in variants:
+        spec, shape = models.spec(variant.name), variant.input_shape()
+        params = models.count_params(models.abstract_variables(variant.module(), shape))
+        paper = f"{spec.paper.params_m_paper:.2f}" if variant.is_default else "-"
+        print(f"{variant!s:<{width}}{spec.display_name:<14}{spec.family:<11}{shape[1]:>6}{params:>14,}{paper:>9}")
 
 
 if __name__ == "__main__":

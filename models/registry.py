@@ -79,6 +79,12 @@ def knobs(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields if f.name not in ("parent", "name"))
 
 
+def knob_types(name: str) -> dict[str, object]:
+    """The type annotation of each knob of a network (float, int, bool, str, Sequence[int]...), in field order."""
+    annotations = _annotations(_module_class(_entry(name).constructor))
+    return {knob: annotations[knob] for knob in knobs(name)}
+
+
 @functools.cache
 def _annotations(module_class: type) -> dict[str, object]:
     """The resolved type annotations of a module class's dataclass fields, by field name."""

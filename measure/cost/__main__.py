@@ -1,4 +1,4 @@
-"""Prints the analytical cost of a network: `python -m measure.cost --model=resnet50`."""
+"""Prints the analytical cost of a network or variant: `python -m measure.cost --model=resnet50:width=0.5`."""
 
 import json
 
@@ -7,10 +7,13 @@ from absl import flags
 import models
 from measure import cost as cost_lib
 from models import cli
+from models.errors import UserError
 
-_MODEL = flags.DEFINE_string("model", "resnet50", "Network to count, or 'all' for the 14 networks.")
+_MODEL = flags.DEFINE_string("model", "resnet50", "Network or variant to count (e.g. resnet50:width=0.5), or "
+                             "'all' for the 14 networks.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Images per batch.", lower_bound=1)
-_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: the network's own).")
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: the variant's, else the "
+                                   "network's own).")
 _CONVENTION = flags.DEFINE_enum("convention", "flops", cost_lib.CONVENTIONS,
                                 "Operation convention of the table (see measure/cost/rules.py).")
 _REAL_TAPS = flags.DEFINE_bool("real_taps", False, "flops: count only kernel taps on real input, as XLA does.")
@@ -28,12 +31,28 @@ def _options() -> dict:
         {"dense_groups": _DENSE_GROUPS.value} if _CONVENTION.value == "paper" else {})
 
 
-def _summary(name: str) -> dict:
-    """Counts one network; with --train, adds the training step and its ratio to the forward pass."""
-    cost = cost_lib.count_model(name, _BATCH_SIZE.value, _RESOLUTION.value)
+def _resolution(variant: models.Variant) -> int | None:
+    """The variant's resolution or --resolution's, whichever is set; UserError when both are and differ."""
+    if None not in (variant.resolution, _RESOLUTION.value) and variant.resolution != _RESOLUTION.value:
+        raise UserError(f"{variant} sets resolution {variant.resolution} but --resolution={_RESOLUTION.value}; "
+                        "give one of them")
+    return variant.resolution if _RESOLUTION.value is None else _RESOLUTION.value
+
+
+def _count(variant: models.Variant, train: bool = False) -> cost_lib.Cost:
+    """The cost of a variant, named by its canonical string."""
+    cost = cost_lib.count_model(variant.name, _BATCH_SIZE.value, _resolution(variant), train=train,
+                                **dict(variant.knobs))
+    cost.model = str(variant)
+    return cost
+
+
+def _summary(variant: models.Variant) -> dict:
+    """Counts one variant; with --train, adds the training step and its ratio to the forward pass."""
+    cost = _count(variant)
     row = cost.as_dict()
     if _TRAIN.value:
-        step = cost_lib.count_model(name, _BATCH_SIZE.value, _RESOLUTION.value, train=True)
+        step = _count(variant, train=True)
         row["train_step"] = step.as_dict()
         row["train_to_forward_flops"] = step.ops("flops") / cost.ops("flops")
     return {"cost": cost, "row": row}
@@ -69,10 +88,10 @@ def _print_table(result: dict) -> None:
 def main(argv):
     """Counts the requested networks and prints tables or JSON."""
     del argv
-    names = models.names() if _MODEL.value == "all" else [_MODEL.value]
-    for name in names:
-        models.input_shape(name, _BATCH_SIZE.value, _RESOLUTION.value)  # bad input fails before any output
-    results = [_summary(name) for name in names]
+    variants = [models.variant(v) for v in (models.names() if _MODEL.value == "all" else [_MODEL.value])]
+    for variant in variants:  # bad input fails before any output
+        models.input_shape(variant.name, _BATCH_SIZE.value, _resolution(variant))
+    results = [_summary(variant) for variant in variants]
     if _JSON.value:
         rows = [r["row"] for r in results]
         print(json.dumps(rows if _MODEL.value == "all" else rows[0], indent=1))
