@@ -4,7 +4,8 @@ from absl import flags
 
 from models import cli
 from models.errors import UserError
-from train import config as config_lib, distributed
+from train import config as config_lib
+from train import distributed
 
 _DEFAULT = config_lib.TrainConfig()
 

@@ -6,7 +6,6 @@ On resume the records after the checkpoint's step are dropped (the steps are run
 
 import json
 import os
-import time
 from typing import Optional
 
 from measure import files
@@ -40,12 +39,12 @@ def format_duration(seconds: float) -> str:
 class MetricsLog:
     """Writes metric records where asked; `workdir=None` keeps them in memory only."""
 
-    def __init__(self, workdir: Optional[str], *, start_step: int, total_steps: int, console: bool,
-                 tensorboard: bool):
+    def __init__(self, workdir: Optional[str], *, start_step: int, total_steps: int, batch_size: int,
+                 console: bool, tensorboard: bool):
         self.records: list[dict] = []
         self.total_steps = total_steps
+        self._batch_size = batch_size
         self._console = console
-        self._start = (time.monotonic(), start_step)
         self._file = None
         self._writer = None
         if workdir is None:
@@ -59,12 +58,10 @@ class MetricsLog:
             self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
                                                       purge_step=start_step + 1 if start_step else None)
 
-    def time_left_s(self, step: int) -> Optional[float]:
-        """The time the remaining steps will take at this process's rate so far."""
-        started, start_step = self._start
-        if step <= start_step:
-            return None
-        return (time.monotonic() - started) / (step - start_step) * (self.total_steps - step)
+    def time_left_s(self, record: dict) -> Optional[float]:
+        """The time the remaining steps take at a training record's rate (None without one)."""
+        rate = record.get("images_per_s")
+        return (self.total_steps - record["step"]) * self._batch_size / rate if rate else None
 
     def write(self, split: str, step: int, metrics: dict) -> None:
         """Records `metrics` (floats) of `split` ("train" or "eval") at `step`."""
@@ -90,7 +87,7 @@ class MetricsLog:
             parts.append(f"{record['images_per_s']:,.0f} img/s")
         if "learning_rate" in record:
             parts.append(f"lr {record['learning_rate']:.4g}")
-        left = self.time_left_s(step) if record["split"] == "train" else None
+        left = self.time_left_s(record)
         if left is not None:
             parts.append(f"left {format_duration(left)}")
         return "  ".join(parts)

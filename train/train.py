@@ -22,7 +22,8 @@ import numpy as np
 import models
 from measure import files
 from models.errors import UserError
-from train import checkpoint, config as config_lib, distributed, input_pipeline, optim, steps
+from train import checkpoint, distributed, input_pipeline, optim, steps
+from train import config as config_lib
 from train.metrics import MetricsLog
 
 CHECKPOINT_DIR = "checkpoints"
@@ -116,6 +117,12 @@ def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object
     return run, init, replicated
 
 
+def _abstract_state(init, sharding):
+    """The shapes, dtypes and shardings of the state `init` makes, for orbax to restore into."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                        jax.eval_shape(init))
+
+
 def _record(run: _Run, position: dict) -> dict:
     """The JSON saved with a checkpoint: what the state belongs to, and where the data stands."""
     expected = _expected(run)
@@ -149,7 +156,7 @@ def evaluate(run: _Run, state) -> dict:
 
 
 def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
-    for step, ok in zip(fetched_steps, finite):
+    for step, ok in zip(fetched_steps, finite, strict=True):
         if not ok:
             return step
     return None
@@ -185,15 +192,11 @@ def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Op
     config = run.config
     checkpoints = (checkpoint.Checkpoints(os.path.join(checkpoint_dir, CHECKPOINT_DIR), config.keep_checkpoints)
                    if checkpoint_dir else None)
-    restored = None
-    if checkpoints is not None:
-        abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-                                jax.eval_shape(init))
-        restored = checkpoints.restore(abstract, _expected(run))
+    restored = None if checkpoints is None else checkpoints.restore(_abstract_state(init, replicated), _expected(run))
     state, position = (restored[0], restored[1]["position"]) if restored else (init(), None)
     start = int(jax.device_get(state.step))
-    log = MetricsLog(log_dir, start_step=start, total_steps=run.total_steps, console=console,
-                     tensorboard=tensorboard)
+    log = MetricsLog(log_dir, start_step=start, total_steps=run.total_steps, batch_size=config.batch_size,
+                     console=console, tensorboard=tensorboard)
     if console:
         print(f"{run.variant} on {run.info.name} at {run.resolution}px: {run.total_steps} steps of "
               f"{config.batch_size} ({run.steps_per_epoch} per epoch) on {len(jax.devices())} "
@@ -219,7 +222,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
     trained = 0
 
     def flush(step: int) -> None:
-        nonlocal last_train, clock
+        nonlocal last_train
         if not pending:
             return
         fetched = jax.device_get(pending)
@@ -230,15 +233,19 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
                            f"at step {bad}; stopped" + (f", the last good checkpoint (step {kept}) is kept"
                                                          if kept is not None else "")
                            + "; lower --learning_rate or add --warmup_epochs")
-        summed = _summed(fetched)
         now = time.monotonic()
-        images_per_s = ((step - clock[1]) * config.batch_size / (now - clock[0])
-                        if clock and step > clock[1] else float("nan"))
-        last_train = {**_means(summed), "epoch": step / run.steps_per_epoch,
-                      "learning_rate": float(run.learning_rate(step - 1)), "images_per_s": images_per_s}
-        log.write("train", step, {k: v for k, v in last_train.items() if not math.isnan(v)})
+        last_train = {**_means(_summed(fetched)), "epoch": step / run.steps_per_epoch,
+                      "learning_rate": float(run.learning_rate(step - 1))}
+        if clock is not None and step > clock[1]:  # not over the compiling first step
+            last_train["images_per_s"] = (step - clock[1]) * config.batch_size / (now - clock[0])
+        log.write("train", step, last_train)
         pending.clear()
         pending_steps.clear()
+        restart_clock(step)
+
+    def restart_clock(step: int) -> None:
+        nonlocal clock
+        clock = (time.monotonic(), step)
 
     step = start
     with _StopRequests() as stop:
@@ -251,7 +258,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
             pending_steps.append(step)
             if clock is None:
                 jax.block_until_ready(state)
-                clock = (time.monotonic(), step)
+                restart_clock(step)
             last = step == run.total_steps
             if step % config.log_every == 0 or last or stop.requested:
                 flush(step)
@@ -259,15 +266,19 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
                 flush(step)
                 last_eval = evaluate(run, state)
                 log.write("eval", step, last_eval)
+                restart_clock(step)
             if checkpoints is not None and (step % config.checkpoint_every == 0 or last or stop.requested):
                 flush(step)
                 log.sync()
                 checkpoints.save(state, _record(run, batches.position()))
+                restart_clock(step)
             if stop.requested:
                 checkpoints.wait() if checkpoints is not None else None
                 raise KeyboardInterrupt
     if checkpoints is not None:
         checkpoints.wait()
+    if not last_eval:  # resumed after the last step: the final metrics all the same
+        last_eval = evaluate(run, state)
     seconds = time.monotonic() - started
     result = {"model": run.variant, "dataset": run.info.name, "resolution": run.resolution, "step": step,
               "epochs": step / run.steps_per_epoch, "seconds": seconds, "steps_this_run": trained}
@@ -278,3 +289,16 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
 
 def _loss_at(fetched: list[dict], fetched_steps: list[int], step: int) -> float:
     return float(fetched[fetched_steps.index(step)]["loss"])
+
+
+def load_state(config: config_lib.TrainConfig, workdir: str) -> steps.TrainState:
+    """The state of the newest readable checkpoint in `workdir`, checked against `config` (UserError)."""
+    run, init, replicated = _prepare(config, distributed.data_mesh())
+    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
+    try:
+        restored = checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise UserError(f"no checkpoint in {workdir}; train there first")
+    return restored[0]
