@@ -75,8 +75,12 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, tx: optax.G
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     stepped = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                          batch_stats=_cast(batch_stats, jnp.float32), opt_state=opt_state)
-    finite = jnp.isfinite(loss)
-    # Keep the last good state (and its step) when the loss is not finite: the host stops the run.
+    # A finite loss can still leave an infinite parameter or variance behind (the next loss is NaN):
+    # a step counts as good only if everything it produced is finite. The check is one pass over
+    # the parameters, small beside the step.
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in
+                                                     jax.tree.leaves((stepped.params, stepped.batch_stats))]))
+    # Keep the last good state (and its step) when it is not: the host stops the run.
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
     metrics = _classification(logits, labels, jnp.ones(labels.shape, jnp.float32))
     metrics["loss"] = loss * labels.shape[0]  # the smoothed (and auxiliary) loss that was minimised

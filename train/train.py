@@ -229,8 +229,9 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
         bad = _first_bad_step(pending_steps, [m["finite"] for m in fetched])
         if bad is not None:
             kept = checkpoints.steps()[-1] if checkpoints and checkpoints.steps() else None
-            raise Diverged(f"the loss became {'nan' if math.isnan(_loss_at(fetched, pending_steps, bad)) else 'inf'} "
-                           f"at step {bad}; stopped" + (f", the last good checkpoint (step {kept}) is kept"
+            loss = _loss_at(fetched, pending_steps, bad)
+            what = f"the loss became {loss}" if not math.isfinite(loss) else "the parameters became infinite or NaN"
+            raise Diverged(f"{what} at step {bad}; stopped" + (f", the last good checkpoint (step {kept}) is kept"
                                                          if kept is not None else "")
                            + "; lower --learning_rate or add --warmup_epochs")
         now = time.monotonic()

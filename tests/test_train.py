@@ -1,0 +1,167 @@
+"""Training end to end: accuracy on digits, exact resume, one device equals four, ENet on mock ImageNet."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from train import checkpoint, train
+from train.config import TrainConfig
+
+SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
+
+
+def _config(**overrides) -> TrainConfig:
+    settings = dict(model=SMALL, dataset="digits", batch_size=32, steps=12, learning_rate=0.05, log_every=4,
+                    eval_every=1000, checkpoint_every=1000, schedule="step", decay_epochs=(0.5,))
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _leaves(state) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get((state.params, state.batch_stats,
+                                                                          state.opt_state)))]
+
+
+def test_digits_reaches_95_percent():
+    """A small ResNet on scikit-learn's digits, 8 epochs of cosine SGD, in memory only."""
+    result = train.fit(_config(batch_size=64, steps=None, epochs=8, learning_rate=0.1, schedule="cosine"))
+    assert result["eval_top1"] >= 0.95, result
+    assert result["step"] == 8 * (1437 // 64) and result["eval_top5"] >= result["eval_top1"]
+
+
+def test_resume_equals_a_straight_run(tmp_path):
+    """12 steps straight equal 5 steps, a stop, and a resume to 12: parameters, statistics, optimizer, metrics."""
+    straight = train.fit(_config(), str(tmp_path / "straight"))
+    stopped = train.fit(_config(steps=5), str(tmp_path / "resumed"))
+    assert stopped["step"] == 5
+    resumed = train.fit(_config(), str(tmp_path / "resumed"))
+    assert resumed["steps_this_run"] == 7 and resumed["step"] == 12
+    for a, b in zip(_leaves(train.load_state(_config(), str(tmp_path / "straight"))),
+                    _leaves(train.load_state(_config(), str(tmp_path / "resumed"))), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-5)
+
+    def train_losses(name):
+        with open(tmp_path / name / "metrics.jsonl") as f:
+            return {r["step"]: r["loss"] for r in map(json.loads, f) if r["split"] == "train"}
+
+    # Each step once (the stopped run logged its last step, 5), and the same data after the resume.
+    resumed_losses, straight_losses = train_losses("resumed"), train_losses("straight")
+    assert list(resumed_losses) == [4, 5, 8, 12] and list(straight_losses) == [4, 8, 12]
+    for step in (4, 12):
+        assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5)
+
+
+def test_a_finished_run_rerun_trains_nothing_and_reports(tmp_path):
+    first = train.fit(_config(steps=3), str(tmp_path))
+    again = train.fit(_config(steps=3), str(tmp_path))
+    assert again["steps_this_run"] == 0 and again["eval_top1"] == pytest.approx(first["eval_top1"])
+
+
+_DEVICES_PROGRAM = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
+    import numpy as np
+    from train import train
+    from train.config import TrainConfig
+    config = TrainConfig(model="resnet18:width=0.25,resolution=32", dataset="digits", batch_size=16, steps=2,
+                         learning_rate=0.05, log_every=1, eval_every=1000, schedule="step", decay_epochs=())
+    assert len(jax.devices()) == int(sys.argv[1])
+    result = train.fit(config, sys.argv[2])
+    state = train.load_state(config, sys.argv[2])
+    leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
+    np.savez(sys.argv[3], loss=result["train_loss"], eval_loss=result["eval_loss"], *leaves)
+""")
+
+
+def test_four_devices_equal_one(tmp_path):
+    """Data parallel over 4 forced CPU devices: the same loss, BatchNorm statistics and parameters as 1.
+
+    BatchNorm over each device's 4 images instead of the global 16 would change the first loss
+    by percents. Two steps (the second from the first's momentum and statistics), because later
+    ones part chaotically: nearest-neighbour digits make ties in the max-pool, and a roundoff of
+    another summation order sends a tied gradient elsewhere (1e-5 after 2 steps, 3e-2 after 3).
+    """
+    outputs = {}
+    for devices in (1, 4):
+        out = tmp_path / f"{devices}.npz"
+        subprocess.run([sys.executable, "-c", _DEVICES_PROGRAM, str(devices), str(tmp_path / f"w{devices}"), str(out)],
+                       check=True, timeout=300)
+        outputs[devices] = np.load(out)
+    one, four = outputs[1], outputs[4]
+    assert one["loss"] == pytest.approx(float(four["loss"]), rel=1e-4)
+    assert one["eval_loss"] == pytest.approx(float(four["eval_loss"]), rel=1e-4)
+    names = [name for name in one.files if name.startswith("arr_")]
+    assert len(names) > 50
+    for name in names:  # to within 1e-4 of each tensor's largest value
+        scale = float(np.abs(one[name]).max()) if one[name].size else 1.0
+        np.testing.assert_allclose(one[name], four[name], rtol=0, atol=1e-4 * scale, err_msg=name)
+
+
+def test_enet_trains_on_mock_imagenet_through_tf_data():
+    """A few ENet steps on tfds's mock imagenet2012: JPEG decode, random crop, flip, 1000 classes."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = train.fit(TrainConfig(model="enet:resolution=32", dataset="imagenet2012", batch_size=8, steps=3,
+                                       log_every=1, learning_rate=0.01))
+    assert result["step"] == 3 and result["dataset"] == "imagenet2012"
+    assert np.isfinite(result["train_loss"]) and result["train_loss"] > 5  # ~ln(1000) on random labels
+    assert 0.0 <= result["eval_top1"] <= result["eval_top5"] <= 1.0
+
+
+def test_checkpoint_of_another_run_is_refused_by_name(tmp_path):
+    train.fit(_config(steps=2), str(tmp_path))
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    with pytest.raises(train.UserError, match=r"is of another run: model 'resnet18:width=0.25,resolution=32' "
+                                              r"\(this run: 'resnet18:width=0.5,resolution=32'\)"):
+        train.fit(_config(model="resnet18:width=0.5,resolution=32", steps=4), str(tmp_path))
+    with pytest.raises(train.UserError, match=r"batch_size 32 \(this run: 16\)"):
+        train.fit(_config(batch_size=16, steps=4), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def _corrupt(step_dir) -> None:
+    """Overwrites every file of a checkpoint with garbage of the same size."""
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(b"\xff" * max(size, 1))
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    train.fit(_config(steps=4, checkpoint_every=2), str(tmp_path))
+    steps = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3).steps()
+    assert steps == [2, 4]
+    _corrupt(tmp_path / "checkpoints" / "4")
+    result = train.fit(_config(steps=6, checkpoint_every=2), str(tmp_path))
+    assert result["steps_this_run"] == 4  # from step 2
+    assert "checkpoint at step 4" in caplog.text and "resuming from step 2" in caplog.text
+
+
+def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
+    train.fit(_config(steps=2), str(tmp_path))
+    _corrupt(tmp_path / "checkpoints" / "2")
+    with pytest.raises(train.UserError, match=r"no readable checkpoint in .*checkpoints: the newest \(step 2\)"):
+        train.fit(_config(steps=4), str(tmp_path))
+
+
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_good_checkpoint(tmp_path):
+    with pytest.raises(train.Diverged) as raised:
+        train.fit(_config(steps=40, checkpoint_every=2, log_every=1, learning_rate=1e3), str(tmp_path))
+    match = re.fullmatch(r"(the loss became nan|the loss became inf|the parameters became infinite or NaN) at step (\d+); stopped, the last good checkpoint \(step (\d+)\) "
+                         r"is kept; lower --learning_rate or add --warmup_epochs", str(raised.value))
+    assert match, str(raised.value)
+    bad, kept = int(match[2]), int(match[3])
+    assert kept < bad <= kept + 2  # a checkpoint every 2 steps: none after the bad step
+    assert checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3).steps()[-1] == kept
+    state = train.load_state(_config(steps=40), str(tmp_path))
+    assert int(state.step) == kept and all(np.all(np.isfinite(leaf)) for leaf in _leaves(state))
