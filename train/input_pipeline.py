@@ -11,6 +11,7 @@ seen. TensorFlow is imported only for tensorflow-datasets data sets, never for t
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -238,6 +239,10 @@ def _array_eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: i
 @functools.cache
 def _tensorflow():
     """TensorFlow, imported on first use, with every GPU hidden from it."""
+    # TensorFlow's C++ start-up lines (oneDNN's notice, absl's) would bury one-line errors and the
+    # progress; oneDNN speeds up TensorFlow's matmuls and convolutions, which tf.data never runs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
     except ImportError:
