@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -57,11 +58,9 @@ def test_resume_equals_a_straight_run(tmp_path):
     for step in (4, 12):
         assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5)
 
-
-def test_a_finished_run_rerun_trains_nothing_and_reports(tmp_path):
-    first = train.fit(_config(steps=3), str(tmp_path))
-    again = train.fit(_config(steps=3), str(tmp_path))
-    assert again["steps_this_run"] == 0 and again["eval_top1"] == pytest.approx(first["eval_top1"])
+    again = train.fit(_config(), str(tmp_path / "resumed"))  # a finished run: nothing to train, same metrics
+    assert again["steps_this_run"] == 0 and again["eval_loss"] == pytest.approx(resumed["eval_loss"])
+    assert train_losses("resumed") == resumed_losses
 
 
 _DEVICES_PROGRAM = textwrap.dedent("""
@@ -116,15 +115,29 @@ def test_enet_trains_on_mock_imagenet_through_tf_data():
     assert 0.0 <= result["eval_top1"] <= result["eval_top5"] <= 1.0
 
 
-def test_checkpoint_of_another_run_is_refused_by_name(tmp_path):
-    train.fit(_config(steps=2), str(tmp_path))
-    before = sorted(os.listdir(tmp_path / "checkpoints"))
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    """A work directory after 4 steps, with checkpoints at steps 2 and 4 (copied by each test)."""
+    workdir = tmp_path_factory.mktemp("trained")
+    train.fit(_config(steps=4, checkpoint_every=2), str(workdir))
+    return workdir
+
+
+@pytest.fixture
+def workdir(trained_dir, tmp_path):
+    """A copy of the trained work directory that the test may change."""
+    shutil.copytree(trained_dir, tmp_path / "work")
+    return tmp_path / "work"
+
+
+def test_checkpoint_of_another_run_is_refused_by_name(workdir):
+    before = sorted(os.listdir(workdir / "checkpoints"))
     with pytest.raises(train.UserError, match=r"is of another run: model 'resnet18:width=0.25,resolution=32' "
                                               r"\(this run: 'resnet18:width=0.5,resolution=32'\)"):
-        train.fit(_config(model="resnet18:width=0.5,resolution=32", steps=4), str(tmp_path))
+        train.fit(_config(model="resnet18:width=0.5,resolution=32", steps=6), str(workdir))
     with pytest.raises(train.UserError, match=r"batch_size 32 \(this run: 16\)"):
-        train.fit(_config(batch_size=16, steps=4), str(tmp_path))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+        train.fit(_config(batch_size=16, steps=6), str(workdir))
+    assert sorted(os.listdir(workdir / "checkpoints")) == before
 
 
 def _corrupt(step_dir) -> None:
@@ -137,21 +150,19 @@ def _corrupt(step_dir) -> None:
                 f.write(b"\xff" * max(size, 1))
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
-    train.fit(_config(steps=4, checkpoint_every=2), str(tmp_path))
-    steps = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3).steps()
-    assert steps == [2, 4]
-    _corrupt(tmp_path / "checkpoints" / "4")
-    result = train.fit(_config(steps=6, checkpoint_every=2), str(tmp_path))
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(workdir, caplog):
+    assert checkpoint.Checkpoints(str(workdir / "checkpoints"), keep=3).steps() == [2, 4]
+    _corrupt(workdir / "checkpoints" / "4")
+    result = train.fit(_config(steps=6, checkpoint_every=2), str(workdir))
     assert result["steps_this_run"] == 4  # from step 2
     assert "checkpoint at step 4" in caplog.text and "resuming from step 2" in caplog.text
 
 
-def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
-    train.fit(_config(steps=2), str(tmp_path))
-    _corrupt(tmp_path / "checkpoints" / "2")
-    with pytest.raises(train.UserError, match=r"no readable checkpoint in .*checkpoints: the newest \(step 2\)"):
-        train.fit(_config(steps=4), str(tmp_path))
+def test_no_readable_checkpoint_is_one_clear_error(workdir):
+    for step in ("2", "4"):
+        _corrupt(workdir / "checkpoints" / step)
+    with pytest.raises(train.UserError, match=r"no readable checkpoint in .*checkpoints: the newest \(step 4\)"):
+        train.fit(_config(steps=6), str(workdir))
 
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_good_checkpoint(tmp_path):

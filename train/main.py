@@ -2,6 +2,8 @@
 
 from absl import flags
 
+import models
+from measure import runtime
 from models import cli
 from models.errors import UserError
 from train import config as config_lib
@@ -91,9 +93,12 @@ def config_from_flags() -> config_lib.TrainConfig:
 def main(argv):
     """Trains from the flags; Ctrl-C or SIGTERM checkpoints and the same command resumes."""
     del argv
+    config = config_from_flags()
+    config_lib.check(config)
+    models.variant(config.model)  # bad settings fail before the runtime's probe and the hosts' start-up
+    runtime.configure()  # XLA's fastest honest flags on this backend (measure/runtime.py), before it starts
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train import train  # pylint: disable=import-outside-toplevel  # after the hosts have joined
-    config = config_from_flags()
     try:
         result = train.fit(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value, console=True)
     except KeyboardInterrupt:

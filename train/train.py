@@ -166,6 +166,10 @@ def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensor
         console: bool = False) -> dict:
     """Trains `config.model` on `config.dataset` for its budget; returns the final metrics.
 
+    The result holds the canonical model string, the step reached, `train_*` (the last logged
+    interval) and `eval_*` (the final evaluation) metrics, and `history`: every record this
+    process logged, each with `elapsed_s` since it started.
+
     With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and on SIGINT or
     SIGTERM), resumes from the newest readable checkpoint there, and writes `metrics.jsonl` (and
     TensorBoard events when asked). Without one nothing is written. A NaN or infinite loss raises
@@ -236,7 +240,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
                            + "; lower --learning_rate or add --warmup_epochs")
         now = time.monotonic()
         last_train = {**_means(_summed(fetched)), "epoch": step / run.steps_per_epoch,
-                      "learning_rate": float(run.learning_rate(step - 1))}
+                      "learning_rate": float(run.learning_rate(step - 1)), "elapsed_s": now - started}
         if clock is not None and step > clock[1]:  # not over the compiling first step
             last_train["images_per_s"] = (step - clock[1]) * config.batch_size / (now - clock[0])
         log.write("train", step, last_train)
@@ -266,7 +270,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
             if step % eval_every == 0 or last:
                 flush(step)
                 last_eval = evaluate(run, state)
-                log.write("eval", step, last_eval)
+                log.write("eval", step, {**last_eval, "elapsed_s": time.monotonic() - started})
                 restart_clock(step)
             if checkpoints is not None and (step % config.checkpoint_every == 0 or last or stop.requested):
                 flush(step)
@@ -283,8 +287,9 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
     seconds = time.monotonic() - started
     result = {"model": run.variant, "dataset": run.info.name, "resolution": run.resolution, "step": step,
               "epochs": step / run.steps_per_epoch, "seconds": seconds, "steps_this_run": trained}
-    result.update({f"train_{k}": v for k, v in last_train.items()})
+    result.update({f"train_{k}": v for k, v in last_train.items() if k != "elapsed_s"})
     result.update({f"eval_{k}": v for k, v in last_eval.items()})
+    result["history"] = log.records  # this process's records: learning curves for the explorer
     return result
 
 
