@@ -176,3 +176,14 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_good_checkpoint(tmp_path):
     assert checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3).steps()[-1] == kept
     state = train.load_state(_config(steps=40), str(tmp_path))
     assert int(state.step) == kept and all(np.all(np.isfinite(leaf)) for leaf in _leaves(state))
+
+
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
+    """bfloat16 compute, float32 parameters, statistics and optimizer state; the loss stays near float32's."""
+    results = {p: train.fit(_config(steps=2, precision=p), str(tmp_path / p)) for p in ("float32", "bfloat16")}
+    assert results["bfloat16"]["train_loss"] == pytest.approx(results["float32"]["train_loss"], rel=0.05)
+    assert results["bfloat16"]["train_loss"] != results["float32"]["train_loss"]  # it did compute in bfloat16
+    state = train.load_state(_config(steps=2, precision="bfloat16"), str(tmp_path / "bfloat16"))
+    dtypes = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
+              if np.issubdtype(leaf.dtype, np.floating)}
+    assert dtypes == {np.dtype("float32")}

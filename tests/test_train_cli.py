@@ -2,7 +2,10 @@
 
 import json
 import os
+import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,3 +136,43 @@ def test_one_run_per_workdir_sigkill_and_sigterm_lose_nothing(tmp_path):
     assert rerun.returncode == 0 and f"resumed at step {stopped_at}" in rerun.stdout, rerun.stdout + rerun.stderr
     assert _train_steps(tmp_path) == list(range(1, stopped_at + 4))  # the killed run's later records dropped
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
+    """Two processes joined by jax.distributed (gloo on CPUs), two devices each, one work directory."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    args = [*SMALL, "--steps=6", "--log_every=3", "--checkpoint_every=3", f"--workdir={tmp_path}",
+            f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
+    hosts = [subprocess.Popen([sys.executable, "-m", "train", *args, f"--process_id={i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outputs = [host.communicate(timeout=300) for host in hosts]
+    assert [host.returncode for host in hosts] == [0, 0], outputs
+    assert "on 4 cpu device(s)" in outputs[0][0] and "done:" in outputs[0][0]
+    assert "[train]" not in outputs[1][0] and "done:" not in outputs[1][0]  # process 0 alone reports
+    with open(tmp_path / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records if r["split"] == "train"] == [3, 6]
+    assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit()) == [3, 6]
+
+
+def test_a_diverging_run_is_one_line_naming_the_step(tmp_path):
+    result = _train(*SMALL, "--steps=40", "--learning_rate=1000", "--log_every=1", "--checkpoint_every=2",
+                    f"--workdir={tmp_path}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert re.fullmatch(r"error: the (loss became (nan|inf)|parameters became infinite or NaN) at step \d+; stopped, "
+                        r"the last good checkpoint \(step \d+\) is kept; lower --learning_rate or add --warmup_epochs\n",
+                        result.stderr), result.stderr
+
+
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path):
+    """ResNet-18 at 224 px, batch 512 (14.7 GB for the step), under a 4 GiB address-space limit."""
+    command = (f"ulimit -v {4 * 2**20} && exec {shlex.quote(sys.executable)} -m train --model=resnet18:resolution=224 "
+               f"--dataset=digits --batch_size=512 --steps=2 --workdir={shlex.quote(str(tmp_path))}")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: out of memory training resnet18 at batch 512 "
+                                    "(512 per device on 1): use a smaller --batch_size"), result.stderr
+    assert os.listdir(tmp_path / "checkpoints") == []

@@ -38,12 +38,17 @@ HARNESS_BATCH = 64
 
 
 def _timed_steps(step, state, batch, min_time_s: float) -> tuple[float, object]:
-    """Seconds per step of `step` over at least `min_time_s` (after one compiling call), and the state."""
-    state, _ = step(state, batch)
-    jax.block_until_ready(state)
+    """Seconds per step of `step` over at least `min_time_s` (after one compiling call), and the state.
+
+    Steps are dispatched back to back, as training runs them, but each waits for the one before
+    the last: without that bound, dispatching for `min_time_s` could queue minutes of work.
+    """
+    state, metrics = jax.block_until_ready(step(state, batch))
     calls, start = 0, time.perf_counter()
     while True:
-        state, _ = step(state, batch)
+        previous = metrics
+        state, metrics = step(state, batch)
+        jax.block_until_ready(previous)
         calls += 1
         if calls >= 3 and time.perf_counter() - start >= min_time_s:
             jax.block_until_ready(state)
@@ -101,6 +106,7 @@ def _synthetic_jpegs(data_dir: str, count: int) -> str:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # the digits path needs none
 
     input_pipeline._tfds()  # keeps TensorFlow off any GPU, as training does  # pylint: disable=protected-access
+    tfds.disable_progress_bar()
 
     class SyntheticJpegs(tfds.core.GeneratorBasedBuilder):
         """Random low-frequency colour images, JPEG-encoded at 500x375, 1000 classes."""

@@ -22,9 +22,18 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     if any(value is not None for value in explicit):
         if None in explicit:
             raise UserError("a multi-host run needs all of --coordinator_address, --num_processes and --process_id")
+        if process_id >= num_processes:
+            raise UserError(f"--process_id={process_id} must be below --num_processes={num_processes}")
+        _cpu_collectives()
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        _cpu_collectives()
         jax.distributed.initialize()  # JAX reads the coordinator and the ranks from SLURM's variables
+
+
+def _cpu_collectives() -> None:
+    """CPU devices of several processes talk through gloo (GPUs use NCCL whatever this says)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def data_mesh() -> Mesh:

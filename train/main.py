@@ -1,5 +1,6 @@
 """Flags of `python -m train`: every setting of `TrainConfig`, presets, the work directory and hosts."""
 
+import jax
 from absl import flags
 
 import models
@@ -105,6 +106,8 @@ def main(argv):
         where = f"the checkpoint is in {_WORKDIR.value}; run the same command to resume" if _WORKDIR.value else \
             "nothing was saved (no --workdir)"
         raise SystemExit(f"interrupted: {where}") from None
+    if jax.process_index():  # one host reports
+        return
     summary = ", ".join(f"{name} {result[key]:.2%}" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))
                         if key in result)
     print(f"done: {result['model']} on {result['dataset']}, step {result['step']}: {summary}"

@@ -5,6 +5,7 @@ every device of every host: one jitted step on a Mesh, the batch split along it,
 replicated, BatchNorm statistics over the global batch.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -18,9 +19,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 import models
-from measure import files
+from measure import failures, files, results
 from models.errors import UserError
 from train import checkpoint, distributed, input_pipeline, optim, steps
 from train import config as config_lib
@@ -33,6 +35,25 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 class Diverged(UserError):
     """The loss went NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+
+@contextlib.contextmanager
+def _out_of_memory_is_the_users(run: "_Run"):
+    """A first step (or evaluation) that runs out of device memory is a UserError naming the fix.
+
+    Out of memory shows on the first call, which compiles and allocates everything a step
+    needs; XLA:CPU's kernels may say so only on native stderr, which `classified` reads.
+    """
+    try:
+        with failures.classified(compiling=True):
+            yield
+    except failures.MeasureFailed as failed:
+        if failed.status != results.OUT_OF_MEMORY:
+            raise failed.__cause__ from None  # not memory: a bug, with XLA's own traceback
+        devices = len(jax.devices())
+        raise UserError(f"out of memory training {run.variant} at batch {run.config.batch_size} "
+                        f"({run.config.batch_size // devices} per device on {devices}): use a smaller --batch_size, "
+                        f"a lower resolution or more devices ({failed.message[:160]})") from None
 
 
 class _StopRequests:
@@ -151,8 +172,26 @@ def evaluate(run: _Run, state) -> dict:
     batches = input_pipeline.eval_batches(run.info, run.config.data_dir, batch_size=run.local_batch_size,
                                           resolution=run.resolution, process_index=jax.process_index(),
                                           process_count=jax.process_count())
-    metrics = [run.eval_step(state, distributed.global_batch(batch, run.batch_sharding)) for batch in batches]
+    metrics = []
+    for batch in batches:
+        batch = distributed.global_batch(batch, run.batch_sharding)
+        if metrics:
+            metrics.append(run.eval_step(state, batch))
+        else:
+            with _out_of_memory_is_the_users(run):
+                metrics.append(jax.block_until_ready(run.eval_step(state, batch)))
     return _means(_summed(metrics))
+
+
+def _agreed_stop(requested: bool, at_log_step: bool) -> bool:
+    """Whether every host stops after this step: all must checkpoint the same step together.
+
+    One process stops when asked. Hosts, whom a scheduler signals at slightly different steps,
+    agree at log steps: any host asked means all stop.
+    """
+    if jax.process_count() == 1:
+        return requested
+    return at_log_step and bool(np.any(multihost_utils.process_allgather(np.asarray(requested))))
 
 
 def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
@@ -256,29 +295,34 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
     with _StopRequests() as stop:
         while step < run.total_steps:
             batch = distributed.global_batch(next(batches), run.batch_sharding)
-            state, metrics = run.train_step(state, batch)
+            if clock is None:  # the first step compiles and allocates: out of memory shows here
+                with _out_of_memory_is_the_users(run):
+                    state, metrics = jax.block_until_ready(run.train_step(state, batch))
+            else:
+                state, metrics = run.train_step(state, batch)
             step += 1
             trained += 1
             pending.append(metrics)
             pending_steps.append(step)
             if clock is None:
-                jax.block_until_ready(state)
                 restart_clock(step)
             last = step == run.total_steps
-            if step % config.log_every == 0 or last or stop.requested:
+            stopping = _agreed_stop(stop.requested, at_log_step=step % config.log_every == 0)
+            if step % config.log_every == 0 or last or stopping:
                 flush(step)
             if step % eval_every == 0 or last:
                 flush(step)
                 last_eval = evaluate(run, state)
                 log.write("eval", step, {**last_eval, "elapsed_s": time.monotonic() - started})
                 restart_clock(step)
-            if checkpoints is not None and (step % config.checkpoint_every == 0 or last or stop.requested):
+            if checkpoints is not None and (step % config.checkpoint_every == 0 or last or stopping):
                 flush(step)
                 log.sync()
                 checkpoints.save(state, _record(run, batches.position()))
                 restart_clock(step)
-            if stop.requested:
-                checkpoints.wait() if checkpoints is not None else None
+            if stopping:
+                if checkpoints is not None:
+                    checkpoints.wait()
                 raise KeyboardInterrupt
     if checkpoints is not None:
         checkpoints.wait()
