@@ -16,7 +16,7 @@ SMALL = ["--model=resnet18:width=0.25,resolution=32", "--dataset=digits", "--bat
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
+def persistent_compilation_cache(tmp_path_factory):
     """One persistent XLA cache for this module's processes: the same model compiles once, not 8 times."""
     cache = tmp_path_factory.mktemp("xla-cache")
     os.environ.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -143,7 +143,8 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
-    args = [*SMALL, "--steps=6", "--log_every=3", "--checkpoint_every=3", f"--workdir={tmp_path}",
+    args = ["--model=resnet18:depths=1-1-1-1,width=0.25,resolution=32", "--dataset=digits", "--batch_size=32",
+            "--steps=6", "--log_every=3", "--checkpoint_every=3", f"--workdir={tmp_path}",
             f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
     hosts = [subprocess.Popen([sys.executable, "-m", "train", *args, f"--process_id={i}"], stdout=subprocess.PIPE,
