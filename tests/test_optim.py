@@ -103,6 +103,7 @@ def test_sgd_momentum_is_torch_style():
     (dict(schedule="linear"), "schedule must be one of"),
     (dict(precision="float16"), "precision must be one of float32, bfloat16"),
     (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(seed=-1), "seed must be 0 or more"),
     (dict(label_smoothing=1.0), "label_smoothing must be below 1"),
     (dict(decay_epochs=(float("inf"),)), "decay_epochs must be finite"),
     (dict(log_every=0), "log_every must be at least 1"),

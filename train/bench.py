@@ -20,7 +20,7 @@ import models
 from measure import cost, runtime, timing
 from models import cli
 from train import config as config_lib
-from train import distributed, input_pipeline, optim, steps, train
+from train import distributed, input_pipeline, optim, steps, tfds_input, train
 
 _NETWORKS = flags.DEFINE_list("networks", ["enet", "resnet50"], "Networks whose training step is timed.")
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["224", "64"], "Input sides the training step is timed at.")
@@ -105,7 +105,7 @@ def _synthetic_jpegs(data_dir: str, count: int) -> str:
     """Prepares a tfds data set of `count` smooth random JPEGs of ImageNet's typical 500x375 size."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # the digits path needs none
 
-    input_pipeline._tfds()  # keeps TensorFlow off any GPU, as training does  # pylint: disable=protected-access
+    tfds_input.tfds_module()  # keeps TensorFlow off any GPU, as training does
     tfds.disable_progress_bar()
 
     class SyntheticJpegs(tfds.core.GeneratorBasedBuilder):

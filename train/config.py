@@ -78,6 +78,7 @@ def check(config: TrainConfig) -> None:
     _require(config.momentum < 1, f"momentum must be below 1; got {config.momentum}")
     _require(config.label_smoothing < 1, f"label_smoothing must be below 1; got {config.label_smoothing}")
     _require(config.batch_size >= 1, f"batch_size must be at least 1; got {config.batch_size}")
+    _require(config.seed >= 0, f"seed must be 0 or more; got {config.seed}")
     _require(all(math.isfinite(e) and e >= 0 for e in config.decay_epochs),
              f"decay_epochs must be finite epochs >= 0; got {config.decay_epochs}")
     for name in ("log_every", "checkpoint_every", "keep_checkpoints", "eval_every"):
