@@ -34,9 +34,15 @@ INCEPTION_CHANNELS = {
 POOLED_BEFORE = ("4a", "5a")
 
 
+# He's rule on the fan-in: unit variance through each ReLU, whatever a layer's width. The fan-out
+# rule the BatchNorm networks use grows the variance threefold at every 1x1 reduction here, and
+# GoogLeNet has no BatchNorm to undo it: its initial logits reached 30 (a loss near 100).
+FAN_IN_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
 def conv_relu(x, features: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str):
     """A convolution with bias followed by ReLU, as every BVLC GoogLeNet convolution."""
-    return nn.relu(layers.conv(features, kernel, stride, padding, use_bias=True, name=name)(x))
+    return nn.relu(layers.conv(features, kernel, stride, padding, use_bias=True, kernel_init=FAN_IN_INIT, name=name)(x))
 
 
 class Inception(nn.Module):

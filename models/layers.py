@@ -18,12 +18,12 @@ def batch_norm(train: bool, name: str, epsilon: float = 1e-5) -> nn.BatchNorm:
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str,
-         use_bias: bool = False, groups: int = 1, dilation: int = 1) -> nn.Conv:
+         use_bias: bool = False, groups: int = 1, dilation: int = 1, kernel_init=conv_init) -> nn.Conv:
     """A square 2-D convolution with Torch-style symmetric integer padding."""
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((padding, padding), (padding, padding)), use_bias=use_bias,
                    feature_group_count=groups, kernel_dilation=(dilation, dilation),
-                   kernel_init=conv_init, name=name)
+                   kernel_init=kernel_init, name=name)
 
 
 def round_width(channels: int, width: float, divisor: int = 8) -> int:

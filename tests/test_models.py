@@ -65,6 +65,8 @@ def test_real_forward_pass_at_min_resolution(name):
     apply_eval = jax.jit(functools.partial(module.apply, train=False))
     logits = apply_eval(variables, x)
     assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+    # Initialised to train: unit-scale inputs give logits near unit scale, not GoogLeNet's old 30.
+    assert 1e-3 < float(jnp.std(logits)) < 10
     np.testing.assert_array_equal(logits, apply_eval(variables, x))  # eval is deterministic
     apply_train = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
     out, updates = apply_train(variables, x, rngs={"dropout": jax.random.key(2)})

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from train import checkpoint, train
+import models
+from train import checkpoint, optim, steps, train
 from train.config import TrainConfig
 
 SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
@@ -207,3 +208,11 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
     dtypes = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
               if np.issubdtype(leaf.dtype, np.floating)}
     assert dtypes == {np.dtype("float32")}
+
+
+def test_the_initial_state_holds_what_only_training_builds():
+    """Inception-v3's auxiliary head exists only with train=True: the state must have its parameters."""
+    module = models.get("inception_v3", aux_head=True, num_classes=10)
+    tx = optim.optimizer(_config(), steps_per_epoch=10)
+    state = jax.eval_shape(lambda: steps.init_state(module, tx, (1, 299, 299, 3), 0))
+    assert "AuxLogits" in state.params and "AuxLogits" in state.opt_state[1][0].trace

@@ -24,8 +24,13 @@ class TrainState:
 
 
 def init_state(module: nn.Module, tx: optax.GradientTransformation, image_shape: tuple, seed: int) -> TrainState:
-    """A fresh state: the module's initialisers drawn from `seed`, float32 throughout."""
-    variables = module.init(jax.random.key(seed), jnp.zeros(image_shape, jnp.float32), train=False)
+    """A fresh state: the module's initialisers drawn from `seed`, float32 throughout.
+
+    Initialised in training mode, which builds what only training uses (Inception-v3's auxiliary
+    head); Flax leaves BatchNorm's statistics at their initial values during init.
+    """
+    key = jax.random.key(seed)
+    variables = module.init({"params": key, "dropout": key}, jnp.zeros(image_shape, jnp.float32), train=True)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                       opt_state=tx.init(params))
