@@ -1,0 +1,160 @@
+"""Samples of a design space: grids, seeded random draws under cost constraints, and scaling series.
+
+Every `Sample` is a distinct canonical variant with its realised configuration and its costs at
+batch 1 (counted abstractly by measure.cost). Random sampling redraws a quantised draw equal to
+one already drawn; asking for more samples than the space has distinct points is a UserError.
+"""
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+import models
+from explore import space as space_lib
+from measure import cost
+from models import variants
+from models.errors import UserError
+
+METRICS = ("flops", "macs", "params", "activations")
+DRAWS_PER_SAMPLE = 20  # random_sample gives up after this many draws per sample asked for (plus DRAWS_SLACK)
+DRAWS_SLACK = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One point of a space: its canonical variant string, realised configuration and costs at batch 1."""
+
+    variant: str
+    config: dict
+    costs: dict
+
+
+def costs(variant: variants.Variant) -> dict:
+    """The variant's flops, macs, params and activations at batch 1, from measure.cost."""
+    counted = cost.count_model(variant.name, batch_size=1, resolution=variant.resolution, **dict(variant.knobs))
+    return {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
+            "activations": counted.total.activations}
+
+
+def realised(variant: variants.Variant, knobs=("width", "depths")) -> dict:
+    """The configuration a variant builds: the named knobs' actual values (those it has) and its resolution."""
+    module = variant.module()
+    config = {knob: getattr(module, knob) for knob in knobs if knob in models.knobs(variant.name)}
+    if "depths" in config:
+        config["depths"] = tuple(config["depths"])
+    config[space_lib.RESOLUTION] = variant.input_shape()[1]
+    return config
+
+
+def _config_knobs(space: space_lib.Space) -> tuple[str, ...]:
+    """The network knobs a space varies, stage depths as `depths`."""
+    names = ["depths" if k.name.startswith(space_lib.DEPTH_PREFIX) else k.name for k in space.knobs]
+    return tuple(dict.fromkeys(name for name in names if name != space_lib.RESOLUTION))
+
+
+def _sample(variant: variants.Variant, knobs: tuple[str, ...], counted: dict | None = None) -> Sample:
+    """The Sample of a variant (its costs counted unless given)."""
+    return Sample(str(variant), realised(variant, knobs), counted if counted is not None else costs(variant))
+
+
+def _check_points(space: space_lib.Space, points_per_knob) -> dict[str, int]:
+    """Points per knob name from an int or a {knob: points} dict; UserError on bad counts or names."""
+    if isinstance(points_per_knob, dict):
+        unknown = sorted(set(points_per_knob) - {k.name for k in space.knobs})
+        if unknown:
+            raise UserError(f"space {space.name!r} has no knob {', '.join(unknown)}; its knobs are: "
+                            f"{', '.join(k.name for k in space.knobs)}")
+        points = {k.name: points_per_knob.get(k.name, 1) for k in space.knobs}
+    else:
+        points = {k.name: points_per_knob for k in space.knobs}
+    for name, count in points.items():
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise UserError(f"points per knob must be a positive integer; got {count!r} for {name}")
+    return points
+
+
+def _grid_values(knob: space_lib.Knob, points: int) -> list:
+    """`points` distinct quantised values of a knob, evenly spread on its scale; UserError if it has fewer."""
+    if points > knob.count:
+        raise UserError(f"knob {knob.name} has only {knob.count} distinct values in {knob.low}..{knob.high}; "
+                        f"ask for at most {knob.count} points")
+    values = [knob.quantise(raw) for raw in knob.spread(points)]
+    if len(set(values)) < points:  # quantising merged neighbours: spread evenly over the allowed values
+        allowed = knob.values()
+        values = [allowed[round(i * (len(allowed) - 1) / max(points - 1, 1))] for i in range(points)]
+    return values
+
+
+def grid(space, points_per_knob) -> list[Sample]:
+    """The full grid: `points_per_knob` values per knob (an int, or {knob: points}; 1 if not named), all distinct."""
+    space = space_lib.space(space)
+    points = _check_points(space, points_per_knob)
+    axes = [_grid_values(knob, points[knob.name]) for knob in space.knobs]
+    knobs = _config_knobs(space)
+    return [_sample(space.variant(dict(zip([k.name for k in space.knobs], values, strict=True))), knobs)
+            for values in itertools.product(*axes)]
+
+
+def _check_constraints(constraints) -> dict[str, tuple[float, float]]:
+    """Constraints as {metric: (low, high)} (None for an open end); UserError naming a bad one."""
+    checked = {}
+    for metric, bounds in (constraints or {}).items():
+        if metric not in METRICS:
+            raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(METRICS)}")
+        if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+            raise UserError(f"constraint {metric} must be (low, high); got {bounds!r}")
+        low = -math.inf if bounds[0] is None else bounds[0]
+        high = math.inf if bounds[1] is None else bounds[1]
+        if low > high:
+            raise UserError(f"constraint {metric}: low {low} is above high {high}; swap them")
+        checked[metric] = (low, high)
+    return checked
+
+
+def _describe(constraints: dict) -> str:
+    """The constraints in words, e.g. "flops in [1e+08, 2e+08]"."""
+    return ", ".join(f"{metric} in [{low:.3g}, {high:.3g}]" for metric, (low, high) in constraints.items())
+
+
+def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws: int | None = None) -> list[Sample]:
+    """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
+
+    The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
+    drawn again. UserError when `count` exceeds the space's distinct points, or when `max_draws`
+    draws (default 20 per sample plus 100) or the whole space yield too few samples meeting the
+    constraints, naming them.
+    """
+    space = space_lib.space(space)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise UserError(f"sample count must be a positive integer; got {count!r}")
+    if count > space.size:
+        raise UserError(f"space {space.name!r} has only {space.size} distinct points; ask for at most {space.size}")
+    bounds = _check_constraints(constraints)
+    max_draws = DRAWS_PER_SAMPLE * count + DRAWS_SLACK if max_draws is None else max_draws
+    rng, knobs, seen, samples = np.random.default_rng(seed), _config_knobs(space), set(), []
+    draws = 0
+    while len(samples) < count and draws < max_draws and len(seen) < space.size:
+        draws += 1
+        variant = space.variant({knob.name: knob.draw(rng) for knob in space.knobs})
+        if str(variant) in seen:
+            continue
+        seen.add(str(variant))
+        counted = costs(variant)
+        if all(low <= counted[metric] <= high for metric, (low, high) in bounds.items()):
+            samples.append(_sample(variant, knobs, counted))
+    if len(samples) < count and not bounds:
+        raise UserError(f"space {space.name!r}: only {len(samples)} distinct of {count} samples after {draws} draws; "
+                        f"ask for fewer samples or raise max_draws")
+    if len(samples) < count:
+        raise UserError(f"space {space.name!r}: only {len(samples)} of {count} samples meet {_describe(bounds)} "
+                        f"after {draws} draws ({len(seen)} distinct); the constraints are impossible or too "
+                        f"tight: loosen them or widen the space")
+    return samples
+
+
+def series(base: str, rule: str, steps=None) -> dict[float, Sample]:
+    """The scaling series of `space.scaling` as Samples, keyed by multiplier (phi for compound)."""
+    return {step: _sample(variant, ("width", "depths"))
+            for step, variant in space_lib.scaling(base, rule, steps).items()}
