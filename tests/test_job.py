@@ -195,7 +195,11 @@ def test_real_out_of_memory_from_ynnpack_is_recorded(tmp_path):
     assert child.returncode == 0, child.stderr
     rows = results.read(str(tmp_path)).rows
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (512, "out_of_memory"), (1024, "out_of_memory")]
-    assert "YNNPACK" in rows[1].error and "allocate" in rows[1].error
+    # Which allocation fails first, XLA's temporary buffer (RESOURCE_EXHAUSTED) or a YNNPACK
+    # kernel's (seen only on native stderr), depends on how much address space the process holds
+    # by then, which varies from run to run; both must be recorded as out of memory.
+    # tests/test_timing.py pins the native-stderr path on its own.
+    assert ("YNNPACK" in rows[1].error and "allocate" in rows[1].error) or "RESOURCE_EXHAUSTED" in rows[1].error
     assert results.read(str(tmp_path)).environment["xla_flags"] == env["XLA_FLAGS"]
 
 
