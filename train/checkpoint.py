@@ -70,10 +70,8 @@ class Checkpoints:
                 failures.append((step, error))
                 continue
             for bad_step, error in failures:
-                logging.warning("checkpoint at step %d is unreadable (%s); resuming from step %d instead",
-                                bad_step, _first_line(error), step)
-                print(f"warning: checkpoint at step {bad_step} in {self.directory} is unreadable "
-                      f"({_first_line(error)}); resuming from step {step}", flush=True)
+                logging.warning("checkpoint at step %d in %s is unreadable (%s); resuming from step %d instead",
+                                bad_step, self.directory, _first_line(error), step)
             return restored, record
         if failures:
             step, error = failures[0]
