@@ -192,9 +192,14 @@ def params_m(row: results.Row) -> float:
     return row.params / 1e6 if row.params else row.params_m_paper
 
 
+def has_paper_accuracy(row: results.Row) -> bool:
+    """Whether the row has the paper's accuracy: a variant of a network (models.variant) has none (0.0)."""
+    return row.top1_percent_paper > 0
+
+
 def rated(rows: Sequence[results.Row]) -> list[results.Row]:
-    """The rows with the paper's accuracy: a variant of a network (models.variant) has none (0.0)."""
-    return [r for r in rows if r.top1_percent_paper > 0]
+    """The rows with the paper's accuracy."""
+    return [r for r in rows if has_paper_accuracy(r)]
 
 
 def has_power(row: results.Row) -> bool:
@@ -267,7 +272,7 @@ def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
     energies = [e for e, _ in least.values()]
     networks = [r for _, r in least.values()]
     rho = rank_correlation(energies, [gops_per_image(r) for r in networks])
-    with_accuracy = [(energy, row) for energy, row in least.values() if row.top1_percent_paper > 0]
+    with_accuracy = [(energy, row) for energy, row in least.values() if has_paper_accuracy(row)]
     if not with_accuracy:
         raise ValueError("no network measured has the paper's accuracy")
     frugal = min(with_accuracy, key=lambda v: v[0])[1]

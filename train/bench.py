@@ -7,7 +7,6 @@ training loop's overhead against a bare loop of the same jitted step; and the ti
 to reach 95 % top-1.
 """
 
-import functools
 import statistics
 import tempfile
 import time
@@ -20,7 +19,7 @@ import models
 from measure import cost, runtime, timing
 from models import cli
 from train import config as config_lib
-from train import distributed, input_pipeline, optim, steps, tfds_input, train
+from train import distributed, input_pipeline, optim, tfds_input, train
 
 _NETWORKS = flags.DEFINE_list("networks", ["enet", "resnet50"], "Networks whose training step is timed.")
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["224", "64"], "Input sides the training step is timed at.")
@@ -62,15 +61,12 @@ def _step_and_state(variant: str, batch_size: int, precision: str):
     config = config_lib.TrainConfig(model=variant, batch_size=batch_size, precision=precision)
     tx = optim.optimizer(config, steps_per_epoch=1000)
     mesh = distributed.data_mesh()
-    replicated, sharded = distributed.replicated(mesh), distributed.batch_sharded(mesh)
-    step = jax.jit(functools.partial(steps.train_step, module=module, tx=tx, dtype=train.DTYPES[precision],
-                                     label_smoothing=0.0, seed=0),
-                   in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=0)
-    state = jax.jit(functools.partial(steps.init_state, module, tx, (1, *shape[1:]), 0), out_shardings=replicated)()
+    step, _, init = train.jitted_steps(module, tx, config, mesh, shape[1])
     rng = np.random.default_rng(0)
     batch = distributed.global_batch({"image": rng.integers(0, 256, shape, np.uint8),
-                                      "label": rng.integers(0, 1000, shape[:1]).astype(np.int32)}, sharded)
-    return step, state, batch, module, shape
+                                      "label": rng.integers(0, 1000, shape[:1]).astype(np.int32)},
+                                     distributed.batch_sharded(mesh))
+    return step, init(), batch, module, shape
 
 
 def training_rates(peak: float) -> dict:

@@ -122,6 +122,17 @@ def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object
         raise UserError(f"batch_size {config.batch_size} is larger than {info.name}'s {info.train_examples} "
                         "training examples; use a smaller --batch_size")
     tx = optim.optimizer(config, steps_per_epoch)
+    train_step, eval_step, init = jitted_steps(module, tx, config, mesh, resolution)
+    run = _Run(config=config, variant=str(variant), info=info, resolution=resolution,
+               steps_per_epoch=steps_per_epoch, total_steps=optim.total_steps(config, steps_per_epoch),
+               local_batch_size=local_batch_size, batch_sharding=distributed.batch_sharded(mesh),
+               train_step=train_step, eval_step=eval_step,
+               learning_rate=optim.learning_rate_schedule(config, steps_per_epoch))
+    return run, init, distributed.replicated(mesh)
+
+
+def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: int):
+    """The train step, eval step and state initialiser of `module`, jitted over the mesh's devices."""
     dtype = DTYPES[config.precision]
     replicated, batch_sharding = distributed.replicated(mesh), distributed.batch_sharded(mesh)
     train_step = jax.jit(functools.partial(steps.train_step, module=module, tx=tx, dtype=dtype,
@@ -129,13 +140,9 @@ def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object
                          in_shardings=(replicated, batch_sharding), out_shardings=replicated, donate_argnums=0)
     eval_step = jax.jit(functools.partial(steps.eval_step, module=module, dtype=dtype),
                         in_shardings=(replicated, batch_sharding), out_shardings=replicated)
-    run = _Run(config=config, variant=str(variant), info=info, resolution=resolution,
-               steps_per_epoch=steps_per_epoch, total_steps=optim.total_steps(config, steps_per_epoch),
-               local_batch_size=local_batch_size, batch_sharding=batch_sharding, train_step=train_step,
-               eval_step=eval_step, learning_rate=optim.learning_rate_schedule(config, steps_per_epoch))
     init = jax.jit(functools.partial(steps.init_state, module, tx, (1, resolution, resolution, 3), config.seed),
                    out_shardings=replicated)
-    return run, init, replicated
+    return train_step, eval_step, init
 
 
 def _abstract_state(init, sharding):
