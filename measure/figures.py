@@ -1,54 +1,34 @@
 """The paper's figures from result rows, each saved as PNG and SVG; `draw_all` writes them all.
 
-Figures are built on matplotlib's Agg canvas directly (no pyplot): nothing global is touched and
-nothing is ever shown. A figure without data is still written, saying so in its axes.
+The style (canvas, notes, legends, colours, saving) is the analysis layer's `plotting`. A figure
+without data is still written, saying so in its axes.
 """
 
-import colorsys
-import io
 import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from matplotlib import colors as mcolors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from measure import files, fits, results
+import models
+from measure import fits, results
+from measure.analysis import fitting, plotting
 
-# A hue per family, as in the paper; its members are shades of it (ResNets pink).
-FAMILY_COLOURS = {
-    "alexnet": "#1f5fbf", "nin": "#e07b00", "enet": "#2ca02c", "googlenet": "#7b3fbf",
-    "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0"}
-OTHER_COLOUR = "#707070"
-# Known members in the paper's order, so a network keeps its shade whichever others are present.
-FAMILY_MEMBERS = {
-    "alexnet": ["alexnet", "bn_alexnet"], "nin": ["bn_nin"], "enet": ["enet"], "googlenet": ["googlenet"],
-    "vgg": ["vgg16", "vgg19"], "resnet": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
-    "inception": ["inception_v3", "inception_v4"]}
 SIZE_LEGEND_M = (5, 35, 65, 95, 125, 155)  # the paper's blob legend, millions of parameters
 POINTS2_PER_M = 10.0  # blob area in points² per million parameters
 MB = 1e6
-
-
-def _shade(hex_colour: str, index: int, count: int) -> str:
-    """The index-th of `count` shades of a hue, dark to light."""
-    if count <= 1:
-        return hex_colour
-    hue, _, saturation = colorsys.rgb_to_hls(*mcolors.to_rgb(hex_colour))
-    lightness = 0.30 + 0.42 * index / (count - 1)
-    return mcolors.to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
 
 
 def colours(rows: Sequence[results.Row]) -> dict[str, str]:
     """A fixed colour per network: its family's hue, a shade per member."""
     networks = _first_rows(rows)
     result = {}
-    for family, base in FAMILY_COLOURS.items():
-        members = list(FAMILY_MEMBERS[family])
+    for family, base in plotting.FAMILY_COLOURS.items():
+        # The registry's networks first, in the paper's order, so each keeps its shade whoever else is drawn.
+        members = [m for m in models.names() if models.spec(m).family == family]
         members += [m for m, r in networks.items() if r.family == family and m not in members]
-        result.update({m: _shade(base, i, len(members)) for i, m in enumerate(members)})
-    return {m: result.get(m, OTHER_COLOUR) for m in networks}
+        result.update({m: plotting.shade(base, i, len(members)) for i, m in enumerate(members)})
+    return {m: result.get(m, plotting.OTHER_COLOUR) for m in networks}
 
 
 def _by_model(rows: Sequence[results.Row]) -> dict[str, list[results.Row]]:
@@ -70,46 +50,12 @@ def _pick_batch(rows: Sequence[results.Row], preferred: int) -> Optional[int]:
     return min(present, key=lambda b: (abs(np.log2(b / preferred)), b)) if present else None
 
 
-def _axes(title: str, xlabel: str = "", ylabel: str = ""):
-    """A new figure on the Agg canvas and its axes."""
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _say(ax, message: str, y: float = 0.5, size: str = "large") -> None:
-    """Writes a message across the axes (why something is missing)."""
-    ax.text(0.5, y, message, transform=ax.transAxes, ha="center", va="center", fontsize=size,
-            color="#a00000", wrap=True, bbox={"facecolor": "white", "edgecolor": "#a00000", "alpha": 0.9})
-
-
-def _no_data(ax, what: str) -> None:
-    """Marks an empty figure as such."""
-    ax.set(xticks=[], yticks=[])
-    _say(ax, f"no data: {what}")
-
-
 def _failures_note(fig, rows: Sequence[results.Row]) -> None:
     """A footnote naming the points that were not measured, so gaps in lines are explained."""
     failed = [f"{r.display_name} @{r.batch_size} ({r.status})" for r in rows if r.status != results.OK]
     if failed:
         text = "not measured: " + ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
-        # A figure-level label, so constrained layout makes room for it.
-        fig.supxlabel(text, fontsize="x-small", color="#a00000", ha="left", x=0.01)
-
-
-def _legend_outside(ax, inside=()):
-    """Networks in a legend right of the axes; `inside` handles (fit lines) lower right, where rising data is not."""
-    handles, labels = ax.get_legend_handles_labels()
-    networks = [(h, l) for h, l in zip(handles, labels) if h not in inside]
-    if inside:
-        ax.add_artist(ax.legend(handles=list(inside), loc="lower right", fontsize="small"))
-    if networks:
-        # The last legend is the axes' own, the one constrained layout makes room for.
-        ax.legend(*zip(*networks), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+        plotting.footnote(fig, text)
 
 
 def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) -> None:
@@ -123,11 +69,11 @@ def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) ->
 
 def top1(rows: Sequence[results.Row]) -> Figure:
     """(a) The paper's top-1 accuracy per network."""
-    fig, ax = _axes("Top-1 accuracy per network (paper's reference accuracy)", "",
+    fig, ax = plotting.axes("Top-1 accuracy per network (paper's reference accuracy)", "",
                     "top-1 accuracy [%] (paper's reference accuracy)")
     nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0]
     if not nets:
-        _no_data(ax, "no network has a reference accuracy")
+        plotting.no_data(ax, "no network has a reference accuracy")
         return fig
     _bars(ax, nets, [r.top1_percent_paper for r in nets], "{:.1f}")
     ax.set_ylim(0, 100)
@@ -136,11 +82,11 @@ def top1(rows: Sequence[results.Row]) -> Figure:
 
 def top1_vs_ops(rows: Sequence[results.Row]) -> Figure:
     """(b) Top-1 vs G-Ops per image (paper convention); blob area proportional to parameters."""
-    fig, ax = _axes("Top-1 accuracy vs operations (blob area ∝ parameters)",
+    fig, ax = plotting.axes("Top-1 accuracy vs operations (blob area ∝ parameters)",
                     "operations [G-Ops per image, paper convention]", "top-1 accuracy [%] (paper's reference)")
     nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.gops_per_image(r) > 0]
     if not nets:
-        _no_data(ax, "no network has both operations and a reference accuracy")
+        plotting.no_data(ax, "no network has both operations and a reference accuracy")
         return fig
     palette = colours(rows)
     for r in nets:
@@ -174,36 +120,28 @@ def _finish_batch_figure(fig, ax, rows: Sequence[results.Row]) -> None:
     """Batch sizes on a log2 axis with plain labels, the legend, and a note of the failed points."""
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter("{x:g}")
-    _legend_outside(ax)
+    plotting.legend_outside(ax)
     _failures_note(fig, rows)
-
-
-def _log_axis(axis) -> None:
-    """A log10 axis (ax.xaxis or ax.yaxis) labelled with plain numbers instead of powers of ten."""
-    axis.axes.set(**{f"{axis.axis_name}scale": "log"})
-    axis.set_major_formatter("{x:g}")
-    # Label only the 2x and 5x minor ticks: all of them collide within a decade.
-    axis.set_minor_formatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else "")
 
 
 def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(c) Inference time per image vs batch size, log y."""
-    fig, ax = _axes("Inference time per image vs batch size", "batch size", "time per image [ms]")
+    fig, ax = plotting.axes("Inference time per image vs batch size", "batch size", "time per image [ms]")
     ok = fits.ok_rows(rows)
     if not _per_batch_lines(ax, ok, lambda r: r.time_per_image_s * 1e3):
-        _no_data(ax, "no network was timed successfully")
+        plotting.no_data(ax, "no network was timed successfully")
         return fig
-    _log_axis(ax.yaxis)
+    plotting.log_axis(ax.yaxis)
     _finish_batch_figure(fig, ax, rows)
     return fig
 
 
 def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(d) Power vs batch size; says so when power was not measured, labels modelled power."""
-    fig, ax = _axes("Power vs batch size", "batch size", "power [W]")
+    fig, ax = plotting.axes("Power vs batch size", "batch size", "power [W]")
     powered = [r for r in fits.ok_rows(rows) if fits.has_power(r)]
     if not powered:
-        _no_data(ax, "power not measured on this device")
+        plotting.no_data(ax, "power not measured on this device")
         return fig
     modelled = lambda r: " (modelled)" if r.power_source == "modelled" else ""
     _per_batch_lines(ax, powered, lambda r: r.power_w, label_suffix=modelled)
@@ -220,7 +158,7 @@ def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
 
 def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(e) Memory vs batch size: XLA's measured total (solid) and the analytical estimate (dashed)."""
-    fig, ax = _axes("Memory vs batch size (solid: XLA total, measured; dashed: analytical)", "batch size",
+    fig, ax = plotting.axes("Memory vs batch size (solid: XLA total, measured; dashed: analytical)", "batch size",
                     "memory [MB]")
     measured = _per_batch_lines(ax, fits.ok_rows(rows), lambda r: r.memory_xla_total_bytes / MB
                                 if r.memory_xla_total_bytes else None)
@@ -230,22 +168,16 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
         ax.plot([r.batch_size for r in group], [r.memory_analytical_bytes / MB for r in group], linestyle="--",
                 marker=".", color=palette[model], label=None if measured else group[0].display_name + " (analytical)")
     if not (measured or analytical):
-        _no_data(ax, "no memory measured or counted")
+        plotting.no_data(ax, "no memory measured or counted")
         return fig
     if not measured:
-        _say(ax, "XLA memory not measured: analytical estimate only", y=0.93, size="small")
+        plotting.say(ax, "XLA memory not measured: analytical estimate only", y=0.93, size="small")
     elif analytical:
         ax.plot([], [], color="black", label="XLA total (measured)")
         ax.plot([], [], color="black", linestyle="--", label="analytical")
-    _log_axis(ax.yaxis)
+    plotting.log_axis(ax.yaxis)
     _finish_batch_figure(fig, ax, rows)
     return fig
-
-
-def _fit_label(fit: fits.LinearFit, y: str, x: str) -> str:
-    """The equation and R² of a line, for a legend."""
-    sign = "+" if fit.intercept >= 0 else "−"
-    return f"{y} = {fit.slope:.4g} × {x} {sign} {abs(fit.intercept):.4g}, R² = {fit.r2:.3f} ({fit.n} networks)"
 
 
 def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
@@ -255,33 +187,33 @@ def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
     source = "XLA total, measured"
     if not points:
         points, source = [r for r in rows if r.batch_size == batch and r.memory_analytical_bytes > 0], "analytical"
-    fig, ax = _axes(f"Memory vs parameters at batch {batch} ({source})", "parameters [M]", "memory [MB]")
+    fig, ax = plotting.axes(f"Memory vs parameters at batch {batch} ({source})", "parameters [M]", "memory [MB]")
     if not points:
-        _no_data(ax, "no memory measured or counted")
+        plotting.no_data(ax, "no memory measured or counted")
         return fig
     memory = lambda r: (r.memory_xla_total_bytes if source != "analytical" else r.memory_analytical_bytes) / MB
     palette = colours(rows)
     for r in points:
         ax.scatter(fits.params_m(r), memory(r), color=palette[r.model], label=r.display_name, zorder=3)
     try:
-        fit = fits.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
+        fit = fitting.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
         x = np.linspace(0, max(fits.params_m(r) for r in points) * 1.05, 50)
         line, = ax.plot(x, fit.predict(x), color="black", linestyle="--",
-                        label=_fit_label(fit, "memory [MB]", "M-params"))
-        _legend_outside(ax, inside=[line])
+                        label=plotting.line_label(fit, "memory [MB]", "M-params"))
+        plotting.legend_outside(ax, inside=[line])
     except ValueError as error:
-        _say(ax, f"no linear fit: {error}", y=0.9, size="small")
-        _legend_outside(ax)
+        plotting.say(ax, f"no linear fit: {error}", y=0.9, size="small")
+        plotting.legend_outside(ax)
     return fig
 
 
 def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
     """(g) Operations vs inference time, with the linear fit time = a·ops + b at batch 1 and 16."""
-    fig, ax = _axes("Operations vs inference time per image", "time per image [ms]",
+    fig, ax = plotting.axes("Operations vs inference time per image", "time per image [ms]",
                     "operations [G-Ops per image, paper convention]")
     batches = fits.headline_batches(rows)
     if not batches:
-        _no_data(ax, "no network was timed successfully")
+        plotting.no_data(ax, "no network was timed successfully")
         return fig
     palette, lines = colours(rows), []
     for batch, marker in zip(batches, "os"):
@@ -290,30 +222,30 @@ def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
             ax.scatter(r.time_per_image_s * 1e3, fits.gops_per_image(r), color=palette[r.model], marker=marker,
                        label=r.display_name if batch == batches[0] else None, zorder=3)
         try:
-            fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+            fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
             lines += ax.plot([], [], " ", label=f"batch {batch} ({marker}): no fit, {error}")
             continue
         gops = np.linspace(0, max(fits.gops_per_image(r) for r in points) * 1.05, 50)
         lines += ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
-                         label=f"batch {batch} ({marker}): " + _fit_label(fit, "time [ms]", "G-Ops"))
-    _legend_outside(ax, inside=lines)
+                         label=f"batch {batch} ({marker}): " + plotting.line_label(fit, "time [ms]", "G-Ops"))
+    plotting.legend_outside(ax, inside=lines)
     return fig
 
 
 def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
     """(h) Top-1 vs images per second at batch 16 (else nearest), with iso-energy lines when powered."""
     batch = _pick_batch(rows, 16)
-    fig, ax = _axes(f"Top-1 accuracy vs images per second (batch {batch})", "images per second",
+    fig, ax = plotting.axes(f"Top-1 accuracy vs images per second (batch {batch})", "images per second",
                     "top-1 accuracy [%] (paper's reference)")
     points = [r for r in fits.ok_rows(rows, batch) if r.images_per_s and r.top1_percent_paper > 0]
     if not points:
-        _no_data(ax, "no network was timed successfully")
+        plotting.no_data(ax, "no network was timed successfully")
         return fig
     palette = colours(rows)
     for r in points:
         ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
-    _log_axis(ax.xaxis)
+    plotting.log_axis(ax.xaxis)
     _hyperbola(ax, points)
     powered, xs = [r for r in points if fits.has_power(r)], [r.images_per_s for r in points]
     if powered:
@@ -327,10 +259,10 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
                     rotation=90, fontsize="x-small", color="grey", va="bottom")
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
     else:
-        _say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")
+        plotting.say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")
     # Explicit limits: a lone point on its own iso-energy line leaves autoscaling a zero-width log axis.
     ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
-    _legend_outside(ax)
+    plotting.legend_outside(ax)
     return fig
 
 
@@ -338,21 +270,21 @@ def _hyperbola(ax, points: Sequence[results.Row]) -> None:
     """Draws the fitted accuracy = a_max - k / (t - t0) against images per second, when it fits."""
     times = np.array([r.time_per_image_s for r in points]) * 1e3
     try:
-        fit = fits.hyperbola_fit(times, [r.top1_percent_paper for r in points])
+        fit = fitting.hyperbola_fit(times, [r.top1_percent_paper for r in points])
     except ValueError:
         return  # the report says why; an unfitted curve is simply not drawn
     t = np.geomspace(max(times.min() / 1.5, fit.t0 + 1e-3 * np.ptp(times)), times.max() * 1.5, 200)
     ax.plot(1e3 / t, fit.predict(t), color="black", alpha=0.5, linewidth=1,
-            label=f"top-1 = {fit.a_max:.3g} − {fit.k:.3g} / (t − {fit.t0:.3g} ms), R² = {fit.r2:.3f}")
+            label=plotting.hyperbola_label(fit, "top-1", "t", " ms"))
     ax.set_ylim(min(r.top1_percent_paper for r in points) - 5, max(r.top1_percent_paper for r in points) + 5)
 
 
 def accuracy_per_param(rows: Sequence[results.Row]) -> Figure:
     """(i) Accuracy density: top-1 % per million parameters."""
-    fig, ax = _axes("Accuracy per parameter", "", "top-1 accuracy per parameter [% / M-params]")
+    fig, ax = plotting.axes("Accuracy per parameter", "", "top-1 accuracy per parameter [% / M-params]")
     nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.params_m(r) > 0]
     if not nets:
-        _no_data(ax, "no network has both parameters and a reference accuracy")
+        plotting.no_data(ax, "no network has both parameters and a reference accuracy")
         return fig
     _bars(ax, nets, [r.top1_percent_paper / fits.params_m(r) for r in nets], "{:.2f}")
     return fig
@@ -372,22 +304,10 @@ FIGURES = {
 }
 
 
-def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
-    """Saves a figure as stem.png and stem.svg, each written atomically; returns the names."""
-    names = []
-    for ext in ("png", "svg"):
-        data = io.BytesIO()
-        # No date in the SVG, so rerunning on the same rows gives the same file.
-        fig.savefig(data, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-        files.atomic_write(os.path.join(out_dir, f"{stem}.{ext}"), data.getvalue())
-        names.append(f"{stem}.{ext}")
-    return names
-
-
 def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG); returns the file names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for stem, (draw, _) in FIGURES.items():
-        written += save(draw(rows), out_dir, stem)
+        written += plotting.save(draw(rows), out_dir, stem)
     return written

@@ -1,9 +1,7 @@
-"""Fits behind the paper's four findings, in plain numpy, and the per-row quantities they read.
+"""The paper's findings read off the main job's rows: which rows count, and the per-row quantities.
 
-- `linear_fit`: y = slope * x + intercept by least squares (time vs operations, memory vs params).
-- `hyperbola_fit`: accuracy = a_max - k / (t - t0). For a fixed t0 the model is linear in
-  (a_max, k), so it is solved exactly by least squares on u = 1 / (t - t0); t0 itself is found
-  by a zooming grid search over the gap t_min - t0 on a log scale. No initial guess, no scipy.
+The fits themselves (lines, hyperbolas, rank correlation, budgets) are the analysis layer's
+(`measure.analysis.fitting`); this module picks the rows and quantities they are fitted to.
 - `energy_bound`: which networks fit an energy budget per image, and the most operations and
   best (paper) accuracy reachable within it.
 - `energy_order`: whether energy per image orders the networks as their operations do, and
@@ -18,39 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from measure import results
+from measure.analysis import fitting
 
 # Batch sizes the paper reports its fits at.
 HEADLINE_BATCHES = (1, 16)
-
-
-@dataclasses.dataclass(frozen=True)
-class LinearFit:
-    """y = slope * x + intercept, with its coefficient of determination over n points."""
-
-    slope: float
-    intercept: float
-    r2: float
-    n: int
-
-    def predict(self, x):
-        """The fitted y at x."""
-        return self.slope * np.asarray(x, dtype=float) + self.intercept
-
-
-@dataclasses.dataclass(frozen=True)
-class HyperbolaFit:
-    """accuracy = a_max - k / (t - t0): a_max the asymptote, t0 the vertical asymptote (t > t0)."""
-
-    a_max: float
-    k: float
-    t0: float
-    r2: float
-    n: int
-    t0_at_limit: bool  # t0 hit the far end of the search: the data show no curvature, only a line
-
-    def predict(self, t):
-        """The fitted accuracy at time t (only meaningful for t > t0)."""
-        return self.a_max - self.k / (np.asarray(t, dtype=float) - self.t0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,70 +68,6 @@ class PowerSpread:
     def range_fraction(self) -> float:
         """(max - min) / mean: the spread the paper's 'independent of batch size' claim is about."""
         return (self.max_w - self.min_w) / self.mean_w
-
-
-def _as_points(x, y, minimum: int) -> tuple[np.ndarray, np.ndarray]:
-    """Float arrays of equal length with at least `minimum` finite points; ValueError otherwise."""
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length ({x.size} vs {y.size})")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x and y must be finite")
-    if x.size < minimum:
-        raise ValueError(f"needs at least {minimum} points, got {x.size}")
-    if np.ptp(x) == 0:
-        raise ValueError("x has zero variance: every point has the same x")
-    if np.ptp(y) == 0:
-        raise ValueError("y has zero variance: R² is undefined")
-    return x, y
-
-
-def _r2(y: np.ndarray, sse: float) -> float:
-    """1 - SSE / SST."""
-    return float(1.0 - sse / np.sum((y - y.mean()) ** 2))
-
-
-def linear_fit(x, y) -> LinearFit:
-    """Least-squares line through (x, y); ValueError under 2 points or with zero variance."""
-    x, y = _as_points(x, y, minimum=2)
-    # Centring keeps the normal equations well conditioned for large x (operations ~ 1e10).
-    dx, dy = x - x.mean(), y - y.mean()
-    slope = float(np.sum(dx * dy) / np.sum(dx * dx))
-    intercept = float(y.mean() - slope * x.mean())
-    sse = float(np.sum((y - (slope * x + intercept)) ** 2))
-    return LinearFit(slope, intercept, _r2(y, sse), x.size)
-
-
-def _fit_given_gaps(t: np.ndarray, y: np.ndarray, gaps: np.ndarray):
-    """For each gap (t0 = t_min - gap), the exact least-squares a_max, k and their SSE."""
-    u = 1.0 / (t[None, :] - (t.min() - gaps[:, None]))  # (gaps, points)
-    du = u - u.mean(axis=1, keepdims=True)
-    dy = y - y.mean()
-    slope = np.sum(du * dy, axis=1) / np.sum(du * du, axis=1)  # slope of y on u is -k
-    a_max = y.mean() - slope * u.mean(axis=1)
-    sse = np.sum((y[None, :] - (a_max[:, None] + slope[:, None] * u)) ** 2, axis=1)
-    return a_max, -slope, sse
-
-
-def hyperbola_fit(t, accuracy, zoom_rounds: int = 4, points: int = 81) -> HyperbolaFit:
-    """accuracy = a_max - k / (t - t0) by least squares; needs 3 points (3 parameters)."""
-    t, y = _as_points(t, accuracy, minimum=3)
-    span = float(np.ptp(t))
-    # t0 must lie below every t; gaps t_min - t0 from 1e-4 to 1e4 spans reach from a near-vertical
-    # asymptote at the fastest network to a hyperbola flat enough to be a line over the data.
-    low, high = np.log(1e-4 * span), np.log(1e4 * span)
-    first_step = (high - low) / (points - 1)
-    log_gaps = np.linspace(low, high, points)
-    for _ in range(zoom_rounds):
-        sse = _fit_given_gaps(t, y, np.exp(log_gaps))[2]
-        best_log_gap = log_gaps[int(np.argmin(sse))]
-        # Zoom onto the cells either side of the best gap: SSE is smooth in log(gap).
-        step = log_gaps[1] - log_gaps[0]
-        log_gaps = np.linspace(max(low, best_log_gap - step), min(high, best_log_gap + step), points)
-    gap = float(np.exp(best_log_gap))
-    a_max, k, sse = _fit_given_gaps(t, y, np.array([gap]))
-    at_limit = bool(best_log_gap >= high - first_step)
-    return HyperbolaFit(float(a_max[0]), float(k[0]), float(t.min() - gap), _r2(y, float(sse[0])), t.size, at_limit)
 
 
 def ok_rows(rows: Sequence[results.Row], batch_size: Optional[int] = None) -> list[results.Row]:
@@ -251,27 +156,12 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
         measured_networks=len(best))
 
 
-def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation (ties get their mean rank); ValueError under 3 points or constant input."""
-    x, y = _as_points(x, y, minimum=3)
-    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 0, tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(values.size)
-    ranks[order] = np.arange(values.size)
-    _, groups = np.unique(values, return_inverse=True)
-    return np.bincount(groups, ranks)[groups] / np.bincount(groups)[groups]
-
-
 def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
     """Finding 3's numbers: energy's rank correlation with operations, and the most frugal network's accuracy."""
     least = _least_energy(rows, None)
     energies = [e for e, _ in least.values()]
     networks = [r for _, r in least.values()]
-    rho = rank_correlation(energies, [gops_per_image(r) for r in networks])
+    rho = fitting.rank_correlation(energies, [gops_per_image(r) for r in networks])
     with_accuracy = [(energy, row) for energy, row in least.values() if has_paper_accuracy(row)]
     if not with_accuracy:
         raise ValueError("no network measured has the paper's accuracy")
@@ -283,14 +173,7 @@ def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
 
 def energy_budgets(rows: Sequence[results.Row], count: int = 4) -> list[float]:
     """`count` budgets (J per image), log-spaced from the most to the least frugal network."""
-    energies = [e for e, _ in _least_energy(rows, None).values()]
-    lowest, highest = min(energies), max(energies)
-    if lowest == highest:
-        return [lowest]
-    raw = np.geomspace(lowest, highest, count)
-    # Rounded up to 2 significant digits, so the smallest budget still admits the most frugal network.
-    scale = 10.0 ** (np.floor(np.log10(raw)) - 1)
-    return sorted({float(v) for v in np.ceil(raw / scale - 1e-9) * scale})
+    return fitting.log_budgets([e for e, _ in _least_energy(rows, None).values()], count)
 
 
 def power_spread(rows: Sequence[results.Row]) -> PowerSpread:

@@ -2,20 +2,18 @@
 
 The report has one section per setting (precision and resolution) the directory was measured
 at: fits, verdicts, tables and figures never mix rows of two settings. Each finding states the
-criterion of its verdict, and every verdict can come out either way. The report is built once
-as a list of blocks (headings, paragraphs, tables, figures) and rendered twice, so the Markdown
-and the HTML always say the same thing. Both are written atomically.
+criterion of its verdict, and every verdict can come out either way. The report is built as a
+list of blocks that the analysis layer's `document` renders to Markdown and HTML.
 """
 
-import base64
-import html
 import json
 import os
 from typing import Sequence
 
 import numpy as np
 
-from measure import files, figures, fits, results
+from measure import figures, fits, results
+from measure.analysis import document, fitting
 
 # Where this device is said to disagree with the paper.
 MIN_R2 = 0.8
@@ -27,9 +25,6 @@ NAMES = ("report.md", "report.html")
 _ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags in force",
                        "xla_flags_chosen": "XLA flags chosen by this project", "host": "host",
                        "peak_flops_per_s": "peak (matmul probe)", "idle_power_w": "idle power [W]"}
-_CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
-        "img{max-width:100%}.verdict{font-weight:bold}")
 
 
 def _n(value, fmt: str = "{:.3g}") -> str:
@@ -88,7 +83,7 @@ def _finding2(rows: Sequence[results.Row]) -> list:
     for batch in fits.headline_batches(rows):
         points = [r for r in fits.ok_rows(rows, batch) if r.top1_percent_paper > 0]
         try:
-            fit = fits.hyperbola_fit([r.time_per_image_s * 1e3 for r in points], [r.top1_percent_paper for r in points])
+            fit = fitting.hyperbola_fit([r.time_per_image_s * 1e3 for r in points], [r.top1_percent_paper for r in points])
         except ValueError as error:
             items.append(f"batch {batch}: not fitted ({error}; {len(points)} networks).")
             continue
@@ -163,7 +158,7 @@ def _finding4(rows: Sequence[results.Row]) -> list:
     for batch in fits.headline_batches(rows):
         points = fits.ok_rows(rows, batch)
         try:
-            fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+            fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
             items.append(f"batch {batch}: not fitted ({error}; {len(points)} networks).")
             continue
@@ -272,61 +267,6 @@ def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
     return blocks + _precisions(contents)
 
 
-def _markdown(blocks: list, out_dir: str) -> str:
-    """Blocks as Markdown; figures are linked relative to the report."""
-    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
-    out = []
-    for kind, *args in blocks:
-        if kind == "h":
-            out.append("#" * args[0] + " " + args[1])
-        elif kind in ("p", "verdict"):
-            out.append(("**" + args[0] + "**") if kind == "verdict" else args[0])
-        elif kind == "ul":
-            out.append("\n".join("- " + item for item in args[0]))
-        elif kind == "table":
-            header, body = args
-            lines = [header, ["---"] * len(header)] + body
-            out.append("\n".join("| " + " | ".join(cell(c) for c in line) + " |" for line in lines))
-        elif kind == "fig":
-            path = os.path.relpath(os.path.join(out_dir, args[0]), out_dir)
-            out.append(f"![{args[1]}]({path})\n\n*{args[1]}*")
-    return "\n\n".join(out) + "\n"
-
-
-def _html(blocks: list, out_dir: str) -> str:
-    """Blocks as one HTML file, figures embedded as base64 PNG: nothing outside it is needed."""
-    e = html.escape
-    out = []
-    for kind, *args in blocks:
-        if kind == "h":
-            out.append(f"<h{args[0]}>{e(args[1])}</h{args[0]}>")
-        elif kind in ("p", "verdict"):
-            out.append(f'<p class="verdict">{e(args[0])}</p>' if kind == "verdict" else f"<p>{e(args[0])}</p>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in args[0]) + "</ul>")
-        elif kind == "table":
-            header, body = args
-            rows = ["<tr>" + "".join(f"<th>{e(str(c))}</th>" for c in header) + "</tr>"]
-            rows += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in line) + "</tr>" for line in body]
-            out.append("<table>" + "".join(rows) + "</table>")
-        elif kind == "fig":
-            path = os.path.join(out_dir, args[0])
-            if not os.path.exists(path):
-                out.append(f"<p>figure missing: {e(args[0])}</p>")
-                continue
-            with open(path, "rb") as f:
-                data = base64.b64encode(f.read()).decode("ascii")
-            out.append(f'<figure><img alt="{e(args[1])}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{e(args[1])}</figcaption></figure>")
-    title = e(blocks[0][2]) if blocks and blocks[0][0] == "h" else "report"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
-
-
 def write_report(contents: results.Results, out_dir: str, figure_files: Sequence[str]) -> list[str]:
     """Writes report.md and report.html into out_dir; figure_files are relative to it. Returns the names."""
-    blocks = _blocks(contents, figure_files)
-    markdown_name, html_name = NAMES
-    files.atomic_write(os.path.join(out_dir, markdown_name), _markdown(blocks, out_dir))
-    files.atomic_write(os.path.join(out_dir, html_name), _html(blocks, out_dir))
-    return list(NAMES)
+    return document.write(_blocks(contents, figure_files), out_dir, NAMES)

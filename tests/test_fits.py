@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from measure import fits, results
+from measure.analysis import fitting
 
 
 def row(model, batch, time_ms=None, power_w=None, energy_mj=None, gops=1.0, top1=70.0, status=results.OK,
@@ -20,7 +21,7 @@ def row(model, batch, time_ms=None, power_w=None, energy_mj=None, gops=1.0, top1
 
 def test_linear_fit_recovers_a_line_exactly():
     x = np.array([1.5e9, 3.2e9, 8.0e9, 31.0e9])  # operations: large x must not hurt conditioning
-    fit = fits.linear_fit(x, 2.5e-10 * x + 0.7)
+    fit = fitting.linear_fit(x, 2.5e-10 * x + 0.7)
     assert fit.slope == pytest.approx(2.5e-10, rel=1e-12)
     assert fit.intercept == pytest.approx(0.7, rel=1e-9)
     assert fit.r2 == pytest.approx(1.0, abs=1e-12)
@@ -32,7 +33,7 @@ def test_linear_fit_matches_numpy_on_noisy_data():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 10, 50)
     y = 3 * x - 2 + rng.normal(0, 2, 50)
-    fit = fits.linear_fit(x, y)
+    fit = fitting.linear_fit(x, y)
     slope, intercept = np.polyfit(x, y, 1)
     assert (fit.slope, fit.intercept) == pytest.approx((slope, intercept))
     assert fit.r2 == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)
@@ -49,12 +50,12 @@ def test_linear_fit_matches_numpy_on_noisy_data():
 ])
 def test_linear_fit_refuses_degenerate_input(x, y, message):
     with pytest.raises(ValueError, match=message):
-        fits.linear_fit(x, y)
+        fitting.linear_fit(x, y)
 
 
 def test_hyperbola_recovers_known_parameters():
     t = np.array([3.0, 4.0, 6.0, 9.0, 15.0, 25.0, 40.0])
-    fit = fits.hyperbola_fit(t, 80.0 - 50.0 / (t - 2.0))
+    fit = fitting.hyperbola_fit(t, 80.0 - 50.0 / (t - 2.0))
     assert fit.a_max == pytest.approx(80.0, rel=1e-5)
     assert fit.k == pytest.approx(50.0, rel=1e-4)
     assert fit.t0 == pytest.approx(2.0, rel=1e-4)
@@ -67,7 +68,7 @@ def test_hyperbola_with_negative_t0_and_noise():
     rng = np.random.default_rng(1)
     t = np.geomspace(0.5, 30.0, 40)
     y = 78.0 - 12.0 / (t + 0.4) + rng.normal(0, 0.05, t.size)
-    fit = fits.hyperbola_fit(t, y)
+    fit = fitting.hyperbola_fit(t, y)
     assert fit.a_max == pytest.approx(78.0, abs=0.1)
     assert fit.k == pytest.approx(12.0, rel=0.05)
     assert fit.t0 == pytest.approx(-0.4, abs=0.05)
@@ -76,7 +77,7 @@ def test_hyperbola_with_negative_t0_and_noise():
 
 def test_hyperbola_on_a_line_says_t0_hit_the_limit():
     t = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    fit = fits.hyperbola_fit(t, 60.0 + 2.0 * t)  # no curvature: the best hyperbola is a line
+    fit = fitting.hyperbola_fit(t, 60.0 + 2.0 * t)  # no curvature: the best hyperbola is a line
     assert fit.t0_at_limit
     assert fit.r2 == pytest.approx(1.0, abs=1e-6)
 
@@ -88,7 +89,7 @@ def test_hyperbola_on_a_line_says_t0_hit_the_limit():
 ])
 def test_hyperbola_refuses_degenerate_input(t, y, message):
     with pytest.raises(ValueError, match=message):
-        fits.hyperbola_fit(t, y)
+        fitting.hyperbola_fit(t, y)
 
 
 def energy_rows():
@@ -161,12 +162,12 @@ def test_headline_batches_prefer_1_and_16():
 
 
 def test_rank_correlation_is_spearmans():
-    assert fits.rank_correlation([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
-    assert fits.rank_correlation([1, 2, 3, 4], [8, 6, 4, 2]) == pytest.approx(-1.0)
-    assert fits.rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3],
+    assert fitting.rank_correlation([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
+    assert fitting.rank_correlation([1, 2, 3, 4], [8, 6, 4, 2]) == pytest.approx(-1.0)
+    assert fitting.rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3],
                                                                                             [0, 1, 2, 3])[0, 1])
     with pytest.raises(ValueError, match="at least 3"):
-        fits.rank_correlation([1, 2], [3, 4])
+        fitting.rank_correlation([1, 2], [3, 4])
 
 
 def test_energy_order_reads_each_networks_most_frugal_batch():

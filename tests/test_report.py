@@ -9,6 +9,7 @@ import warnings
 import pytest
 
 from measure import figures, files, fits, report, results
+from measure.analysis import fitting, plotting
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ENVIRONMENT = {"device": "Test GPU", "platform": "gpu", "jax": "0.0.test", "jaxlib": "0.0.testlib",
@@ -81,7 +82,7 @@ def check_findings_and_fits(md, rows):
         assert f"Finding {n}:" in md
     for batch in (1, 16):
         points = fits.ok_rows(rows, batch)
-        fit = fits.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+        fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         equation = f"time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f}"
         assert f"batch {batch}: {equation}" in md
     assert "Only two networks" in md and "Too few networks to judge" in md
@@ -154,7 +155,7 @@ def test_hyperbola_and_disagreements_are_reported(tmp_path):
     report.write_report(contents(rows), str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     ok = fits.ok_rows(rows, 1)
-    fit = fits.hyperbola_fit([r.time_per_image_s * 1e3 for r in ok], [r.top1_percent_paper for r in ok])
+    fit = fitting.hyperbola_fit([r.time_per_image_s * 1e3 for r in ok], [r.top1_percent_paper for r in ok])
     assert f"a_max = {fit.a_max:.4g} %, k = {fit.k:.4g} %·ms, t0 = {fit.t0:.4g} ms, R² = {fit.r2:.3f}" in md
     assert "This device disagrees with the paper: power varies by" in md
     assert "This device disagrees with the paper: operations predict time poorly" in md
@@ -167,7 +168,7 @@ def test_colours_are_fixed_shades_of_the_family_hue():
     assert palette["resnet18"] != palette["resnet50"]
     assert palette == figures.colours(rows[::-1])  # independent of order and of which others are present
     assert palette["resnet50"] == figures.colours([r for r in rows if r.model == "resnet50"])["resnet50"]
-    assert palette["mystery"] == figures.OTHER_COLOUR
+    assert palette["mystery"] == plotting.OTHER_COLOUR
 
 
 @pytest.mark.parametrize("bad", [KeyboardInterrupt, MemoryError])
@@ -252,7 +253,7 @@ def test_settings_are_reported_apart_and_never_fitted_together(tmp_path):
     assert [s.splitlines()[0] for s in sections] == ["float32, 32x32", "float16, 32x32", "Precisions compared"]
     for section, rows in zip(sections, (fast, half)):
         ok = fits.ok_rows(rows, 1)
-        fit = fits.linear_fit([fits.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
+        fit = fitting.linear_fit([fits.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
         assert f"batch 1: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f} " \
                f"(6 networks)" in section
 

@@ -1,0 +1,1 @@
+"""The project's one analysis layer, generic over points: fits, frontiers, figure style and report writing."""

@@ -1,0 +1,107 @@
+"""The one figure style of the project: axes on the Agg canvas, notes, legends, log axes, colours, saving.
+
+Figures are built on matplotlib's Agg canvas directly (no pyplot): nothing global is touched and
+nothing is ever shown. Every figure is saved as PNG and SVG, each written atomically.
+"""
+
+import colorsys
+import io
+import os
+
+from matplotlib import colors as mcolors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from measure import files
+from measure.analysis import fitting
+
+# A hue per family, as in the paper; its members are shades of it (ResNets pink).
+FAMILY_COLOURS = {
+    "alexnet": "#1f5fbf", "nin": "#e07b00", "enet": "#2ca02c", "googlenet": "#7b3fbf",
+    "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0"}
+OTHER_COLOUR = "#707070"
+# Hues for series that are not families (design spaces, scaling rules), in order of appearance.
+SERIES_COLOURS = ("#e7298a", "#1f5fbf", "#2ca02c", "#e07b00", "#7b3fbf", "#b8860b", "#139fb0", "#a00000")
+
+
+def shade(hex_colour: str, index: int, count: int) -> str:
+    """The index-th of `count` shades of a hue, dark to light."""
+    if count <= 1:
+        return hex_colour
+    hue, _, saturation = colorsys.rgb_to_hls(*mcolors.to_rgb(hex_colour))
+    lightness = 0.30 + 0.42 * index / (count - 1)
+    return mcolors.to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
+
+
+def series_colours(names) -> dict[str, str]:
+    """A distinct hue per series name, in the order given (cycling past the palette)."""
+    return {name: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def axes(title: str, xlabel: str = "", ylabel: str = ""):
+    """A new figure on the Agg canvas and its axes."""
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def say(ax, message: str, y: float = 0.5, size: str = "large") -> None:
+    """Writes a message across the axes (why something is missing)."""
+    ax.text(0.5, y, message, transform=ax.transAxes, ha="center", va="center", fontsize=size,
+            color="#a00000", wrap=True, bbox={"facecolor": "white", "edgecolor": "#a00000", "alpha": 0.9})
+
+
+def no_data(ax, what: str) -> None:
+    """Marks an empty figure as such."""
+    ax.set(xticks=[], yticks=[])
+    say(ax, f"no data: {what}")
+
+
+def footnote(fig, text: str) -> None:
+    """A figure-level note under the axes (constrained layout makes room for it)."""
+    fig.supxlabel(text, fontsize="x-small", color="#a00000", ha="left", x=0.01)
+
+
+def legend_outside(ax, inside=()):
+    """Series in a legend right of the axes; `inside` handles (fit lines) lower right, where rising data is not."""
+    handles, labels = ax.get_legend_handles_labels()
+    outside = [(h, l) for h, l in zip(handles, labels) if h not in inside]
+    if inside:
+        ax.add_artist(ax.legend(handles=list(inside), loc="lower right", fontsize="small"))
+    if outside:
+        # The last legend is the axes' own, the one constrained layout makes room for.
+        ax.legend(*zip(*outside), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+
+
+def log_axis(axis) -> None:
+    """A log10 axis (ax.xaxis or ax.yaxis) labelled with plain numbers instead of powers of ten."""
+    axis.axes.set(**{f"{axis.axis_name}scale": "log"})
+    axis.set_major_formatter("{x:g}")
+    # Label only the 2x and 5x minor ticks: all of them collide within a decade.
+    axis.set_minor_formatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else "")
+
+
+def line_label(fit: fitting.LinearFit, y: str, x: str, points: str = "networks") -> str:
+    """The equation and R² of a line, for a legend."""
+    sign = "+" if fit.intercept >= 0 else "−"
+    return f"{y} = {fit.slope:.4g} × {x} {sign} {abs(fit.intercept):.4g}, R² = {fit.r2:.3f} ({fit.n} {points})"
+
+
+def hyperbola_label(fit: fitting.HyperbolaFit, y: str, x: str, unit: str = "") -> str:
+    """The equation and R² of a hyperbola, for a legend."""
+    return f"{y} = {fit.a_max:.3g} − {fit.k:.3g} / ({x} − {fit.t0:.3g}{unit}), R² = {fit.r2:.3f}"
+
+
+def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
+    """Saves a figure as stem.png and stem.svg, each written atomically; returns the names."""
+    names = []
+    for ext in ("png", "svg"):
+        data = io.BytesIO()
+        # No date in the SVG, so redrawing the same points gives the same file.
+        fig.savefig(data, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        files.atomic_write(os.path.join(out_dir, f"{stem}.{ext}"), data.getvalue())
+        names.append(f"{stem}.{ext}")
+    return names
