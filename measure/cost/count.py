@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import tree_util
 
 import models
+from measure.cost import memo as memo_lib
 from measure.cost import memory, rules
 from measure.cost import walk as walk_lib
 from models.errors import UserError
@@ -143,45 +144,134 @@ def _cross_entropy_step(module: nn.Module):
     return jax.value_and_grad(loss)
 
 
-def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = False,
-                 dtype=jnp.float32) -> Cost:
-    """Costs of a Flax module's forward pass (or training step) on inputs of `input_shape`.
+def _record_calls(calls: list, memo=None, answered=None):
+    """An interceptor noting every module call (path, class, paper cost, output elements) in `calls`.
 
-    The forward pass is counted from one trace of `init`, which runs it: what init computes
-    from the RNG key alone (parameter initialisation, and parameter-only arithmetic such as
-    BatchNorm's per-channel rsqrt(var + eps), which inference can fold away) is not counted.
-    One trace instead of init + apply halves the time, which sweeps over variants feel.
+    With a memo it answers the cacheable submodule calls from it. Its trace's token is pushed on
+    `_TRACES`: a memo miss traces the call standalone inside this trace, and records its own calls.
     """
-    x = jax.ShapeDtypeStruct(input_shape, dtype)
-    calls = []  # (module path, class name, paper cost per element or None, output elements), in order
+    token = object()
 
     def record(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
+        if _TRACES and _TRACES[-1] is not token:  # a nested trace's call, recorded by its own interceptor
+            return next_fun(*args, **kwargs)
+        if memo is not None and context.method_name == "__call__" and context.module.path:
+            out = memo_lib.answer(memo, _count_call, next_fun, args, kwargs, context, calls, answered)
+        else:
+            out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
             elements = sum(rules.size(leaf) for leaf in jax.tree.leaves(out))
             calls.append((context.module.path, type(context.module).__name__,
                           rules.paper_module_cost(context.module), elements))
         return out
 
-    if train:
-        variables = models.abstract_variables(module, input_shape, dtype)
-        state = {k: v for k, v in variables.items() if k != "params"}
-        labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
-        with _module_scopes(), nn.intercept_methods(record):
-            closed = jax.make_jaxpr(_cross_entropy_step(module))(variables.get("params", {}), state, x, labels)
-        static = closed.jaxpr.invars[:len(jax.tree.leaves(variables))]  # parameters are traced first
-    else:
-        with _module_scopes(), nn.intercept_methods(record):
-            closed, (_, variables) = jax.make_jaxpr(
-                functools.partial(module.init_with_output, train=False), return_shape=True)(jax.random.key(0), x)
-        static = closed.jaxpr.invars[:1]  # the RNG key
-    static = frozenset(static)
+    return token, record
 
-    root = type(module).__name__  # Flax names the outermost scope after the root module's class
+
+_TRACES = []  # tokens of the eval traces in progress, innermost last
+
+
+@dataclasses.dataclass
+class _Trace:
+    """One eval-mode trace of `init`: its jaxpr, output, variables and module calls in order."""
+
+    closed: Any
+    out: Any
+    variables: dict
+    calls: list
+    static: frozenset  # the RNG key
+    arrays_out: bool  # whether the call returned traced arrays only
+
+
+def _trace_eval(module: nn.Module, args: tuple, kwargs: dict, memo) -> _Trace:
+    """Traces `module.init_with_output(key, *args, **kwargs)`; ShapeDtypeStruct leaves become its inputs."""
+    leaves, tree = jax.tree.flatten((args, kwargs))
+    positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    calls, answered, arrays_out = [], [], []
+    token, record = _record_calls(calls, memo, answered)
+
+    def init(key, *arrays):
+        filled = list(leaves)
+        for i, array in zip(positions, arrays):
+            filled[i] = array
+        call_args, call_kwargs = jax.tree.unflatten(tree, filled)
+        out = module.init_with_output(key, *call_args, **call_kwargs)
+        arrays_out.append(all(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(out[0])))
+        return out
+
+    _TRACES.append(token)
+    try:
+        with _module_scopes(), nn.intercept_methods(record):
+            closed, (out, variables) = jax.make_jaxpr(init, return_shape=True)(
+                jax.random.key(0), *(leaves[i] for i in positions))
+    finally:
+        _TRACES.pop()
+    return _Trace(closed, out, memo_lib.with_answers(variables, answered), calls,
+                  frozenset(closed.jaxpr.invars[:1]), arrays_out[0])
+
+
+def _walk(closed, calls: list, root: str, static: frozenset, train: bool) -> walk_lib.Breakdown:
+    """The tallies of a traced module per scope as the trace named them (under the root's class name)."""
     opaque = {(root,) + path for path, _, factor, _ in calls if factor is not None}
     raw = walk_lib.Breakdown()
     walk_lib.walk(closed.jaxpr, raw, static=static, skip_static=not train,
                   is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
+    return raw
+
+
+def _eval_count(module: nn.Module, args: tuple, kwargs: dict, memo, measure):
+    """(trace, raw tallies, measure(trace)); counted again without the memo where it would be inexact."""
+    try:
+        traced = _trace_eval(module, args, kwargs, memo)
+        return traced, _walk(traced.closed, traced.calls, type(module).__name__, traced.static, False), \
+            measure(traced)
+    except memo_lib.Inexact:
+        if memo is None:
+            raise
+        return _eval_count(module, args, kwargs, None, measure)
+
+
+def _count_call(module: nn.Module, args: tuple, kwargs: dict, memo) -> Optional[memo_lib.Entry]:
+    """A memo miss: the call counted standalone as an Entry, or None where it cannot be reproduced exactly."""
+    traced, raw, profile = _eval_count(module, args, kwargs, memo, lambda traced: memory.call_profile(
+        traced.closed.jaxpr, traced.static, len(jax.tree.leaves(traced.out))))
+    root = (type(module).__name__,)
+    if profile is None or not traced.arrays_out or any(scope[:1] != root for scope in raw.per_scope):
+        return None
+    relative = walk_lib.Breakdown({scope[1:]: t for scope, t in raw.per_scope.items()}, raw.per_primitive,
+                                  raw.unknown_primitives, raw.notes)
+    outs = traced.closed.jaxpr.outvars[:len(jax.tree.leaves(traced.out))]
+    return memo_lib.Entry(relative, tuple(c for c in traced.calls if c[0]), traced.variables,
+                          jax.tree.structure(traced.out), tuple(v.aval for v in outs), *profile)
+
+
+def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = False,
+                 dtype=jnp.float32, memo: Optional[memo_lib.Memo] = None) -> Cost:
+    """Costs of a Flax module's forward pass (or training step) on inputs of `input_shape`.
+
+    The forward pass is counted from one trace of `init`, which runs it: what init computes
+    from the RNG key alone (parameter initialisation, and parameter-only arithmetic such as
+    BatchNorm's per-channel rsqrt(var + eps), which inference can fold away) is not counted.
+    One trace instead of init + apply halves the time, which sweeps over variants feel.
+    A `memo` (eval only) counts each repeated submodule call once; the counts are the same.
+    """
+    x = jax.ShapeDtypeStruct(input_shape, dtype)
+    root = type(module).__name__  # Flax names the outermost scope after the root module's class
+    if train:
+        calls = []
+        variables = models.abstract_variables(module, input_shape, dtype)
+        state = {k: v for k, v in variables.items() if k != "params"}
+        labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
+        with _module_scopes(), nn.intercept_methods(_record_calls(calls)[1]):
+            closed = jax.make_jaxpr(_cross_entropy_step(module))(variables.get("params", {}), state, x, labels)
+        static = frozenset(closed.jaxpr.invars[:len(jax.tree.leaves(variables))])  # parameters are traced first
+        raw = _walk(closed, calls, root, static, train)
+        peak = memory.peak_live_bytes(closed.jaxpr)
+    else:
+        traced, raw, peak = _eval_count(module, (x,), {"train": False}, memo,
+                                        lambda traced: memory.peak_live_bytes(traced.closed.jaxpr, traced.static))
+        calls, variables = traced.calls, traced.variables
+
     breakdown = walk_lib.Breakdown(per_primitive=raw.per_primitive, unknown_primitives=raw.unknown_primitives,
                                    notes=raw.notes)
     for scope, tally in raw.per_scope.items():
@@ -198,8 +288,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     for key_path, leaf in tree_util.tree_flatten_with_path(params)[0]:
         scope = tuple(k.key for k in key_path[:-1])
         scope_params[scope] = scope_params.get(scope, 0) + rules.size(leaf)
-    return Cost(breakdown, input_bytes=memory.nbytes(x), scope_params=scope_params,
-                peak_activation_bytes=memory.peak_live_bytes(closed.jaxpr, static if not train else frozenset()),
+    return Cost(breakdown, input_bytes=memory.nbytes(x), scope_params=scope_params, peak_activation_bytes=peak,
                 param_bytes=_bytes(params), batch_stats=sum(rules.size(leaf) for leaf in jax.tree.leaves(state)),
                 batch_stats_bytes=_bytes(state))
 

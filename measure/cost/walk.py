@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 from jax import extend
 
-from measure.cost import rules
+from measure.cost import memo, rules
 
 Scope = tuple[str, ...]
 
@@ -24,14 +24,14 @@ class Breakdown:
         self.per_scope.setdefault(scope, rules.Tally()).__iadd__(tally)
         self.per_primitive.setdefault(primitive, rules.Tally()).__iadd__(tally)
 
-    def merge(self, other: "Breakdown") -> None:
-        """Adds every tally of another breakdown to this one."""
+    def merge(self, other: "Breakdown", prefix: Scope = (), times: int = 1) -> None:
+        """Adds every tally of another breakdown to this one, its scopes under `prefix`, `times` over."""
         for scope, t in other.per_scope.items():
-            self.per_scope.setdefault(scope, rules.Tally()).__iadd__(t)
+            self.per_scope.setdefault(prefix + scope, rules.Tally()).__iadd__(t if times == 1 else t.scaled(times))
         for name, t in other.per_primitive.items():
-            self.per_primitive.setdefault(name, rules.Tally()).__iadd__(t)
+            self.per_primitive.setdefault(name, rules.Tally()).__iadd__(t if times == 1 else t.scaled(times))
         for name, n in other.unknown_primitives.items():
-            self.unknown_primitives[name] = self.unknown_primitives.get(name, 0) + n
+            self.unknown_primitives[name] = self.unknown_primitives.get(name, 0) + n * times
         self.notes.extend(n for n in other.notes if n not in self.notes)
 
     def total(self) -> rules.Tally:
@@ -93,7 +93,11 @@ def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
             static.update(eqn.outvars)
             if skip_static:
                 continue
-        if name == "cond":
+        if (entry := memo.entry_of(eqn)) is not None:  # a call counted once, standalone
+            if not skip_static or any(map(is_static, eqn.invars)):
+                raise memo.Inexact("a memoised call reads static data: its inlined equations would not all count")
+            out.merge(entry.breakdown, eqn_scope, times)
+        elif name == "cond":
             branches = []
             for branch in eqn.params["branches"]:
                 sub = Breakdown()
