@@ -45,14 +45,18 @@ def _parse_line(line: bytes) -> Optional[dict]:
 class ResultLog:
     """An append-only JSONL file of results, one object per line keyed by `key`; opening it repairs a torn tail."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, repair: bool = True):
         self.path = path
         self._fd = None
-        self.contents = self.read()
+        self.contents = self.read(repair)
         self._keys = {row["key"] for row in self.contents.rows}
 
-    def read(self) -> LogContents:
-        """The log's rows; truncates a torn last line, UserError on a corrupt line before it."""
+    def read(self, repair: bool = True) -> LogContents:
+        """The log's rows; a torn last line is dropped (cut from the file if `repair`), a corrupt one before it refused.
+
+        Readers that do not hold the shard's lock (analysis of a running sweep) must not repair: the
+        "torn" line may be an append in progress.
+        """
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -75,7 +79,7 @@ class ResultLog:
             else:
                 seen.add(row["key"])
                 rows.append(row)
-        if tail:
+        if tail and repair:
             # Only a killed writer leaves an unterminated line, and only at the end: cut it so the next
             # append starts on a fresh line instead of gluing itself onto the torn one.
             os.truncate(self.path, good_bytes)

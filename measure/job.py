@@ -215,7 +215,7 @@ def _draw(stored: results.Results, out: str) -> list[str]:
 
 def _measure_all(todo, config: Config, stored: results.Results, device: str, meter, idle_w, window_s, log) -> None:
     """Measures the points in order, recording each attempt before it starts."""
-    counted = {n: _count(n, config) for n in dict.fromkeys(n for n, _ in todo)}
+    counted = {n: count_variant(n, config) for n in dict.fromkeys(n for n, _ in todo)}
     flops = {(n, b): counted[n].ops("flops") * b for n, b in todo}
     # A larger batch cannot fit where a smaller one ran out of memory or killed the process.
     too_big = {}
@@ -225,8 +225,8 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
     eta, weights, out = _Eta(config.timing_options), {}, config.out_dir
     for i, (name, batch_size) in enumerate(todo, 1):
         started = time.perf_counter()
-        row = _base_row(name, batch_size, config, device, counted[name])
-        unmeasured = functools.partial(_failed_row, row)
+        row = base_row(name, batch_size, config, device, counted[name])
+        unmeasured = functools.partial(failed_row, row)
         limit = too_big.get((name, row.resolution))
         if limit is not None and batch_size > limit:
             row = unmeasured(results.OUT_OF_MEMORY, f"skipped: batch {limit} ran out of memory or crashed")
@@ -237,7 +237,7 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
             try:
                 if name not in weights:  # one network's weights on the device at a time
                     weights.clear()
-                    weights[name] = _device_variables(name, config)
+                    weights[name] = variant_variables(name, config)
                 if isinstance(weights[name], timing.MeasureFailed):
                     failure = weights[name]
                     row = unmeasured(failure.status, f"making the weights: {failure.message}")
@@ -262,13 +262,13 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
         log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} (left: {eta.left([flops[p] for p in todo[i:]])})")
 
 
-def _count(name: str, config: Config) -> cost.Cost:
+def count_variant(name: str, config: Config) -> cost.Cost:
     """The analytical cost of a variant at batch 1, at the resolution it is measured at."""
     variant = models.variant(name)
     return cost.count_model(variant.name, 1, _input_shape(name, 1, config)[1], **dict(variant.knobs))
 
 
-def _base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
+def base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
     """A row with the variant's identity, its analytical costs and the paper's reference numbers.
 
     `counted` is the variant's cost at batch 1: in eval every operation count and every live
@@ -294,7 +294,7 @@ def _base_row(name: str, batch_size: int, config: Config, device: str, counted: 
         params_m_paper=paper.params_m_paper if paper else 0.0)
 
 
-def _failed_row(row: results.Row, status: str, message: str) -> results.Row:
+def failed_row(row: results.Row, status: str, message: str) -> results.Row:
     """A point that could not be measured: its counts, its status and the first line of why."""
     return dataclasses.replace(row, status=status, error=message.splitlines()[0][:300] if message else "")
 
@@ -307,7 +307,7 @@ def measure_point(name: str, batch_size: int, config: Config, row: results.Row, 
         measured = timing.time_forward(models.variant(name).module(), _input_shape(name, batch_size, config),
                                        config.precision, config.timing_options, variables=variables)
     except timing.MeasureFailed as failure:
-        return _failed_row(row, failure.status, failure.message)
+        return failed_row(row, failure.status, failure.message)
     fields = measured.row_fields(row.flops_per_image, peak_flops)
     fields.update(memory.compiled_memory(measured.compiled).row_fields())
     peak_after = memory.device_peak_bytes()
@@ -323,7 +323,7 @@ def measure_point(name: str, batch_size: int, config: Config, row: results.Row, 
     return dataclasses.replace(row, **fields)
 
 
-def _device_variables(name: str, config: Config):
+def variant_variables(name: str, config: Config):
     """The variant's weights on the device, or the MeasureFailed that stopped making them."""
     try:
         return timing.device_variables(models.variant(name).module(), _input_shape(name, 1, config), config.precision)

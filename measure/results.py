@@ -271,6 +271,14 @@ def _row(value, index: int) -> Row:
     return Row(**fields)
 
 
+def row_from_json(value, where: str) -> Row:
+    """A row from its JSON object (as `dataclasses.asdict` wrote it), every field checked; UserError naming `where`."""
+    try:
+        return _row(value, 0)
+    except _Malformed as error:
+        raise UserError(f"{where}: not a valid result row ({str(error).replace('row 0 ', '')})") from None
+
+
 def _typed(value, hint, where: str):
     """The value if it has the type `hint` (int, float, str or Optional of one); floats may be ints."""
     args = typing.get_args(hint)

@@ -37,6 +37,10 @@ class Diverged(UserError):
     """The loss went NaN or infinite: the run stops and keeps its last good checkpoint."""
 
 
+class OutOfMemory(UserError):
+    """The first step or evaluation ran out of device memory: the message names the fix."""
+
+
 @contextlib.contextmanager
 def _out_of_memory_is_the_users(run: "_Run"):
     """A first step (or evaluation) that runs out of device memory is a UserError naming the fix.
@@ -51,7 +55,7 @@ def _out_of_memory_is_the_users(run: "_Run"):
         if failed.status != results.OUT_OF_MEMORY:
             raise failed.__cause__ from None  # not memory: a bug, with XLA's own traceback
         devices = len(jax.devices())
-        raise UserError(f"out of memory training {run.variant} at batch {run.config.batch_size} "
+        raise OutOfMemory(f"out of memory training {run.variant} at batch {run.config.batch_size} "
                         f"({run.config.batch_size // devices} per device on {devices}): use a smaller --batch_size, "
                         f"a lower resolution or more devices ({failed.message[:160]})") from None
 

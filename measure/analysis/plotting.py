@@ -92,7 +92,12 @@ def line_label(fit: fitting.LinearFit, y: str, x: str, points: str = "networks")
 
 def hyperbola_label(fit: fitting.HyperbolaFit, y: str, x: str, unit: str = "") -> str:
     """The equation and R² of a hyperbola, for a legend."""
-    return f"{y} = {fit.a_max:.3g} − {fit.k:.3g} / ({x} − {fit.t0:.3g}{unit}), R² = {fit.r2:.3f}"
+    return f"{y} = {fit.a_max:.3g} − {fit.k:.3g} / ({shifted(x, fit.t0, unit)}), R² = {fit.r2:.3f}"
+
+
+def shifted(x: str, x0: float, unit: str = "", fmt: str = "{:.3g}") -> str:
+    """"x − x0" written with the sign of x0 ("t + 1.2 ms" for x0 = −1.2)."""
+    return f"{x} {'−' if x0 >= 0 else '+'} {fmt.format(abs(x0))}{unit}"
 
 
 def save(fig: Figure, out_dir: str, stem: str) -> list[str]:

@@ -1,0 +1,11 @@
+"""`python -m explore`: samples, measures, trains and analyses design-space variants (see explore/main.py)."""
+
+from absl import flags
+
+from explore import main
+from models import cli
+
+flags.adopt_module_key_flags(main)  # --help lists the flags main.py defines
+
+if __name__ == "__main__":
+    cli.run(main.main)

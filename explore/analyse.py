@@ -1,0 +1,185 @@
+"""The analyse step: a sweep's results joined per variant, and the fits and frontiers the explorer reports.
+
+It reads the plan and every result line there is (the merged log and any shard files, so partial
+results analyse too) and never measures. Per variant: its costs, its time and energy per image at
+each batch size, and its top-1 over seeds. Then, through the analysis layer: the hyperbola of
+accuracy against operations and against time (with the error on variants held out of the fit),
+time against operations (finding 4), the Pareto fronts, the energy-bounded frontier and each
+space's EDF of error. Accuracies here are measured on the sweep's data set, never the paper's.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+
+from explore import jobs
+from explore import plan as plan_lib
+from explore import sweep
+from measure import fits, results
+from measure.analysis import fitting
+
+HELD_OUT_FOLDS = 5
+LOG_NAME = "results.jsonl"
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """Everything a sweep knows about one variant."""
+
+    variant: str
+    spaces: tuple[str, ...]
+    config: dict
+    costs: dict  # flops, macs, params, activations at batch 1
+    rows: dict = dataclasses.field(default_factory=dict)  # batch size -> results.Row (every status)
+    top1: list = dataclasses.field(default_factory=list)  # top-1 in %, one per seed trained
+    failures: list = dataclasses.field(default_factory=list)  # what did not finish, in words
+
+    @property
+    def gflops(self) -> float:
+        """GFLOPs per image (2 per multiply-accumulate + 1 per elementwise step, as XLA counts)."""
+        return self.costs["flops"] / 1e9
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """Mean top-1 [%] over the seeds trained, None if none was."""
+        return float(np.mean(self.top1)) if self.top1 else None
+
+    def time_ms(self, batch: int) -> Optional[float]:
+        """Latency per image [ms] at a batch size, None if not measured there."""
+        row = self.rows.get(batch)
+        return row.time_per_image_s * 1e3 if row and row.status == results.OK else None
+
+    @property
+    def energy_j(self) -> Optional[float]:
+        """The least energy per image over the batch sizes measured, None without power."""
+        energies = [e for e in map(fits.energy_per_image_j, self.rows.values()) if e is not None]
+        return min(energies) if energies else None
+
+
+@dataclasses.dataclass
+class Analysis:
+    """The fits and frontiers of a sweep, each None (or empty) where the data do not allow it."""
+
+    variants: list
+    batch: Optional[int]  # the batch size time is read at: the smallest measured
+    device: Optional[str]
+    hyperbola_ops: Optional[fitting.HyperbolaFit] = None
+    hyperbola_ops_held_out: Optional[fitting.HeldOut] = None
+    hyperbola_time: Optional[fitting.HyperbolaFit] = None
+    hyperbola_time_held_out: Optional[fitting.HeldOut] = None
+    time_vs_ops: dict = dataclasses.field(default_factory=dict)  # batch -> LinearFit over the variants
+    networks_time_vs_ops: dict = dataclasses.field(default_factory=dict)  # batch -> LinearFit, the 14 networks
+    network_rows: list = dataclasses.field(default_factory=list)  # the main job's rows, for context
+    pareto: dict = dataclasses.field(default_factory=dict)  # "ops"/"time"/"energy" -> [variant indices]
+    budgets: list = dataclasses.field(default_factory=list)  # of fitting.BudgetPoint, indices into `variants`
+    edf: dict = dataclasses.field(default_factory=dict)  # space -> (sorted errors %, fractions)
+    notes: list = dataclasses.field(default_factory=list)  # why something was not fitted
+
+
+def load(out_dir: str) -> tuple[dict, list[VariantResult]]:
+    """The plan's settings and every variant joined with whatever results the log and shards hold."""
+    settings, planned = plan_lib.read(out_dir)
+    by_variant = {p.variant: VariantResult(p.variant, p.spaces, p.config, p.costs) for p in planned}
+    log_path = os.path.join(out_dir, LOG_NAME)
+    paths = ([log_path] if os.path.exists(log_path) else []) + sweep.shard_files(log_path)
+    seen = set()
+    for path in paths:
+        for line in sweep.ResultLog(path, repair=False).contents.rows:
+            if line["key"] in seen or line.get("variant") not in by_variant:
+                continue  # a job merged twice, or another plan's: the first of each key counts
+            seen.add(line["key"])
+            _add(by_variant[line["variant"]], line, path)
+    return settings, list(by_variant.values())
+
+
+def _add(result: VariantResult, line: dict, path: str) -> None:
+    """Adds one result line to its variant."""
+    if line.get("kind") == jobs.MEASURE:
+        for i, data in enumerate(line.get("rows", [])):
+            row = results.row_from_json(data, f"{path}: {line['key']} row {i}")
+            result.rows[row.batch_size] = row
+            if row.status != results.OK:
+                result.failures.append(f"batch {row.batch_size}: {row.status}")
+    elif line.get("kind") == jobs.TRAIN:
+        if line.get("status") == results.OK:
+            result.top1.append(100.0 * float(line["top1"]))
+        else:
+            result.failures.append(f"seed {line.get('seed')}: {line.get('status')}")
+
+
+def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -> Analysis:
+    """Every fit and frontier the variants allow; `network_rows` are the main job's, for finding 4's context."""
+    batches = sorted({b for v in variants for b, r in v.rows.items() if r.status == results.OK})
+    batch = batches[0] if batches else None
+    devices = sorted({r.device for v in variants for r in v.rows.values()})
+    out = Analysis(variants, batch, ", ".join(devices) or None, network_rows=list(network_rows))
+    trained = [v for v in variants if v.accuracy is not None]
+    out.hyperbola_ops, out.hyperbola_ops_held_out = _hyperbola(
+        out, "accuracy vs operations", [v.gflops for v in trained], [v.accuracy for v in trained])
+    timed = [v for v in trained if batch is not None and v.time_ms(batch) is not None]
+    out.hyperbola_time, out.hyperbola_time_held_out = _hyperbola(
+        out, "accuracy vs time", [v.time_ms(batch) for v in timed], [v.accuracy for v in timed])
+    for b in batches:
+        points = [v for v in variants if v.time_ms(b) is not None]
+        _linear(out.time_vs_ops, b, [v.gflops for v in points], [v.time_ms(b) for v in points], out.notes,
+                f"time vs operations of the variants at batch {b}")
+        networks = fits.ok_rows(network_rows, b)
+        _linear(out.networks_time_vs_ops, b, [r.flops_per_image / 1e9 for r in networks],
+                [r.time_per_image_s * 1e3 for r in networks], out.notes, f"time vs operations of the networks at batch {b}")
+    index = {id(v): i for i, v in enumerate(variants)}
+    out.pareto["ops"] = [index[id(trained[i])] for i in _front([v.gflops for v in trained], trained)]
+    out.pareto["time"] = [index[id(timed[i])] for i in _front([v.time_ms(batch) for v in timed], timed)]
+    powered = [v for v in trained if v.energy_j is not None]
+    out.pareto["energy"] = [index[id(powered[i])] for i in _front([v.energy_j for v in powered], powered)]
+    if powered:
+        budgets = list(energy_budgets) or fitting.log_budgets([v.energy_j for v in powered])
+        out.budgets = [dataclasses.replace(b, within=tuple(index[id(powered[i])] for i in b.within),
+                                           most_complex=_map(b.most_complex, powered, index),
+                                           best=_map(b.best, powered, index))
+                       for b in fitting.budget_frontier([v.energy_j for v in powered], [v.accuracy for v in powered],
+                                                        [v.gflops for v in powered], budgets)]
+    elif trained:
+        out.notes.append("energy-bounded frontier: no power was measured or modelled (pass --power_watts to "
+                         "model it where no meter reads)")
+    for space in dict.fromkeys(s for v in variants for s in v.spaces):
+        errors = [100.0 - v.accuracy for v in trained if space in v.spaces]
+        if errors:
+            out.edf[space] = fitting.edf(errors)
+    return out
+
+
+def _map(i: Optional[int], subset: list, index: dict) -> Optional[int]:
+    """An index into `subset` as an index into the whole variant list."""
+    return None if i is None else index[id(subset[i])]
+
+
+def _front(cost: list, subset: list) -> list[int]:
+    """The Pareto front of accuracy against a cost, as indices into `subset`."""
+    return fitting.pareto_front(cost, [v.accuracy for v in subset]) if subset else []
+
+
+def _hyperbola(out: Analysis, what: str, x: list, y: list):
+    """The hyperbola through the points and its held-out error, or (None, None) with a note saying why."""
+    try:
+        fit = fitting.hyperbola_fit(x, y)
+    except ValueError as error:
+        out.notes.append(f"{what}: not fitted ({error}; {len(x)} variants)")
+        return None, None
+    try:
+        held = fitting.held_out(fitting.hyperbola_fit, x, y, folds=HELD_OUT_FOLDS)
+    except ValueError as error:
+        out.notes.append(f"{what}: no held-out error ({error})")
+        held = None
+    return fit, held
+
+
+def _linear(into: dict, batch: int, x: list, y: list, notes: list, what: str) -> None:
+    """The line through the points into `into[batch]`, or a note saying why not."""
+    if not x:
+        return
+    try:
+        into[batch] = fitting.linear_fit(x, y)
+    except ValueError as error:
+        notes.append(f"{what}: not fitted ({error})")

@@ -1,0 +1,133 @@
+"""The run step's jobs: timing a variant on the device, and training it for a budget with one seed.
+
+A sweep's job list holds, per planned variant, one `measure` job (inference time, memory and energy
+per image at each batch size, as the main job measures a point) and one `train` job per seed (top-1
+on the data set's evaluation split after a fixed budget, through `train.train.fit`). Each job's key
+names everything its result depends on, device included, so a changed setting is a new job and
+never reads as done. Results are plain JSON objects, one line each in the sweep's log.
+"""
+
+import dataclasses
+from typing import Optional
+
+from explore import plan as plan_lib
+from measure import job as job_lib
+from measure import power, results, timing
+
+MEASURE, TRAIN = "measure", "train"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What the run step computes per variant."""
+
+    measure: bool = True
+    batch_sizes: tuple[int, ...] = (1, 16)
+    precision: str = "float32"
+    min_time_s: float = 0.2
+    power_watts: Optional[float] = None  # modelled power where no meter reads
+    train: bool = True
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    train_steps: int = 60
+    train_batch_size: int = 32
+    learning_rate: float = 0.05
+    seeds: tuple[int, ...] = (0,)
+
+    def train_config(self, variant: str, seed: int):
+        """The training configuration of one (variant, seed) job."""
+        from train import config as train_config  # the train extra: only a sweep that trains needs it
+        return train_config.TrainConfig(
+            model=variant, dataset=self.dataset, data_dir=self.data_dir, batch_size=self.train_batch_size,
+            steps=self.train_steps, epochs=None, schedule="cosine", learning_rate=self.learning_rate,
+            seed=seed, log_every=max(self.train_steps, 1), eval_every=None,
+            checkpoint_every=max(self.train_steps, 1))
+
+    def budget(self) -> str:
+        """The training budget in words, part of every train job's key."""
+        return f"steps={self.train_steps},batch={self.train_batch_size},lr={self.learning_rate:g}"
+
+
+def job_list(planned: list[plan_lib.PlannedVariant], settings: RunSettings, device: str) -> list[tuple[str, dict]]:
+    """(key, payload) for every job of the sweep, variant by variant."""
+    jobs = []
+    batches = ",".join(str(b) for b in settings.batch_sizes)
+    for p in planned:
+        if settings.measure:
+            jobs.append((f"{MEASURE} {p.variant} {settings.precision} batches={batches} on {device}",
+                         {"kind": MEASURE, "variant": p.variant}))
+        if settings.train:
+            jobs += [(f"{TRAIN} {p.variant} on {settings.dataset} {settings.budget()} seed={seed} on {device}",
+                      {"kind": TRAIN, "variant": p.variant, "seed": seed}) for seed in settings.seeds]
+    return jobs
+
+
+class Runner:
+    """Computes jobs in one process: the power meter, idle power and peak FLOP/s are read once, lazily."""
+
+    def __init__(self, settings: RunSettings, device, log=print):
+        self.settings, self.device, self.log = settings, device, log
+        self.device_name = job_lib.device_name(device)
+        self.meter, self._session = None, None
+        self.config = job_lib.Config(models=(), batch_sizes=settings.batch_sizes, out_dir="",
+                                     precision=settings.precision, power_watts=settings.power_watts,
+                                     timing_options=timing.TimingOptions(min_time_s=settings.min_time_s))
+
+    def __call__(self, payload: dict) -> dict:
+        """The result of one job."""
+        return self._measure(payload["variant"]) if payload["kind"] == MEASURE else self._train(payload)
+
+    def _open(self) -> tuple:
+        """(idle power, power window, peak FLOP/s), opening the meter on first use."""
+        if self._session is None:
+            self.meter, note = power.open_meter(self.device)
+            window_s = power.window_s(self.meter, 1.0) if self.meter else 1.0
+            # Idle before the peak probe: the probe heats the device.
+            idle_w = power.idle_power(self.meter, max(job_lib.IDLE_WINDOW_S, window_s)) if self.meter else None
+            peak = timing.peak_flops_per_s(self.settings.precision, device=self.device)
+            self.log(f"measure: power {self.meter.name if self.meter else 'not measured'} ({note}); peak "
+                     f"{peak / 1e9:.1f} GFLOP/s ({self.settings.precision} matmul probe)")
+            self._session = (idle_w, window_s, peak)
+        return self._session
+
+    def _measure(self, variant: str) -> dict:
+        """Every batch size of the variant; larger batches are skipped once one runs out of memory."""
+        idle_w, window_s, peak = self._open()
+        counted = job_lib.count_variant(variant, self.config)
+        variables = job_lib.variant_variables(variant, self.config)
+        rows, too_big = [], None
+        for batch in self.settings.batch_sizes:
+            row = job_lib.base_row(variant, batch, self.config, self.device_name, counted)
+            if too_big is not None:
+                row = job_lib.failed_row(row, results.OUT_OF_MEMORY, f"skipped: batch {too_big} ran out of memory")
+            elif isinstance(variables, timing.MeasureFailed):
+                row = job_lib.failed_row(row, variables.status, f"making the weights: {variables.message}")
+            else:
+                row = job_lib.measure_point(variant, batch, self.config, row, self.meter, idle_w, window_s,
+                                            variables, peak)
+            if row.status == results.OUT_OF_MEMORY and too_big is None:
+                too_big = batch
+            rows.append(dataclasses.asdict(row))
+        return {"kind": MEASURE, "variant": variant, "device": self.device_name, "rows": rows}
+
+    def _train(self, payload: dict) -> dict:
+        """Top-1 after the budget, or the reason training stopped (divergence, out of memory)."""
+        from train import train  # the train extra: only a sweep that trains imports it
+        s = self.settings
+        base = {"kind": TRAIN, "variant": payload["variant"], "seed": payload["seed"], "device": self.device_name,
+                "dataset": s.dataset, "budget": s.budget()}
+        try:
+            fitted = train.fit(s.train_config(payload["variant"], payload["seed"]))
+        except train.Diverged as error:
+            return {**base, "status": "diverged", "error": str(error)}
+        except train.OutOfMemory as error:  # this variant does not fit; the others may
+            return {**base, "status": results.OUT_OF_MEMORY, "error": str(error)}
+        return {**base, "status": results.OK, "top1": fitted["eval_top1"], "top5": fitted["eval_top5"],
+                "eval_loss": fitted["eval_loss"], "train_loss": fitted.get("train_loss"),
+                "epochs": fitted["epochs"], "train_s": fitted["seconds"]}
+
+    def close(self) -> None:
+        """Closes the power meter, if one was opened."""
+        if self.meter is not None:
+            self.meter.close()
+            self.meter = None

@@ -1,0 +1,115 @@
+"""A sweep's steps in order, pycls-style: sample (plan.json), run (this shard's jobs), collect, analyse.
+
+The run step appends one line per finished job to this shard's JSONL file (see explore.sweep): a
+kill at any moment loses at most the job in progress, and the same command resumes. Collect merges
+the shard files into results.jsonl; analyse reads whatever results exist, so it works on partial
+sweeps, and writes the report, figures, variants.csv and analysis.json.
+"""
+
+import dataclasses
+import glob
+import os
+from typing import Optional
+
+from explore import analyse as analyse_lib
+from explore import jobs as jobs_lib
+from explore import plan as plan_lib
+from explore import report, sweep
+from measure import files, job, results
+from models.errors import UserError
+
+STEPS = ("sample", "run", "collect", "analyse")
+LOG_NAME = analyse_lib.LOG_NAME
+OUTPUTS = (plan_lib.PLAN_NAME, LOG_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A whole `python -m explore` invocation."""
+
+    out_dir: str
+    plan: plan_lib.PlanSettings
+    run: jobs_lib.RunSettings = jobs_lib.RunSettings()
+    steps: tuple[str, ...] = STEPS
+    shard_index: int = 0
+    num_shards: int = 1
+    energy_budgets_j: tuple[float, ...] = ()  # empty: log-spaced over the variants' energies
+    networks_dir: Optional[str] = None  # a main-job results directory: the 14 networks for context
+    overwrite: bool = False
+
+
+def check(settings: Settings) -> None:
+    """Refuses bad settings before anything runs, in one line (UserError)."""
+    unknown = [s for s in settings.steps if s not in STEPS]
+    if unknown or not settings.steps:
+        raise UserError(f"unknown step {', '.join(unknown) or '(none)'}; choose from: {', '.join(STEPS)}")
+    plan_lib.check(settings.plan)
+    run = settings.run
+    if "run" in settings.steps and not (run.measure or run.train):
+        raise UserError("nothing to run: --nomeasure and --notrain together leave no job; drop one of them")
+    if run.train and "run" in settings.steps:
+        try:
+            from train import config as train_config, input_pipeline  # the train extra
+        except ImportError as error:
+            raise UserError(f"training variants needs the train extra ({error.name} is missing): "
+                            "pip install -e '.[train]', or pass --notrain") from None
+        train_config.check(run.train_config("resnet18", run.seeds[0] if run.seeds else 0))
+        info = input_pipeline.dataset_info(run.dataset, run.data_dir)  # UserError when missing
+        if run.train_batch_size > info.train_examples:
+            raise UserError(f"--train_batch_size {run.train_batch_size} is larger than {info.name}'s "
+                            f"{info.train_examples} training examples; use a smaller one")
+    if not run.seeds:
+        raise UserError("--seeds is empty; give at least one training seed, e.g. --seeds=0")
+    if any(b <= 0 for b in settings.energy_budgets_j):
+        raise UserError("energy budgets must be positive")
+
+
+def _overwrite(out_dir: str) -> None:
+    """Removes a sweep's files from out_dir; refuses while a shard is running."""
+    shards = sweep.shard_files(os.path.join(out_dir, LOG_NAME))
+    for path in shards:
+        with sweep.shard_lock(path):  # UserError naming the process still writing it
+            pass
+    for path in [*shards, *(os.path.join(out_dir, name) for name in OUTPUTS),
+                 *glob.glob(os.path.join(glob.escape(out_dir), "figures", "*"))]:
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
+    """Runs the requested steps in order; returns the analysis when it was a step."""
+    check(settings)
+    out = settings.out_dir
+    files.prepare_out_dir(out)
+    if settings.overwrite:
+        _overwrite(out)
+    planned = None
+    if "sample" in settings.steps:
+        planned = plan_lib.load_or_make(settings.plan, out, log)
+    if "run" in settings.steps:
+        planned = planned or plan_lib.read(out)[1]
+        device = job.default_device()
+        todo = jobs_lib.job_list(planned, settings.run, job.device_name(device))
+        log(f"run: {len(todo)} jobs for {len(planned)} variants; shard {settings.shard_index} of {settings.num_shards}")
+        runner = jobs_lib.Runner(settings.run, device, log)
+        try:
+            sweep.run_jobs(todo, os.path.join(out, LOG_NAME), runner, settings.shard_index, settings.num_shards, log)
+        finally:
+            runner.close()
+    if "collect" in settings.steps:
+        merged = sweep.collect(os.path.join(out, LOG_NAME))
+        log(f"collect: {len(merged)} results in {os.path.join(out, LOG_NAME)}")
+    if "analyse" not in settings.steps:
+        return None
+    plan_settings, variants = analyse_lib.load(out)
+    networks = results.read(settings.networks_dir).rows if settings.networks_dir else []
+    analysis = analyse_lib.analyse(variants, settings.energy_budgets_j, networks)
+    written = report.write(analysis, plan_settings, _run_summary(settings.run), out)
+    log(f"analyse: wrote {len(written)} files; the report is {os.path.join(out, report.NAMES[0])} "
+        f"(and {report.NAMES[1]}), the figures are in {os.path.join(out, 'figures')}")
+    return analysis
+
+
+def _run_summary(run: jobs_lib.RunSettings) -> dict:
+    """What the report says about how accuracies were obtained."""
+    return {"dataset": run.dataset, "budget": run.budget().replace(",", ", "), "seeds": list(run.seeds)}
