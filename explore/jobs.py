@@ -62,6 +62,16 @@ def job_list(planned: list[plan_lib.PlannedVariant], settings: RunSettings, devi
     return jobs
 
 
+def describe(result: dict) -> str:
+    """A finished job's result in a few words, for its progress line."""
+    if result["kind"] == MEASURE:
+        return ", ".join(f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image"
+                         if r["status"] == results.OK else f"batch {r['batch_size']} {r['status']}" for r in result["rows"])
+    if result["status"] != results.OK:
+        return result["status"]
+    return f"top-1 {100 * result['top1']:.1f} % in {result['train_s']:.1f} s"
+
+
 class Runner:
     """Computes jobs in one process: the power meter, idle power and peak FLOP/s are read once, lazily."""
 

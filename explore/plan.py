@@ -62,7 +62,8 @@ def _space_samples(name: str, settings: PlanSettings) -> list[sample_lib.Sample]
         return list(sample_lib.series(base, rule).values())
     space = restrict(space_lib.space(name), settings.ranges)
     if settings.sampler == "grid":
-        return sample_lib.grid(space, settings.grid_points)
+        # A knob narrowed to fewer values than the grid asks for takes all it has.
+        return sample_lib.grid(space, {k.name: min(settings.grid_points, k.count) for k in space.knobs})
     constraints = {metric: (low, high) for metric, low, high in settings.constraints}
     return sample_lib.random_sample(space, settings.samples, seed=settings.seed, constraints=constraints)
 
@@ -73,14 +74,21 @@ def check(settings: PlanSettings) -> None:
         raise UserError("no spaces to explore: give --spaces, e.g. --spaces=resnet_basic,resnet18/width")
     if settings.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {settings.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    names = {knob.name for name in settings.spaces if SCALING_SEPARATOR not in name
-             for knob in space_lib.space(name).knobs}  # UserError on an unknown space
+    for name in settings.spaces:
+        if SCALING_SEPARATOR in name:
+            space_lib.scaling(*name.split(SCALING_SEPARATOR, 1))  # UserError on an unknown network or rule
+    names = knob_names(settings.spaces)
     for knob, low, high in settings.ranges:
         if knob not in names:
             raise UserError(f"--ranges names {knob!r}, a knob none of the spaces {', '.join(settings.spaces)} "
                             f"varies; their knobs are: {', '.join(sorted(names)) or '(none)'}")
         if not low <= high:
             raise UserError(f"--ranges {knob}={low}:{high}: low is above high; swap them")
+
+
+def knob_names(spaces) -> set[str]:
+    """The knobs the named spaces vary (scaling series vary none a range could narrow); UserError if unknown."""
+    return {knob.name for name in spaces if SCALING_SEPARATOR not in name for knob in space_lib.space(name).knobs}
 
 
 def make(settings: PlanSettings, progress=print) -> list[PlannedVariant]:

@@ -93,7 +93,8 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
         log(f"run: {len(todo)} jobs for {len(planned)} variants; shard {settings.shard_index} of {settings.num_shards}")
         runner = jobs_lib.Runner(settings.run, device, log)
         try:
-            sweep.run_jobs(todo, os.path.join(out, LOG_NAME), runner, settings.shard_index, settings.num_shards, log)
+            sweep.run_jobs(todo, os.path.join(out, LOG_NAME), runner, settings.shard_index, settings.num_shards, log,
+                           unit=lambda payload: payload["variant"], describe=jobs_lib.describe)
         finally:
             runner.close()
     if "collect" in settings.steps:

@@ -212,8 +212,14 @@ def _duration(seconds: float) -> str:
 
 
 def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard_index: int = 0,
-             num_shards: int = 1, progress: Callable[[str], None] = print) -> list:
-    """Runs compute(payload) for this shard's (key, payload) jobs not yet logged, appending each; returns keys run."""
+             num_shards: int = 1, progress: Callable[[str], None] = print,
+             unit: Optional[Callable[[object], str]] = None, describe: Optional[Callable[[dict], str]] = None) -> list:
+    """Runs compute(payload) for this shard's (key, payload) jobs not yet logged, appending each; returns keys run.
+
+    With `unit` (payload -> a name, e.g. the variant), whole units are dealt to shards, so the jobs of
+    one unit (a variant's timing and its training seeds) run in one process. `describe` (result ->
+    text) says what each finished job found in its progress line.
+    """
     keys = [key for key, _ in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"job list repeats keys: {sorted({k for k in keys if keys.count(k) > 1})}")
@@ -227,13 +233,20 @@ def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard
             progress(f"{path}: dropped a torn last line ({log.contents.dropped_bytes} bytes)")
         # Jobs merged into the log by an earlier `collect` are done too, whichever shard ran them.
         done = log.done_keys() | (ResultLog(log_path).done_keys() if os.path.exists(log_path) else set())
-        todo = [(key, payload) for key, payload in shard(jobs, shard_index, num_shards) if key not in done]
+        if unit is None:
+            mine = shard(jobs, shard_index, num_shards)
+        else:
+            units = set(shard(list(dict.fromkeys(unit(payload) for _, payload in jobs)), shard_index, num_shards))
+            mine = [(key, payload) for key, payload in jobs if unit(payload) in units]
+        todo = [(key, payload) for key, payload in mine if key not in done]
         start = time.monotonic()
         try:
             for count, (key, payload) in enumerate(todo, 1):
-                log.append(key, compute(payload))
+                result = compute(payload)
+                log.append(key, result)
                 left = (time.monotonic() - start) / count * (len(todo) - count)
-                progress(f"[{count}/{len(todo)}] {key} ... (left: {_duration(left)})")
+                said = f": {describe(result)}" if describe else " ..."
+                progress(f"[{count}/{len(todo)}] {key}{said} (left: {_duration(left)})")
         finally:
             log.close()
     return [key for key, _ in todo]

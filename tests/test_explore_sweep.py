@@ -218,3 +218,12 @@ def test_sigkill_at_random_moments_then_rerun_records_every_job_once(tmp_path):
     rows = [json.loads(line) for line in lines]
     assert sorted(row["key"] for row in rows) == sorted(f"job-{i}" for i in range(40))
     assert all(row["value"] == value_of(row["key"]) for row in rows)
+
+
+def test_units_keep_their_jobs_in_one_shard(tmp_path):
+    jobs = [(f"{kind}-{v}", {"unit": v}) for v in range(5) for kind in ("time", "train0", "train1")]
+    ran = [sweep.run_jobs(jobs, str(tmp_path / "log.jsonl"), lambda p: {"unit": p["unit"]}, i, 2,
+                          progress=lambda _: None, unit=lambda p: p["unit"]) for i in range(2)]
+    units = [{int(key.split("-")[1]) for key in keys} for keys in ran]
+    assert units == [{0, 2, 4}, {1, 3}]
+    assert sorted(ran[0] + ran[1]) == sorted(key for key, _ in jobs)

@@ -1,0 +1,150 @@
+"""`python -m explore`: plans by seed, sweeps that resume after SIGKILL, shards and collect, one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from explore import plan as plan_lib
+from explore import sweep
+from models.errors import UserError
+
+# Two-point spaces of the smallest ResNets: counted, timed and trained in seconds.
+TINY = ["--spaces=resnet_basic", "--ranges=width=0.125:0.125,depth_1=1:1,depth_2=1:1,depth_3=1:1,depth_4=1:2,"
+        "resolution=32:32", "--sampler=grid", "--grid_points=2", "--batch_sizes=1", "--min_time=0",
+        "--train_steps=2", "--train_batch_size=16"]
+
+
+def _explore(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "explore", *args], capture_output=True, text=True, timeout=400,
+                          **kwargs)
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_the_same_seed_plans_the_same_variants_and_other_settings_are_refused(tmp_path):
+    settings = plan_lib.PlanSettings(spaces=("resnet_basic", "resnet18/width"), samples=3, seed=4,
+                                     ranges=(("width", 0.25, 1.0), ("resolution", 32.0, 64.0)))
+    first = plan_lib.load_or_make(settings, str(tmp_path), progress=lambda _: None)
+    assert [p.variant for p in first] == [p.variant for p in plan_lib.make(settings, progress=lambda _: None)]
+    drawn = [p for p in first if "resnet_basic" in p.spaces]
+    assert len(drawn) == 3 and all(0.25 <= p.config["width"] <= 1.0 and p.config["resolution"] in (32, 64)
+                                   for p in drawn)
+    assert len({p.variant for p in first}) == len(first)  # one entry per variant, whichever spaces drew it
+    assert any(p.spaces == ("resnet18/width",) for p in first) and all(p.costs["flops"] > 0 for p in first)
+    with pytest.raises(UserError, match="other settings .*seed"):
+        plan_lib.load_or_make(plan_lib.PlanSettings(spaces=settings.spaces, samples=3, seed=5,
+                                                    ranges=settings.ranges), str(tmp_path))
+
+
+def test_sweep_resumes_after_sigkill_and_every_job_is_recorded_once(tmp_path):
+    out = str(tmp_path / "sweep")
+    process = subprocess.Popen([sys.executable, "-m", "explore", f"--out={out}", *TINY, "--grid_points=2",
+                                "--notrain"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shard = os.path.join(out, "results.shard-0-of-1.jsonl")
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(shard) and os.path.getsize(shard)) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # after the first line: the second variant is lost mid-measurement
+    process.wait()
+    with open(shard, "ab") as f:
+        f.write(b'{"key": "measure resnet18:torn')  # as a kill mid-append leaves it
+    done = _explore(f"--out={out}", *TINY, "--notrain")
+    assert done.returncode == 0, done.stderr
+    lines = _lines(os.path.join(out, "results.jsonl"))
+    assert sorted(line["variant"] for line in lines) == sorted(p.variant for p in plan_lib.read(out)[1])
+    assert len(lines) == 2 and all(row["status"] == "ok" and row["time_per_image_s"] > 0
+                                   for line in lines for row in line["rows"])
+    assert "the report is" in done.stderr + done.stdout
+    for name in ("report.md", "report.html", "variants.csv", "analysis.json", "figures/time_vs_ops.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    again = _explore(f"--out={out}", *TINY, "--notrain")  # nothing left to do: the same files again
+    assert again.returncode == 0 and "run: 2 jobs" in again.stdout and "[1/" not in again.stdout
+
+
+def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(tmp_path):
+    out = str(tmp_path / "sharded")
+    shards = [subprocess.Popen([sys.executable, "-m", "explore", f"--out={out}", *TINY, "--num_shards=2",
+                                f"--shard_index={i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for i in range(2)]
+    for shard in shards:
+        stdout, stderr = shard.communicate(timeout=400)
+        assert shard.returncode == 0, stderr
+        assert "collect:" not in stdout and "analyse:" not in stdout  # sharded runs stop after their own jobs
+        assert stdout.count("] measure ") == stdout.count("] train ") == 1  # a variant's jobs stay together
+    names = sorted(os.listdir(out))
+    assert "results.shard-0-of-2.jsonl" in names and "results.shard-1-of-2.jsonl" in names
+    partial = _explore(f"--out={out}", *TINY, "--steps=analyse")  # analysis reads the shards as they are
+    assert partial.returncode == 0, partial.stderr
+    merged = _explore(f"--out={out}", *TINY, "--steps=collect,analyse")
+    assert merged.returncode == 0, merged.stderr
+    lines = _lines(os.path.join(out, "results.jsonl"))
+    keys = [line["key"] for line in lines]
+    assert len(keys) == len(set(keys)) == 4  # 2 variants x (measure + train seed 0)
+    trained = [line for line in lines if line["kind"] == "train"]
+    assert all(line["status"] == "ok" and 0.0 <= line["top1"] <= 1.0 for line in trained)
+    analysis = json.load(open(os.path.join(out, "analysis.json")))
+    assert {v["variant"] for v in analysis["variants"]} == {line["variant"] for line in trained}
+    assert all(v["top1_percent"] == pytest.approx(100 * t["top1"]) for v in analysis["variants"] for t in trained
+               if t["variant"] == v["variant"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spaces=no_such_space"], "unknown space 'no_such_space'"),
+    (["--spaces=resnet18/sideways"], "unknown scaling rule 'sideways'"),
+    (["--ranges=girth=1:2"], "names 'girth', a knob none of the spaces"),
+    (["--ranges=width=2:1"], "low is above high"),
+    (["--ranges=width"], "is not name=low:high"),
+    (["--samples=100000"], "has only"),
+    (["--constraints=flops=1:2"], "constraints are impossible or too tight"),
+    (["--constraints=girth=1:2"], "unknown metric 'girth'"),
+    (["--steps=dance"], "unknown step dance"),
+    (["--nomeasure", "--notrain"], "nothing to run"),
+    (["--power_budget_w=5"], "go together"),
+    (["--dataset=no_such_data_set"], "no_such_data_set"),
+    (["--min_time=nan"], "finite"),
+    (["--batch_sizes=0"], "positive integers"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    done = _explore(f"--out={tmp_path / 'out'}", "--samples=2", *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not os.path.exists(tmp_path / "out" / "plan.json")
+
+
+def test_a_corrupt_line_in_the_log_is_one_line_naming_it(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = plan_lib.PlanSettings(spaces=("resnet_basic",), samples=1,
+                                     ranges=(("width", 0.125, 0.125), ("resolution", 32.0, 32.0)))
+    plan_lib.load_or_make(settings, str(out), progress=lambda _: None)
+    (out / "results.jsonl").write_text('{"key": "a", "kind": "measure"}\nnot json\n{"key": "b"}\n')
+    done = _explore(f"--out={out}", "--steps=analyse")
+    assert done.returncode == 2 and "line 2 is not a JSON object" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_second_copy_on_the_same_shard_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    path = str(out / "results.shard-0-of-1.jsonl")
+    with sweep.shard_lock(path):
+        done = _explore(f"--out={out}", *TINY, "--notrain")
+    assert done.returncode == 2 and "another process" in done.stderr
+
+
+def test_every_flag_has_a_one_line_help():
+    script = ("import json, sys\nfrom absl import flags\nfrom explore import main\n"
+              "print(json.dumps({f.name: f.help for f in flags.FLAGS.get_key_flags_for_module(sys.modules"
+              "['explore.main'])}))")
+    helps = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                      check=True).stdout)
+    assert len(helps) >= 25
+    for name, text in helps.items():
+        assert text and "\n" not in text and text.endswith((".", ")")), (name, text)

@@ -1,0 +1,85 @@
+"""The explorer's analysis on hand-made variants: fits recover known parameters, frontiers and EDFs are right."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from explore import analyse, report
+from measure import results
+
+
+def variant(name, gflops, accuracy=None, time_ms=None, power_w=None, space="a", batch=1, status=results.OK):
+    """A VariantResult with just the costs and results the analysis reads."""
+    result = analyse.VariantResult(name, (space,), {}, {"flops": int(gflops * 1e9), "macs": 0, "params": 1,
+                                                        "activations": 1})
+    if accuracy is not None:
+        result.top1.append(accuracy)
+    if time_ms is not None or status != results.OK:
+        timed = status == results.OK
+        result.rows[batch] = results.Row(
+            model=name, display_name=name, family="resnet", batch_size=batch, resolution=32, precision="float32",
+            device="test device", status=status, time_per_image_s=time_ms / 1e3 if timed else None,
+            images_per_s=1e3 / time_ms if timed else None, power_w=power_w,
+            power_source="modelled" if power_w else "not measured",
+            energy_per_image_j=power_w * time_ms / 1e3 if power_w and timed else None)
+    return result
+
+
+def hyperbolic(count=12):
+    """Variants whose accuracy is exactly 90 - 2 / (G - 0.05) and whose time is 3 ms/GFLOP + 0.5 ms."""
+    gflops = np.geomspace(0.1, 4.0, count)
+    return [variant(f"v{i}", g, 90.0 - 2.0 / (g - 0.05), 3.0 * g + 0.5, power_w=10.0, space="ab"[i % 2])
+            for i, g in enumerate(gflops)]
+
+
+def test_the_hyperbola_and_the_time_line_are_recovered_with_zero_held_out_error():
+    out = analyse.analyse(hyperbolic())
+    fit = out.hyperbola_ops
+    assert (fit.a_max, fit.k, fit.t0) == pytest.approx((90.0, 2.0, 0.05), rel=1e-3)
+    assert fit.r2 == pytest.approx(1.0) and out.hyperbola_ops_held_out.mae < 0.01
+    line = out.time_vs_ops[1]
+    assert (line.slope, line.intercept, line.r2) == pytest.approx((3.0, 0.5, 1.0))
+    # Time is linear in operations, so accuracy against time is the same hyperbola, shifted.
+    assert out.hyperbola_time.t0 == pytest.approx(3.0 * 0.05 + 0.5, rel=1e-3)
+
+
+def test_fronts_budgets_and_edfs_on_a_hand_made_sweep():
+    vs = [variant("cheap", 0.1, 60.0, 1.0, 10.0), variant("dominated", 0.2, 55.0, 2.0, 10.0),
+          variant("mid", 0.4, 80.0, 4.0, 10.0, space="b"), variant("dear", 0.8, 85.0, 8.0, 10.0, space="b"),
+          variant("untrained", 0.3, None, 3.0, 10.0)]
+    out = analyse.analyse(vs, energy_budgets=(0.015, 0.05, 1.0))
+    names = lambda idx: [vs[i].variant for i in idx]
+    assert names(out.pareto["ops"]) == ["cheap", "mid", "dear"]
+    assert names(out.pareto["energy"]) == ["cheap", "mid", "dear"]
+    small, middle, large = out.budgets  # energies 10, 20, 40, 80 mJ
+    assert names(small.within) == ["cheap"] and vs[small.best].variant == "cheap"
+    assert names(middle.within) == ["cheap", "dominated", "mid"] and vs[middle.best].variant == "mid"
+    assert vs[large.most_complex].variant == "dear"
+    errors, fractions = out.edf["a"]
+    np.testing.assert_allclose(errors, [40.0, 45.0])
+    np.testing.assert_allclose(fractions, [0.5, 1.0])
+
+
+def test_too_little_data_is_a_note_never_an_exception(tmp_path):
+    vs = [variant("one", 0.1, 50.0), variant("two", 0.2, None, status=results.OUT_OF_MEMORY)]
+    out = analyse.analyse(vs)
+    assert out.hyperbola_ops is None and out.budgets == [] and out.time_vs_ops == {}
+    assert any("not fitted" in note for note in out.notes)
+    assert any("no power" in note for note in out.notes)
+    plan = {"spaces": ["a"], "sampler": "random", "seed": 0}
+    written = report.write(out, plan, {"dataset": "digits", "budget": "2 steps", "seeds": [0]}, str(tmp_path))
+    md = (tmp_path / "report.md").read_text()
+    assert "report.html" in written and "Not evaluated" in md and "not fitted" in md
+
+
+def test_the_report_states_the_verdicts_the_numbers_give(tmp_path):
+    out = analyse.analyse(hyperbolic())
+    plan = {"spaces": ["a", "b"], "sampler": "random", "seed": 0}
+    report.write(out, plan, {"dataset": "digits", "budget": "2 steps", "seeds": [0]}, str(tmp_path))
+    md = (tmp_path / "report.md").read_text()
+    assert "The hyperbola is visible here" in md and "Operations predict time here" in md
+    flat = [dataclasses.replace(v, top1=[70.0 + (i % 3)]) for i, v in enumerate(hyperbolic())]
+    report.write(analyse.analyse(flat), plan, {"dataset": "digits"}, str(tmp_path))
+    assert "The hyperbola is not visible here" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / "energy_frontier.png").stat().st_size > 10_000
