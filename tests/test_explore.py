@@ -1,5 +1,6 @@
 """`python -m explore`: plans by seed, sweeps that resume after SIGKILL, shards and collect, one-line errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -9,7 +10,9 @@ import time
 
 import pytest
 
+from explore import jobs
 from explore import plan as plan_lib
+from explore import run as run_lib
 from explore import sweep
 from models.errors import UserError
 
@@ -98,25 +101,55 @@ def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(t
 
 @pytest.mark.parametrize("args, message", [
     (["--spaces=no_such_space"], "unknown space 'no_such_space'"),
-    (["--spaces=resnet18/sideways"], "unknown scaling rule 'sideways'"),
-    (["--ranges=girth=1:2"], "names 'girth', a knob none of the spaces"),
-    (["--ranges=width=2:1"], "low is above high"),
     (["--ranges=width"], "is not name=low:high"),
-    (["--samples=100000"], "has only"),
     (["--constraints=flops=1:2"], "constraints are impossible or too tight"),
-    (["--constraints=girth=1:2"], "unknown metric 'girth'"),
-    (["--steps=dance"], "unknown step dance"),
     (["--nomeasure", "--notrain"], "nothing to run"),
-    (["--power_budget_w=5"], "go together"),
     (["--dataset=no_such_data_set"], "no_such_data_set"),
     (["--min_time=nan"], "finite"),
-    (["--batch_sizes=0"], "positive integers"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     done = _explore(f"--out={tmp_path / 'out'}", "--samples=2", *args)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert not os.path.exists(tmp_path / "out" / "plan.json")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"spaces": ("resnet18/sideways",)}, "unknown scaling rule 'sideways'"),
+    ({"spaces": ("vgg16/depth",)}, None),  # VGG has depths: a valid series
+    ({"spaces": ("alexnet/depth",)}, "no depths knob"),
+    ({"ranges": (("girth", 1.0, 2.0),)}, "names 'girth', a knob none of the spaces"),
+    ({"ranges": (("width", 2.0, 1.0),)}, "low is above high"),
+    ({"sampler": "sobol"}, "unknown sampler"),
+    ({"spaces": ()}, "no spaces to explore"),
+])
+def test_plan_settings_are_checked_before_anything_runs(changes, message):
+    settings = dataclasses.replace(plan_lib.PlanSettings(spaces=("resnet_basic",)), **changes)
+    if message is None:
+        plan_lib.check(settings)
+        return
+    with pytest.raises(UserError, match=message):
+        plan_lib.check(settings)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": ("dance",)}, "unknown step dance"),
+    ({"energy_budgets_j": (0.0,)}, "positive"),
+    ({"run": jobs.RunSettings(seeds=())}, "--seeds is empty"),
+    ({"run": jobs.RunSettings(train_batch_size=5000)}, "larger than digits"),
+])
+def test_run_settings_are_checked_before_anything_runs(changes, message):
+    settings = run_lib.Settings(out_dir="unused", plan=plan_lib.PlanSettings(spaces=("resnet_basic",)), **changes)
+    with pytest.raises(UserError, match=message):
+        run_lib.check(settings)
+
+
+def test_asking_for_more_samples_than_a_space_has_is_refused():
+    narrow = plan_lib.PlanSettings(spaces=("resnet_basic",), samples=5, ranges=tuple(
+        (k, 1.0, 1.0) for k in ("depth_1", "depth_2", "depth_3", "depth_4")) + (("width", 0.25, 0.25),
+                                                                             ("resolution", 32.0, 64.0)))
+    with pytest.raises(UserError, match="has only 2 distinct points"):
+        plan_lib.make(narrow, progress=lambda _: None)
 
 
 def test_a_corrupt_line_in_the_log_is_one_line_naming_it(tmp_path):
