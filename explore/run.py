@@ -8,6 +8,7 @@ sweeps, and writes the report, figures, variants.csv and analysis.json.
 
 import dataclasses
 import glob
+import json
 import os
 from typing import Optional
 
@@ -20,7 +21,9 @@ from models.errors import UserError
 
 STEPS = ("sample", "run", "collect", "analyse")
 LOG_NAME = analyse_lib.LOG_NAME
-OUTPUTS = (plan_lib.PLAN_NAME, LOG_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
+RUN_NAME = "run.json"  # the run settings and device every result of the directory was computed with
+ADDITIVE = ("measure", "train", "seeds")  # run settings that add jobs rather than change what a result means
+OUTPUTS = (plan_lib.PLAN_NAME, RUN_NAME, LOG_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,7 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     if "run" in settings.steps:
         planned = planned or plan_lib.read(out)[1]
         device = job.default_device()
+        _check_same_run(settings.run, job.device_name(device), out)
         todo = jobs_lib.job_list(planned, settings.run, job.device_name(device))
         log(f"run: {len(todo)} jobs for {len(planned)} variants; shard {settings.shard_index} of {settings.num_shards}")
         runner = jobs_lib.Runner(settings.run, device, log)
@@ -105,12 +109,55 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     plan_settings, variants = analyse_lib.load(out)
     networks = results.read(settings.networks_dir).rows if settings.networks_dir else []
     analysis = analyse_lib.analyse(variants, settings.energy_budgets_j, networks)
-    written = report.write(analysis, plan_settings, _run_summary(settings.run), out)
+    written = report.write(analysis, plan_settings, _run_summary(out), out)
     log(f"analyse: wrote {len(written)} files; the report is {os.path.join(out, report.NAMES[0])} "
         f"(and {report.NAMES[1]}), the figures are in {os.path.join(out, 'figures')}")
     return analysis
 
 
-def _run_summary(run: jobs_lib.RunSettings) -> dict:
-    """What the report says about how accuracies were obtained."""
+def _run_record(run: jobs_lib.RunSettings, device: str) -> dict:
+    """The run settings and device as run.json holds them (what every result line depends on)."""
+    return json.loads(json.dumps({**dataclasses.asdict(run), "device": device}))
+
+
+def _check_same_run(run: jobs_lib.RunSettings, device: str, out_dir: str) -> None:
+    """Writes run.json, or refuses a run whose settings or device differ from the results already there."""
+    path, record = os.path.join(out_dir, RUN_NAME), _run_record(run, device)
+    stored = _read_run(out_dir)
+    if stored:
+        changed = sorted(k for k in set(stored) | set(record) if k not in ADDITIVE and stored.get(k) != record.get(k))
+        if changed:
+            raise UserError(f"{path}: the results there were computed with other {', '.join(changed)}; they would "
+                            "mix with this run's: choose another --out, or pass --overwrite to start afresh")
+        # More seeds, or timing a sweep that was only trained, adds jobs without changing any result.
+        record.update(measure=record["measure"] or stored.get("measure", False),
+                      train=record["train"] or stored.get("train", False),
+                      seeds=sorted(set(record["seeds"]) | set(stored.get("seeds", []))))
+    if record != stored:
+        files.atomic_write(path, json.dumps(record, indent=1) + "\n")
+
+
+def _read_run(out_dir: str) -> dict:
+    """run.json's record ({} when no run step has written it); UserError naming a corrupt file."""
+    path = os.path.join(out_dir, RUN_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        return record
+    except FileNotFoundError:
+        return {}
+    except ValueError as error:
+        raise UserError(f"{path} is not a run record this program wrote ({error}); move it away or pass "
+                        "--overwrite") from None
+
+
+def _run_summary(out_dir: str) -> dict:
+    """What the report says about how the directory's accuracies were obtained, from run.json."""
+    record = _read_run(out_dir)
+    if not record.get("train"):
+        return {"dataset": record.get("dataset", "(not trained)"), "budget": "(no training)", "seeds": []}
+    run = jobs_lib.RunSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()
+                                  if k in {f.name for f in dataclasses.fields(jobs_lib.RunSettings)}})
     return {"dataset": run.dataset, "budget": run.budget().replace(",", ", "), "seeds": list(run.seeds)}

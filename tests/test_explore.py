@@ -181,3 +181,17 @@ def test_every_flag_has_a_one_line_help():
     assert len(helps) >= 25
     for name, text in helps.items():
         assert text and "\n" not in text and text.endswith((".", ")")), (name, text)
+
+
+def test_a_run_with_other_settings_is_refused_but_more_seeds_are_added(tmp_path):
+    run_lib._check_same_run(jobs.RunSettings(seeds=(0,)), "device A", str(tmp_path))
+    run_lib._check_same_run(jobs.RunSettings(seeds=(1,), measure=False), "device A", str(tmp_path))
+    record = json.load(open(tmp_path / "run.json"))
+    assert record["seeds"] == [0, 1] and record["measure"] is True
+    with pytest.raises(UserError, match="other device"):
+        run_lib._check_same_run(jobs.RunSettings(seeds=(0,)), "device B", str(tmp_path))
+    with pytest.raises(UserError, match="other train_steps"):
+        run_lib._check_same_run(jobs.RunSettings(train_steps=7), "device A", str(tmp_path))
+    (tmp_path / "run.json").write_text("[1, 2")
+    with pytest.raises(UserError, match="not a run record"):
+        run_lib._check_same_run(jobs.RunSettings(), "device A", str(tmp_path))
