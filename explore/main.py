@@ -26,7 +26,7 @@ _STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.S
 _SPACES = flags.DEFINE_list("spaces", DEMO_SPACES, "Design spaces (resnet_basic, resnet_bottleneck, vgg, enet) "
                             "or scaling series base/rule (rule: width, depth, resolution, compound).")
 _RANGES = flags.DEFINE_list("ranges", DEMO_RANGES, "knob=low:high items narrowing every space with that knob "
-                            "(width, depth_<stage>, resolution; not scaling series); empty: the spaces' own.")
+                            "(width, depth_<stage>, resolution; default: the demo's, only with its spaces).")
 _SAMPLER = flags.DEFINE_enum("sampler", "random", list(plan_lib.SAMPLERS), "random (seeded draws) or grid.")
 _SAMPLES = flags.DEFINE_integer("samples", 8, "Variants drawn per space by the random sampler.", lower_bound=1)
 _GRID_POINTS = flags.DEFINE_integer("grid_points", 2, "Values per knob of the grid sampler (at most the knob's own count).", lower_bound=1)
@@ -86,8 +86,8 @@ def _numbers(flag: str, items: list[str], kind=float) -> tuple:
 def settings_from_flags() -> run_lib.Settings:
     """The sweep's settings from the flags; UserError on any bad one."""
     ranges = [_bounds("ranges", item) for item in _RANGES.value]
-    if not flags.FLAGS["ranges"].present:  # the demo's ranges narrow the spaces that have those knobs, no others
-        ranges = [r for r in ranges if r[0] in plan_lib.knob_names(_SPACES.value)]
+    if flags.FLAGS["spaces"].present and not flags.FLAGS["ranges"].present:
+        ranges = []  # the default ranges are the demo's, for the demo's spaces: chosen spaces keep their own
     if any(low is None or high is None for _, low, high in ranges):
         raise UserError("--ranges items need both ends, e.g. width=0.25:1")
     constraints = tuple(_bounds("constraints", item) for item in _CONSTRAINTS.value)
