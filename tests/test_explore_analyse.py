@@ -83,3 +83,13 @@ def test_the_report_states_the_verdicts_the_numbers_give(tmp_path):
     report.write(analyse.analyse(flat), plan, {"dataset": "digits"}, str(tmp_path))
     assert "The hyperbola is not visible here" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / "energy_frontier.png").stat().st_size > 10_000
+
+
+def test_the_papers_networks_are_fitted_beside_the_variants_for_context():
+    networks = [results.Row(model=f"n{i}", display_name=f"N{i}", family="resnet", batch_size=1, resolution=224,
+                            precision="float32", device="test device", flops_per_image=int(g * 1e9),
+                            time_per_image_s=(2.0 * g + 1.0) / 1e3) for i, g in enumerate((1.0, 4.0, 8.0, 20.0))]
+    out = analyse.analyse(hyperbolic(), network_rows=networks)
+    fit = out.networks_time_vs_ops[1]
+    assert (fit.slope, fit.intercept, fit.n) == pytest.approx((2.0, 1.0, 4))
+    assert out.hyperbola_ops is not None  # the networks' paper accuracies never enter the variants' fits
