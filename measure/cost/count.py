@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import itertools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -144,11 +145,12 @@ def _cross_entropy_step(module: nn.Module):
     return jax.value_and_grad(loss)
 
 
-def _record_calls(calls: list, memo=None, answered=None):
+def _record_calls(calls: list, memo=None):
     """An interceptor noting every module call (path, class, paper cost, output elements) in `calls`.
 
-    With a memo it answers the cacheable submodule calls from it. Its trace's token is pushed on
-    `_TRACES`: a memo miss traces the call standalone inside this trace, and records its own calls.
+    With a memo it answers the cacheable submodule calls from it, noting them as memo.Answered
+    before their own call. Its trace's token is pushed on `_TRACES`: a memo miss traces the call
+    standalone inside this trace, and that trace records its own calls.
     """
     token = object()
 
@@ -156,7 +158,7 @@ def _record_calls(calls: list, memo=None, answered=None):
         if _TRACES and _TRACES[-1] is not token:  # a nested trace's call, recorded by its own interceptor
             return next_fun(*args, **kwargs)
         if memo is not None and context.method_name == "__call__" and context.module.path:
-            out = memo_lib.answer(memo, _count_call, next_fun, args, kwargs, context, calls, answered)
+            out = memo_lib.answer(memo, _count_call, next_fun, args, kwargs, context, calls)
         else:
             out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
@@ -177,18 +179,25 @@ class _Trace:
 
     closed: Any
     out: Any
-    variables: dict
-    calls: list
+    variables: dict  # the memoised calls' put back
+    own_leaves: int  # how many variable leaves the trace itself created
+    calls: list  # module calls and memo.Answered
     static: frozenset  # the RNG key
     arrays_out: bool  # whether the call returned traced arrays only
+
+
+@functools.cache
+def _abstract_key() -> jax.ShapeDtypeStruct:
+    """The RNG key every trace of `init` takes, abstract: making a concrete key each time costs a dispatch."""
+    return jax.eval_shape(jax.random.key, 0)
 
 
 def _trace_eval(module: nn.Module, args: tuple, kwargs: dict, memo) -> _Trace:
     """Traces `module.init_with_output(key, *args, **kwargs)`; ShapeDtypeStruct leaves become its inputs."""
     leaves, tree = jax.tree.flatten((args, kwargs))
     positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.ShapeDtypeStruct)]
-    calls, answered, arrays_out = [], [], []
-    token, record = _record_calls(calls, memo, answered)
+    calls, arrays_out = [], []
+    token, record = _record_calls(calls, memo)
 
     def init(key, *arrays):
         filled = list(leaves)
@@ -203,46 +212,52 @@ def _trace_eval(module: nn.Module, args: tuple, kwargs: dict, memo) -> _Trace:
     try:
         with _module_scopes(), nn.intercept_methods(record):
             closed, (out, variables) = jax.make_jaxpr(init, return_shape=True)(
-                jax.random.key(0), *(leaves[i] for i in positions))
+                _abstract_key(), *(leaves[i] for i in positions))
     finally:
         _TRACES.pop()
-    return _Trace(closed, out, memo_lib.with_answers(variables, answered), calls,
+    return _Trace(closed, out, memo_lib.with_answers(variables, calls), len(jax.tree.leaves(variables)), calls,
                   frozenset(closed.jaxpr.invars[:1]), arrays_out[0])
 
 
-def _walk(closed, calls: list, root: str, static: frozenset, train: bool) -> walk_lib.Breakdown:
-    """The tallies of a traced module per scope as the trace named them (under the root's class name)."""
-    opaque = {(root,) + path for path, _, factor, _ in calls if factor is not None}
-    raw = walk_lib.Breakdown()
+def _walk(closed, calls: list, root: str, static: frozenset, train: bool, keep_calls: bool = False):
+    """The tallies of a traced module per scope as the trace named them (under the root's class name).
+
+    With `keep_calls` memoised calls are kept by reference (a memo entry's own rows).
+    """
+    opaque = {(root,) + path for path, _, factor, _ in memo_lib.flat_calls(calls) if factor is not None}
+    raw = walk_lib.Breakdown(calls=[] if keep_calls else None)
     walk_lib.walk(closed.jaxpr, raw, static=static, skip_static=not train,
                   is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
     return raw
 
 
-def _eval_count(module: nn.Module, args: tuple, kwargs: dict, memo, measure):
+def _eval_count(module: nn.Module, args: tuple, kwargs: dict, memo, measure, keep_calls: bool = False):
     """(trace, raw tallies, measure(trace)); counted again without the memo where it would be inexact."""
     try:
         traced = _trace_eval(module, args, kwargs, memo)
-        return traced, _walk(traced.closed, traced.calls, type(module).__name__, traced.static, False), \
-            measure(traced)
+        raw = _walk(traced.closed, traced.calls, type(module).__name__, traced.static, False, keep_calls)
+        return traced, raw, measure(traced)
     except memo_lib.Inexact:
         if memo is None:
             raise
-        return _eval_count(module, args, kwargs, None, measure)
+        return _eval_count(module, args, kwargs, None, measure, keep_calls)
 
 
 def _count_call(module: nn.Module, args: tuple, kwargs: dict, memo) -> Optional[memo_lib.Entry]:
     """A memo miss: the call counted standalone as an Entry, or None where it cannot be reproduced exactly."""
     traced, raw, profile = _eval_count(module, args, kwargs, memo, lambda traced: memory.call_profile(
-        traced.closed.jaxpr, traced.static, len(jax.tree.leaves(traced.out))))
+        traced.closed.jaxpr, traced.static, len(jax.tree.leaves(traced.out))), keep_calls=True)
     root = (type(module).__name__,)
-    if profile is None or not traced.arrays_out or any(scope[:1] != root for scope in raw.per_scope):
+    if (profile is None or not traced.arrays_out
+            or any(scope[:1] != root for scope in itertools.chain(raw.per_scope, (c[1] for c in raw.calls)))):
         return None
     relative = walk_lib.Breakdown({scope[1:]: t for scope, t in raw.per_scope.items()}, raw.per_primitive,
-                                  raw.unknown_primitives, raw.notes)
+                                  raw.unknown_primitives, raw.notes,
+                                  [(lengths, scope[1:], entry, n) for lengths, scope, entry, n in raw.calls])
     outs = traced.closed.jaxpr.outvars[:len(jax.tree.leaves(traced.out))]
-    return memo_lib.Entry(relative, tuple(c for c in traced.calls if c[0]), traced.variables,
-                          jax.tree.structure(traced.out), tuple(v.aval for v in outs), *profile)
+    inner = tuple(c for c in traced.calls if isinstance(c, memo_lib.Answered) or c[0])  # its own call is the caller's
+    return memo_lib.Entry(relative, inner, traced.variables, traced.own_leaves, jax.tree.structure(traced.out),
+                          tuple(v.aval for v in outs), *profile)
 
 
 def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = False,
@@ -270,14 +285,17 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     else:
         traced, raw, peak = _eval_count(module, (x,), {"train": False}, memo,
                                         lambda traced: memory.peak_live_bytes(traced.closed.jaxpr, traced.static))
-        calls, variables = traced.calls, traced.variables
+        calls, variables = list(memo_lib.flat_calls(traced.calls)), traced.variables
 
     breakdown = walk_lib.Breakdown(per_primitive=raw.per_primitive, unknown_primitives=raw.unknown_primitives,
                                    notes=raw.notes)
     for scope, tally in raw.per_scope.items():
         # The root module's own equations and those outside it (a training step's loss) share a row.
         relative = scope[1:] if scope[:1] == (root,) else scope
-        breakdown.per_scope.setdefault(relative, rules.Tally()).__iadd__(tally)
+        if relative in breakdown.per_scope:
+            breakdown.per_scope[relative] += tally
+        else:  # the walk's own tally, not shared
+            breakdown.per_scope[relative] = tally
     for path, kind, factor, elements in calls:
         if not train and factor:
             breakdown.add(path, f"{kind} (module)", rules.Tally(paper_other=factor * elements))

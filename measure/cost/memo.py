@@ -18,8 +18,9 @@ the `models` blocks and of Flax's layers, whose fields are plain data and initia
 import collections
 import dataclasses
 import enum
+import functools
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -46,17 +47,23 @@ class Inexact(Exception):
 
 @dataclasses.dataclass(eq=False, repr=False)
 class Entry:
-    """What one submodule call adds to its caller's count, stored once per call key."""
+    """What one submodule call adds to its caller's count, stored once per call key.
 
-    breakdown: Any  # walk.Breakdown, scopes relative to the submodule
-    calls: tuple  # module calls inside it: (path relative to it, class name, paper factor, output elements)
+    Its breakdown and calls hold the memoised calls inside it by reference (walk.Breakdown,
+    Answered), so an entry stores only its own rows.
+    """
+
+    breakdown: Any  # walk.Breakdown keeping calls, scopes relative to the submodule
+    calls: tuple  # module calls inside it: (path relative to it, class name, paper factor, output elements) or Answered
     variables: dict  # abstract variables by collection, rooted at the submodule
+    own_leaves: int  # how many of the variables' leaves are its own, not a memoised call's
     out_tree: Any
     out_avals: tuple
     used: tuple  # positions of the array arguments its counted equations read: the equation's operands
     operand_bytes: tuple  # bytes of each operand
     points: tuple  # (bytes alive inside the call, its operands not counted; operands dead by then), per case
     out_bytes: int
+    key: Any = None  # its key in the memo
 
     def __repr__(self) -> str:
         """A short name: jaxpr printing shows equation parameters."""
@@ -64,9 +71,14 @@ class Entry:
 
     @property
     def weight(self) -> int:
-        """The entry's size in cells: its rows, calls and variables."""
+        """The entry's own size in cells: its rows, calls and variables."""
         b = self.breakdown
-        return 1 + len(b.per_scope) + len(b.per_primitive) + len(self.calls) + len(jax.tree.leaves(self.variables))
+        return 1 + len(b.per_scope) + len(b.per_primitive) + len(b.calls) + len(self.calls) + self.own_leaves
+
+    @property
+    def children(self):
+        """The entries of the memoised calls inside it."""
+        return (call.entry for call in self.calls if isinstance(call, Answered))
 
     def peak(self, dying) -> int:
         """Peak bytes the call adds to the caller's live bytes, where the operands at `dying` die inside it.
@@ -90,6 +102,23 @@ memoised_call_p.multiple_results = True
 memoised_call_p.def_abstract_eval(_abstract_eval)
 
 
+class Answered(NamedTuple):
+    """A call answered from the memo, among a trace's module calls: its inner calls are its entry's."""
+
+    path: tuple
+    entry: Entry
+
+
+def flat_calls(calls, prefix: tuple = ()):
+    """Every module call (path, class name, paper factor, output elements) in order, answered ones' inner calls too."""
+    for call in calls:
+        if isinstance(call, Answered):
+            yield from flat_calls(call.entry.calls, prefix + call.path)
+        else:
+            path, kind, factor, elements = call
+            yield prefix + path, kind, factor, elements
+
+
 def entry_of(eqn) -> Optional[Entry]:
     """The entry a memoised-call equation stands for, or None for any other equation."""
     return eqn.params["entry"] if eqn.primitive is memoised_call_p else None
@@ -108,18 +137,33 @@ class Memo:
         return len(self._entries)
 
     def get(self, key):
-        """The entry stored under `key` (now the most recently used), or None."""
+        """The entry stored under `key` (now the most recently used, with what it references), or None."""
         found = self._entries.get(key)
         if found is None:
             self.misses += 1
             return None
         self.hits += 1
         self._entries.move_to_end(key)
+        if found[0] is not UNCACHEABLE:
+            self._touch(found[0])
         return found[0]
+
+    def _touch(self, entry: Entry) -> None:
+        """Marks the entries an entry references as used after it, so that it is evicted before them.
+
+        An evicted entry is then referenced by no stored one, and the stored weight bounds the memory.
+        """
+        for child in entry.children:
+            if self._entries.get(child.key, (None,))[0] is child:
+                self._entries.move_to_end(child.key)
+            self._touch(child)
 
     def put(self, key, entry) -> None:
         """Stores an entry (or UNCACHEABLE), evicting the least recently used beyond the capacity."""
-        weight = 1 if entry is UNCACHEABLE else entry.weight
+        weight = 1
+        if entry is not UNCACHEABLE:
+            entry.key, weight = key, entry.weight
+            self._touch(entry)
         self._entries[key] = (entry, weight)
         self.weight += weight
         while self.weight > self.capacity and len(self._entries) > 1:
@@ -165,10 +209,15 @@ def _cacheable(module: nn.Module) -> bool:
     return True
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A module class's configuration fields: its dataclass fields but the parent and name."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+
+
 def _call_key(module: nn.Module, args, kwargs):
     """(key, argument leaves, their tree, positions of the traced arrays), or None when not cacheable."""
-    fields = _plain(tuple((f.name, getattr(module, f.name)) for f in dataclasses.fields(module)
-                          if f.name not in ("parent", "name")))
+    fields = _plain(tuple((name, getattr(module, name)) for name in _field_names(type(module))))
     if fields is None:
         return None
     leaves, tree = jax.tree.flatten((args, kwargs))
@@ -186,11 +235,10 @@ def _call_key(module: nn.Module, args, kwargs):
     return (type(module), fields, tree, tuple(parts)), leaves, tree, arrays
 
 
-def answer(memo: Memo, count_call: Callable, next_fun, args, kwargs, context, calls: list, answered: list):
+def answer(memo: Memo, count_call: Callable, next_fun, args, kwargs, context, calls: list):
     """A submodule call's output: from the memo (counted standalone by `count_call` on a miss), else run inline.
 
-    An answered call adds its inner module calls to `calls` and (its path, its entry) to
-    `answered`, for the caller to put its variables back.
+    An answered call is noted in `calls` as Answered, for its inner calls and its variables.
     """
     module = context.module
     found = _call_key(module, args, kwargs) if _cacheable(module) else None
@@ -209,22 +257,22 @@ def answer(memo: Memo, count_call: Callable, next_fun, args, kwargs, context, ca
         except Exception:  # pylint: disable=broad-except
             # It may fail only outside its caller; inlined, the call raises its own error, if any.
             entry = None
-        memo.put(key, UNCACHEABLE if entry is None else entry)
-    if entry is UNCACHEABLE or entry is None:
+        entry = UNCACHEABLE if entry is None else entry
+        memo.put(key, entry)
+    if entry is UNCACHEABLE:
         return next_fun(*args, **kwargs)
     outs = memoised_call_p.bind(*(leaves[arrays[j]] for j in entry.used), entry=entry)
-    path = module.path
-    calls.extend((path + inner, kind, factor, elements) for inner, kind, factor, elements in entry.calls)
-    answered.append((path, entry))
+    calls.append(Answered(module.path, entry))
     return jax.tree.unflatten(entry.out_tree, outs)
 
 
-def with_answers(variables: dict, answered: list) -> dict:
+def with_answers(variables: dict, calls) -> dict:
     """A trace's variables with those of the calls the memo answered put back under their paths."""
     variables = dict(variables)
-    for path, entry in answered:
-        for collection, tree in entry.variables.items():
-            variables[collection] = _inserted(variables.get(collection, {}), path, tree)
+    for call in calls:
+        if isinstance(call, Answered):
+            for collection, tree in call.entry.variables.items():
+                variables[collection] = _inserted(variables.get(collection, {}), call.path, tree)
     return variables
 
 

@@ -4,6 +4,8 @@ The estimate is taken before XLA fuses anything, in program order: an upper boun
 fusing compiler keeps, and close to it for networks dominated by convolutions.
 """
 
+import math
+
 import numpy as np
 from jax import extend
 
@@ -17,7 +19,7 @@ def nbytes(aval) -> int:
         itemsize = np.dtype(aval.dtype).itemsize
     except TypeError:
         itemsize = 8
-    return int(np.prod(aval.shape, dtype=np.int64)) * itemsize
+    return math.prod(aval.shape) * itemsize
 
 
 def peak_live_bytes(jaxpr, static: frozenset = frozenset()) -> int:

@@ -1,6 +1,7 @@
 """A recursive walk over a jaxpr: every leaf equation with its module scope and trip count."""
 
 import dataclasses
+import itertools
 from typing import Callable, Optional
 
 from jax import extend
@@ -12,34 +13,77 @@ Scope = tuple[str, ...]
 
 @dataclasses.dataclass
 class Breakdown:
-    """Tallies of one walk: per module scope, per primitive, and what no rule covered."""
+    """Tallies of one walk: per module scope, per primitive, and what no rule covered.
+
+    With `calls` a list, memoised calls are kept by reference, each at the position its
+    tallies take among this breakdown's own (see `merge`): a memo entry's breakdown holds only
+    its own rows. Without, a memoised call's tallies are added in.
+    """
 
     per_scope: dict = dataclasses.field(default_factory=dict)  # Scope -> rules.Tally
     per_primitive: dict = dataclasses.field(default_factory=dict)  # primitive name -> rules.Tally
     unknown_primitives: dict = dataclasses.field(default_factory=dict)  # name -> equation count
     notes: list = dataclasses.field(default_factory=list)
+    calls: Optional[list] = None  # (lengths of the four above then, scope, memo.Entry, times), in order
 
     def add(self, scope: Scope, primitive: str, tally: rules.Tally) -> None:
         """Adds one equation's tally under its scope and its primitive."""
         self.per_scope.setdefault(scope, rules.Tally()).__iadd__(tally)
         self.per_primitive.setdefault(primitive, rules.Tally()).__iadd__(tally)
 
+    def add_call(self, entry, scope: Scope, times: int) -> None:
+        """Adds a memoised call's tallies under `scope`, `times` over: by reference where calls are kept."""
+        if self.calls is None:
+            self.merge(entry.breakdown, scope, times)
+        else:
+            self.calls.append((self._lengths(), scope, entry, times))
+
+    def _lengths(self) -> tuple[int, int, int, int]:
+        """How many scopes, primitives, unknown primitives and notes this breakdown holds."""
+        return len(self.per_scope), len(self.per_primitive), len(self.unknown_primitives), len(self.notes)
+
     def merge(self, other: "Breakdown", prefix: Scope = (), times: int = 1) -> None:
-        """Adds every tally of another breakdown to this one, its scopes under `prefix`, `times` over."""
-        for scope, t in other.per_scope.items():
-            self.per_scope.setdefault(prefix + scope, rules.Tally()).__iadd__(t if times == 1 else t.scaled(times))
-        for name, t in other.per_primitive.items():
-            self.per_primitive.setdefault(name, rules.Tally()).__iadd__(t if times == 1 else t.scaled(times))
-        for name, n in other.unknown_primitives.items():
+        """Adds every tally of another breakdown to this one, its scopes under `prefix`, `times` over.
+
+        The calls `other` keeps are added where they were made, between its own rows, so that
+        every scope, primitive and note first appears in the order a walk of the inlined
+        equations gives.
+        """
+        if not other.calls:
+            self._merge_rows(other, (0, 0, 0, 0), (None,) * 4, prefix, times)
+            return
+        start = (0, 0, 0, 0)
+        for lengths, scope, entry, n in other.calls:
+            self._merge_rows(other, start, lengths, prefix, times)
+            self.merge(entry.breakdown, prefix + scope, times * n)
+            start = lengths
+        self._merge_rows(other, start, (None,) * 4, prefix, times)
+
+    def _merge_rows(self, other: "Breakdown", start: tuple, stop: tuple, prefix: Scope, times: int) -> None:
+        """Adds the rows of `other` from positions `start` to `stop` (None: the end) of each of its four."""
+        for scope, t in itertools.islice(other.per_scope.items(), start[0], stop[0]):
+            _add(self.per_scope, prefix + scope, t, times)
+        for name, t in itertools.islice(other.per_primitive.items(), start[1], stop[1]):
+            _add(self.per_primitive, name, t, times)
+        for name, n in itertools.islice(other.unknown_primitives.items(), start[2], stop[2]):
             self.unknown_primitives[name] = self.unknown_primitives.get(name, 0) + n * times
-        self.notes.extend(n for n in other.notes if n not in self.notes)
+        self.notes.extend(n for n in other.notes[start[3]:stop[3]] if n not in self.notes)
 
     def total(self) -> rules.Tally:
-        """The sum over every scope."""
+        """The sum over every scope (of a breakdown that keeps no calls)."""
         total = rules.Tally()
         for t in self.per_scope.values():
             total += t
         return total
+
+
+def _add(tallies: dict, key, tally: rules.Tally, times: int) -> None:
+    """Adds `times` x `tally` to the tally under `key`; a new key gets a copy (`tally` may be shared)."""
+    mine = tallies.get(key)
+    if mine is None:
+        tallies[key] = rules.Tally(**vars(tally)) if times == 1 else tally.scaled(times)
+    else:
+        mine += tally if times == 1 else tally.scaled(times)
 
 
 def scope_names(name_stack) -> Scope:
@@ -96,7 +140,7 @@ def walk(jaxpr, out: Breakdown, scope: Scope = (), times: int = 1,
         if (entry := memo.entry_of(eqn)) is not None:  # a call counted once, standalone
             if not skip_static or any(map(is_static, eqn.invars)):
                 raise memo.Inexact("a memoised call reads static data: its inlined equations would not all count")
-            out.merge(entry.breakdown, eqn_scope, times)
+            out.add_call(entry, eqn_scope, times)
         elif name == "cond":
             branches = []
             for branch in eqn.params["branches"]:
