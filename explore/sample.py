@@ -14,6 +14,7 @@ import numpy as np
 import models
 from explore import space as space_lib
 from measure import cost
+from measure.cost import memo as cost_memo
 from models import variants
 from models.errors import UserError
 
@@ -32,8 +33,9 @@ class Sample:
 
 
 def costs(variant: variants.Variant) -> dict:
-    """The variant's flops, macs, params and activations at batch 1, from measure.cost."""
-    counted = cost.count_model(variant.name, batch_size=1, resolution=variant.resolution, **dict(variant.knobs))
+    """The variant's flops, macs, params and activations at batch 1, from measure.cost (its shared memo)."""
+    counted = cost.count_model(variant.name, batch_size=1, resolution=variant.resolution, memo=cost_memo.SHARED,
+                               **dict(variant.knobs))
     return {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
             "activations": counted.total.activations}
 

@@ -104,6 +104,24 @@ class Cost:
         }
 
 
+def every_count(cost: Cost) -> dict:
+    """Every number a Cost reports, in every convention and option, tables in their order: for equality checks."""
+    counts = cost.as_dict()
+    counts.update(scope_params=list(cost.scope_params.items()), batch_stats_bytes=cost.batch_stats_bytes,
+                  total=dataclasses.astuple(cost.total),
+                  per_scope=[(scope, dataclasses.astuple(t)) for scope, t in cost.breakdown.per_scope.items()],
+                  per_primitive=[(name, dataclasses.astuple(t)) for name, t in cost.breakdown.per_primitive.items()])
+    for convention, real_taps, dense_groups in itertools.product(rules.CONVENTIONS, (False, True), (False, True)):
+        options = {"real_taps": real_taps, "dense_groups": dense_groups}
+        key = f"{convention} {options}"
+        counts[f"ops {key}"] = cost.ops(convention, **options)
+        counts[f"per_primitive {key}"] = list(cost.per_primitive(convention, **options).items())
+        for depth in (2, max(map(len, cost.breakdown.per_scope), default=0)):
+            counts[f"per_layer {depth} {key}"] = [dataclasses.astuple(row)
+                                                  for row in cost.per_layer(convention, depth, **options)]
+    return counts
+
+
 def _row(rows: dict, scope: Scope) -> LayerRow:
     if scope not in rows:
         rows[scope] = LayerRow("/".join(scope) or TOP_LEVEL, 0, 0, 0)
@@ -268,7 +286,8 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     from the RNG key alone (parameter initialisation, and parameter-only arithmetic such as
     BatchNorm's per-channel rsqrt(var + eps), which inference can fold away) is not counted.
     One trace instead of init + apply halves the time, which sweeps over variants feel.
-    A `memo` (eval only) counts each repeated submodule call once; the counts are the same.
+    A `memo` (measure.cost.memo) counts each submodule call that repeats once, with the same
+    counts; a training step does not use it.
     """
     x = jax.ShapeDtypeStruct(input_shape, dtype)
     root = type(module).__name__  # Flax names the outermost scope after the root module's class
@@ -312,9 +331,9 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
 
 
 def count_model(name: str, batch_size: int = 1, resolution: Optional[int] = None, train: bool = False,
-                dtype=jnp.float32, **overrides) -> Cost:
-    """Costs of a registered network at a batch size, resolution and knob overrides."""
+                dtype=jnp.float32, memo: Optional[memo_lib.Memo] = None, **overrides) -> Cost:
+    """Costs of a registered network at a batch size, resolution and knob overrides (a memo: see count_module)."""
     shape = models.input_shape(name, batch_size, resolution)
-    cost = count_module(models.get(name, **overrides), shape, train=train, dtype=dtype)
+    cost = count_module(models.get(name, **overrides), shape, train=train, dtype=dtype, memo=memo)
     cost.model, cost.batch_size, cost.resolution = name, batch_size, shape[1]
     return cost

@@ -1,0 +1,100 @@
+"""Benchmark of the design-space explorer: `python -m explore.bench` prints its speed figures.
+
+One section per figure, each its own function called from `main`: the rate of a cost-only
+exploration of random ResNet variants through the cost memo (from a cold cache), the uncached
+rate for the ratio, and a check that the memoised counts equal the uncached ones.
+"""
+
+import time
+
+import numpy as np
+from absl import flags
+
+from explore import sample
+from explore import space as space_lib
+from measure import cost
+from measure.cost import count as count_lib
+from measure.cost import memo as memo_lib
+from models import cli, variants
+
+SPACES = ("resnet_basic", "resnet_bottleneck")  # both block types: 1-8 blocks a stage, widths 0.25-2, 32-320 px
+
+_VARIANTS = flags.DEFINE_integer("variants", 2000, "Random ResNet variants to count through the memo for the rate.",
+                                 lower_bound=1)
+_UNCACHED = flags.DEFINE_integer("uncached", 100, "How many of them to count without the memo too, for the ratio.",
+                                 lower_bound=0)
+_VERIFY = flags.DEFINE_integer("verify", 100, "How many of them to check, count for count, against uncached counts.",
+                               lower_bound=0)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random variants.")
+
+
+def draw_variants(count: int, seed: int) -> list[variants.Variant]:
+    """`count` distinct seeded random ResNet variants, each drawn from one of the two block types' spaces."""
+    rng, drawn = np.random.default_rng(seed), {}
+    while len(drawn) < count:
+        space = space_lib.SPACES[SPACES[rng.integers(len(SPACES))]]
+        variant = space.variant({knob.name: knob.draw(rng) for knob in space.knobs})
+        drawn.setdefault(str(variant), variant)
+    return list(drawn.values())
+
+
+def count_variant(variant: variants.Variant, memo=None) -> cost.Cost:
+    """The variant's costs at batch 1, through `memo` (None: uncached)."""
+    return cost.count_model(variant.name, resolution=variant.resolution, memo=memo, **dict(variant.knobs))
+
+
+def per_minute(seconds: float, variants_counted: int) -> str:
+    """A rate in variants per minute, with the time each took."""
+    return (f"{variants_counted / seconds * 60:.0f} variants per minute "
+            f"({seconds / variants_counted * 1e3:.1f} ms each)")
+
+
+def memoised_rate(drawn: list[variants.Variant]) -> float:
+    """Prints the explorer's cost-only rate (explore.sample.costs, its shared memo emptied first); seconds taken."""
+    memo = memo_lib.SHARED
+    memo.clear()
+    start = time.perf_counter()
+    for variant in drawn:
+        sample.costs(variant)
+    seconds = time.perf_counter() - start
+    print(f"memoised, from a cold cache: {per_minute(seconds, len(drawn))}")
+    print(f"  memo: {len(memo)} calls stored ({memo.weight} of {memo.capacity} cells), "
+          f"{memo.hits} hits, {memo.misses} misses")
+    return seconds / len(drawn)
+
+
+def uncached_rate(drawn: list[variants.Variant], memoised_seconds: float) -> None:
+    """Prints the rate of counting the same variants without the memo, and the memo's speed-up."""
+    start = time.perf_counter()
+    for variant in drawn:
+        counted = count_variant(variant)
+        counted.ops("flops"), counted.ops("macs"), counted.params, counted.total.activations
+    seconds = (time.perf_counter() - start) / len(drawn)
+    print(f"uncached, the first {len(drawn)}: {per_minute(seconds * len(drawn), len(drawn))}: "
+          f"the memo is {seconds / memoised_seconds:.1f}x faster")
+
+
+def verification(drawn: list[variants.Variant]) -> None:
+    """Prints how many variants, counted through a fresh memo, equal their uncached count in every count."""
+    memo = memo_lib.Memo()
+    equal = sum(count_lib.every_count(count_variant(v, memo)) == count_lib.every_count(count_variant(v)) for v in drawn)
+    print(f"{equal} of {len(drawn)} variants equal in every count (every convention, option, table and byte)")
+
+
+def main(argv):
+    """Prints each section's figures in turn."""
+    del argv
+    drawn = draw_variants(_VARIANTS.value, _SEED.value)
+    cost.count_model("resnet18")  # JAX's own one-time start-up is not the explorer's
+    print(f"{len(drawn)} random ResNet variants (basic and bottleneck blocks, 1-8 blocks per stage, "
+          f"widths 0.25-2, 32-320 px), costs at batch 1:")
+    seconds = memoised_rate(drawn)
+    if _UNCACHED.value:
+        uncached_rate(drawn[:_UNCACHED.value], seconds)
+    if _VERIFY.value:
+        verification(drawn[:_VERIFY.value])
+    # Further sections (the explorer demo's wall time) go here, one function each.
+
+
+if __name__ == "__main__":
+    cli.run(main)
