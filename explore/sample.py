@@ -6,9 +6,13 @@ one already drawn; asking for more samples than the space has distinct points is
 """
 
 import dataclasses
+import functools
 import itertools
 import math
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import models
@@ -41,13 +45,31 @@ def costs(variant: variants.Variant) -> dict:
 
 
 def realised(variant: variants.Variant, knobs=("width", "depths")) -> dict:
-    """The configuration a variant builds: the named knobs' actual values (those it has) and its resolution."""
+    """The configuration a variant builds: the named knobs' values (those it has), its resolution, and
+    `channels`, the output channels of each top-level module once widths are rounded (multiples of 8)."""
     module = variant.module()
     config = {knob: getattr(module, knob) for knob in knobs if knob in models.knobs(variant.name)}
     if "depths" in config:
         config["depths"] = tuple(config["depths"])
     config[space_lib.RESOLUTION] = variant.input_shape()[1]
+    config["channels"] = output_channels(module, variant.input_shape())
     return config
+
+
+def output_channels(module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Output channels of each top-level submodule of `module` (stem, stages, head) in call order, traced abstractly."""
+    channels = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            channels.setdefault(context.module.path[0], int(jax.tree.leaves(out)[0].shape[-1]))
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
+                       jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return channels
 
 
 def _config_knobs(space: space_lib.Space) -> tuple[str, ...]:
