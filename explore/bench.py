@@ -2,9 +2,15 @@
 
 One section per figure, each its own function called from `main`: the rate of a cost-only
 exploration of random ResNet variants through the cost memo (from a cold cache), the uncached
-rate for the ratio, and a check that the memoised counts equal the uncached ones.
+rate for the ratio, a check that the memoised counts equal the uncached ones, and the wall time of the
+default demo (`python -m explore` with no flags) with what its analysis found.
 """
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,6 +32,7 @@ _UNCACHED = flags.DEFINE_integer("uncached", 100, "How many of them to count wit
 _VERIFY = flags.DEFINE_integer("verify", 100, "How many of them to check, count for count, against uncached counts.",
                                lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random variants.")
+_DEMO = flags.DEFINE_bool("demo", True, "Also time the default demo (python -m explore with no flags) end to end.")
 
 
 def draw_variants(count: int, seed: int) -> list[variants.Variant]:
@@ -81,6 +88,31 @@ def verification(drawn: list[variants.Variant]) -> None:
     print(f"{equal} of {len(drawn)} variants equal in every count (every convention, option, table and byte)")
 
 
+def demo_wall_time() -> None:
+    """Prints the wall time of `python -m explore` with no flags (the offline demo) in a fresh directory."""
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "explore"], cwd=scratch, capture_output=True, text=True,
+                              check=False)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(f"the demo failed ({done.returncode}): {done.stderr[-2000:]}")
+        out = os.path.join(scratch, "results", "explore")
+        with open(os.path.join(out, "analysis.json"), encoding="utf-8") as f:
+            analysis = json.load(f)
+    trained = [v for v in analysis["variants"] if v["top1_percent"] is not None]
+    print(f"demo (python -m explore, no flags): {seconds / 60:.1f} min wall for {len(analysis['variants'])} variants, "
+          f"{len(trained)} trained; top-1 {min(v['top1_percent'] for v in trained):.1f} to "
+          f"{max(v['top1_percent'] for v in trained):.1f} %")
+    for name in ("hyperbola_ops", "hyperbola_time"):
+        fit, held = analysis[name], analysis[f"{name}_held_out"]
+        print(f"  {name}: " + ("not fitted" if fit is None else f"R² {fit['r2']:.3f}, k {fit['k']:.3g}"
+                                + (f", held-out MAE {held['mae']:.2f} points" if held else "")))
+    for batch, fit in analysis["time_vs_ops"].items():
+        print(f"  time vs GFLOPs at batch {batch}: {fit['slope']:.4g} ms/GFLOP + {fit['intercept']:.4g} ms, "
+              f"R² {fit['r2']:.3f}")
+
+
 def main(argv):
     """Prints each section's figures in turn."""
     del argv
@@ -93,7 +125,8 @@ def main(argv):
         uncached_rate(drawn[:_UNCACHED.value], seconds)
     if _VERIFY.value:
         verification(drawn[:_VERIFY.value])
-    # Further sections (the explorer demo's wall time) go here, one function each.
+    if _DEMO.value:
+        demo_wall_time()
 
 
 if __name__ == "__main__":
