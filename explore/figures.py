@@ -57,7 +57,7 @@ def accuracy_vs_ops(analysis: analyse_lib.Analysis) -> Figure:
     _by_space(ax, trained, lambda v: v.gflops, lambda v: v.accuracy, analysis)
     inside = _front(ax, analysis, "ops", lambda v: v.gflops)
     inside += _curve(ax, analysis.hyperbola_ops, analysis.hyperbola_ops_held_out, [v.gflops for v in trained],
-                     "", "G")
+                     "", "GFLOPs")
     plotting.log_axis(ax.xaxis)
     plotting.legend_outside(ax, inside=inside)
     return fig
@@ -79,10 +79,8 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
     if powered:
         # With power near constant (finding 1), a budget of energy per image is a bound on time: E / P.
         watts = float(np.mean([r.power_w for r in powered]))
-        for budget in analysis_budgets(analysis):
-            ax.axvline(budget / watts * 1e3, color="grey", linestyle=":", zorder=1)
-            ax.text(budget / watts * 1e3, 0.02, f" {budget * 1e3:.3g} mJ/img", transform=ax.get_xaxis_transform(),
-                    rotation=90, fontsize="x-small", color="grey", va="bottom")
+        for budget in (b.budget for b in analysis.budgets):
+            plotting.budget_line(ax, budget / watts * 1e3, f"{budget * 1e3:.3g} mJ/img")
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
     else:
@@ -90,11 +88,6 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
     plotting.log_axis(ax.xaxis)
     plotting.legend_outside(ax, inside=inside)
     return fig
-
-
-def analysis_budgets(analysis: analyse_lib.Analysis) -> list[float]:
-    """The energy budgets the analysis evaluated, J per image."""
-    return [b.budget for b in analysis.budgets]
 
 
 def time_vs_ops(analysis: analyse_lib.Analysis) -> Figure:
@@ -153,10 +146,8 @@ def energy_frontier(analysis: analyse_lib.Analysis) -> Figure:
     _by_space(ax, powered, lambda v: v.energy_j * 1e3, lambda v: v.accuracy, analysis)
     inside = _front(ax, analysis, "energy", lambda v: v.energy_j * 1e3)
     for point in analysis.budgets:
-        ax.axvline(point.budget * 1e3, color="grey", linestyle=":", zorder=1)
         best = "" if point.best is None else f" best {analysis.variants[point.best].accuracy:.1f} %"
-        ax.text(point.budget * 1e3, 0.02, f" ≤ {point.budget * 1e3:.3g} mJ:{best}", transform=ax.get_xaxis_transform(),
-                rotation=90, fontsize="x-small", color="grey", va="bottom")
+        plotting.budget_line(ax, point.budget * 1e3, f"≤ {point.budget * 1e3:.3g} mJ:{best}")
     if any(r.power_source == "modelled" for v in powered for r in v.rows.values()):
         plotting.say(ax, "modelled power (a constant wattage): energy is time × power", y=0.93, size="small")
     plotting.log_axis(ax.xaxis)

@@ -254,9 +254,7 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
         for budget in fits.energy_budgets(powered):
             xs.append(watts / budget)
-            ax.axvline(watts / budget, color="grey", linestyle=":", zorder=1)
-            ax.text(watts / budget, 0.02, f" {budget * 1e3:.3g} mJ/img", transform=ax.get_xaxis_transform(),
-                    rotation=90, fontsize="x-small", color="grey", va="bottom")
+            plotting.budget_line(ax, watts / budget, f"{budget * 1e3:.3g} mJ/img")
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
     else:
         plotting.say(ax, "power not measured: no iso-energy lines", y=0.93, size="small")

@@ -84,6 +84,13 @@ def log_axis(axis) -> None:
     axis.set_minor_formatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else "")
 
 
+def budget_line(ax, x: float, label: str) -> None:
+    """A dotted vertical line at x with its label written up it: a budget, or an iso-energy line."""
+    ax.axvline(x, color="grey", linestyle=":", zorder=1)
+    ax.text(x, 0.02, f" {label}", transform=ax.get_xaxis_transform(), rotation=90, fontsize="x-small", color="grey",
+            va="bottom")
+
+
 def line_label(fit: fitting.LinearFit, y: str, x: str, points: str = "networks") -> str:
     """The equation and R² of a line, for a legend."""
     sign = "+" if fit.intercept >= 0 else "−"
