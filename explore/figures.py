@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from explore import analyse as analyse_lib
 from measure import fits
-from measure.analysis import plotting
+from measure.analysis import fitting, plotting
 
 ACCURACY_LABEL = "top-1 accuracy [%] (trained here)"
 
@@ -75,11 +75,12 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
     inside = _front(ax, analysis, "time", lambda v: v.time_ms(batch))
     inside += _curve(ax, analysis.hyperbola_time, analysis.hyperbola_time_held_out,
                      [v.time_ms(batch) for v in timed], " ms", "t")
-    powered = [v.rows[batch] for v in timed if fits.has_power(v.rows[batch])]
+    powered = [v.rows[batch] for v in timed if fits.energy_per_image_j(v.rows[batch]) is not None]
     if powered:
-        # With power near constant (finding 1), a budget of energy per image is a bound on time: E / P.
+        # With power near constant (finding 1), a budget of energy per image bounds time: t = E / P. The
+        # budgets span this batch size's energies, so the lines cross the points drawn.
         watts = float(np.mean([r.power_w for r in powered]))
-        for budget in (b.budget for b in analysis.budgets):
+        for budget in fitting.log_budgets([fits.energy_per_image_j(r) for r in powered]):
             plotting.budget_line(ax, budget / watts * 1e3, f"{budget * 1e3:.3g} mJ/img")
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
