@@ -156,3 +156,69 @@ def test_the_shared_memo_is_what_the_explorer_uses():
     assert memo_lib.SHARED.hits > hits
     uncached = cost.count_model(variant.name, resolution=variant.resolution, **dict(variant.knobs))
     assert first["flops"] == uncached.ops("flops") and first["params"] == uncached.params
+
+
+class TwoInputs(nn.Module):
+    """Reads `a` first and `b` last: a caller that frees `a` has it dead at the peak inside."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, a, b, scale: float = 1.0):
+        y = nn.Dense(self.features, name="narrow")(a)
+        y = nn.relu(nn.Dense(self.features * 16, name="wide")(y * scale))
+        return nn.Dense(self.features, name="back")(y) + b
+
+
+class TwoOutputs(nn.Module):
+    """Returns two results, one of them its input's own layer."""
+
+    @nn.compact
+    def __call__(self, x):
+        return TwoInputs(x.shape[-1], name="inner")(x, x * 2), nn.Dense(3, name="side")(x)
+
+
+class Wrapped(nn.Module):
+    """Hands both its inputs to an inner composite, which is where they die."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, a, b):
+        return TwoInputs(self.features, name="inner")(a, b) * 2
+
+
+class Passthrough(nn.Module):
+    """Returns its input unchanged beside a layer of it: the input is an output, not a fresh value."""
+
+    @nn.compact
+    def __call__(self, x):
+        return x, nn.Dense(2, name="layer")(x)
+
+
+class Composites(nn.Module):
+    """Calls the composites above with inputs that die inside them or live on after."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.Dense(64, name="h")(x)
+        g = nn.relu(x)
+        y = TwoInputs(6, name="dies")(h, g)  # h and g die inside
+        z = TwoInputs(6, name="lives")(y, x, scale=0.5)  # y dies, x lives on
+        u, v = TwoOutputs(name="pair")(z)
+        w = TwoInputs(6, name="same")(u, u)  # one value passed twice: inlined
+        r = Wrapped(6, name="wrapped")(nn.Dense(128, name="r")(w), w)  # the peak, its first input dead
+        p, q = Passthrough(name="pass")(r)
+        return p.sum() + q.sum() + v.sum() + x.sum()
+
+
+def test_composites_compose_liveness_exactly(monkeypatch):
+    # The composites above are cached as if they were the models package's.
+    monkeypatch.setattr(memo_lib, "COMPOSITE_PACKAGE", __name__)
+    memo = memo_lib.Memo()
+    memoised = assert_same_counts(Composites(), (3, 6), memo)
+    assert memoised.peak_activation_bytes > 0
+    stored = {(key[0], entry is memo_lib.UNCACHEABLE) for key, (entry, _) in memo._entries.items()}
+    assert {(TwoInputs, False), (TwoOutputs, False), (Wrapped, False), (Passthrough, True)} <= stored
+    again = cost.count_module(Composites(), (3, 6), memo=memo)
+    assert count_lib.every_count(again) == count_lib.every_count(memoised)

@@ -68,7 +68,6 @@ class Entry:
     used: tuple  # positions of the array arguments its counted equations read: the equation's operands
     operand_bytes: tuple  # bytes of each operand
     points: tuple  # (bytes alive inside the call, its operands not counted; operands dead by then), per case
-    out_bytes: int
     key: Any = None  # its key in the memo
 
     def __repr__(self) -> str:
@@ -85,15 +84,6 @@ class Entry:
     def children(self):
         """The entries of the memoised calls inside it."""
         return (call.entry for call in self.calls if isinstance(call, Answered))
-
-    def peak(self, dying) -> int:
-        """Peak bytes the call adds to the caller's live bytes, where the operands at `dying` die inside it.
-
-        An operand the caller reads no more is freed inline after the call's last read of it, so
-        the call's later equations run without it.
-        """
-        return max((level - sum(self.operand_bytes[j] for j in dying if j in dead) for level, dead in self.points),
-                   default=0)
 
 
 # Never lowered or differentiated: it only stands for a counted call inside an abstract trace.

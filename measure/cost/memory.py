@@ -86,8 +86,8 @@ def call_profile(jaxpr, static: frozenset, outputs: int):
 
     The call's data inputs are the jaxpr's inputs other than `static`; its result is the first
     `outputs` outputs, the rest (variables) must be static. Returns (positions of the inputs its
-    equations read, their bytes, the cases, the bytes of its outputs). A case is (the peak bytes
-    alive, the inputs dead by then): an input the caller frees inline is subtracted from it.
+    equations read, their bytes, the cases). A case is (the peak bytes alive, the inputs dead by
+    then): an input the caller frees inline is subtracted from it.
     """
     last_use = _last_uses(jaxpr)
     data = [v for v in jaxpr.invars if v not in static]
@@ -106,7 +106,7 @@ def call_profile(jaxpr, static: frozenset, outputs: int):
         dead = frozenset(j for j, v in enumerate(used) if last_use[v] < i or v in dead_inputs)
         cases[dead] = max(cases.get(dead, 0), level)
     return (tuple(data.index(v) for v in used), tuple(nbytes(v.aval) for v in used),
-            tuple((level, dead) for dead, level in cases.items()), sum(nbytes(v.aval) for v in result))
+            tuple((level, dead) for dead, level in cases.items()))
 
 
 def _inner_peak(eqn) -> int:
