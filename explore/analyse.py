@@ -128,16 +128,17 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
         networks = fits.ok_rows(network_rows, b)
         _linear(out.networks_time_vs_ops, b, [r.flops_per_image / 1e9 for r in networks],
                 [r.time_per_image_s * 1e3 for r in networks], out.notes, f"time vs operations of the networks at batch {b}")
-    index = {id(v): i for i, v in enumerate(variants)}
-    out.pareto["ops"] = [index[id(trained[i])] for i in _front([v.gflops for v in trained], trained)]
-    out.pareto["time"] = [index[id(timed[i])] for i in _front([v.time_ms(batch) for v in timed], timed)]
+    # Fronts and budgets are found over subsets and reported as indices into `variants`.
+    position = {id(v): i for i, v in enumerate(variants)}
+    at = lambda subset, j: None if j is None else position[id(subset[j])]
+    out.pareto["ops"] = [at(trained, j) for j in _front([v.gflops for v in trained], trained)]
+    out.pareto["time"] = [at(timed, j) for j in _front([v.time_ms(batch) for v in timed], timed)]
     powered = [v for v in trained if v.energy_j is not None]
-    out.pareto["energy"] = [index[id(powered[i])] for i in _front([v.energy_j for v in powered], powered)]
+    out.pareto["energy"] = [at(powered, j) for j in _front([v.energy_j for v in powered], powered)]
     if powered:
         budgets = list(energy_budgets) or fitting.log_budgets([v.energy_j for v in powered])
-        out.budgets = [dataclasses.replace(b, within=tuple(index[id(powered[i])] for i in b.within),
-                                           most_complex=_map(b.most_complex, powered, index),
-                                           best=_map(b.best, powered, index))
+        out.budgets = [dataclasses.replace(b, within=tuple(at(powered, j) for j in b.within),
+                                           most_complex=at(powered, b.most_complex), best=at(powered, b.best))
                        for b in fitting.budget_frontier([v.energy_j for v in powered], [v.accuracy for v in powered],
                                                         [v.gflops for v in powered], budgets)]
     elif trained:
@@ -148,11 +149,6 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
         if errors:
             out.edf[space] = fitting.edf(errors)
     return out
-
-
-def _map(i: Optional[int], subset: list, index: dict) -> Optional[int]:
-    """An index into `subset` as an index into the whole variant list."""
-    return None if i is None else index[id(subset[i])]
 
 
 def _front(cost: list, subset: list) -> list[int]:
