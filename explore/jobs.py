@@ -91,9 +91,7 @@ class Runner:
         """(idle power, power window, peak FLOP/s), opening the meter on first use."""
         if self._session is None:
             self.meter, note = power.open_meter(self.device)
-            window_s = power.window_s(self.meter, 1.0) if self.meter else 1.0
-            # Idle before the peak probe: the probe heats the device.
-            idle_w = power.idle_power(self.meter, max(job_lib.IDLE_WINDOW_S, window_s)) if self.meter else None
+            window_s, idle_w = job_lib.power_baseline(self.meter, self.config)
             peak = timing.peak_flops_per_s(self.settings.precision, device=self.device)
             self.log(f"measure: power {self.meter.name if self.meter else 'not measured'} ({note}); peak "
                      f"{peak / 1e9:.1f} GFLOP/s ({self.settings.precision} matmul probe)")

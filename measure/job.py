@@ -173,9 +173,7 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
 
     meter, meter_note = power.open_meter(device)
     try:
-        window_s = power.window_s(meter, config.power_window_s) if meter else config.power_window_s
-        # Idle before the peak probe: the probe heats the device, and the baseline must not include it.
-        idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s), config.idle_settle_s) if meter else None
+        window_s, idle_w = power_baseline(meter, config)
         if config.precision not in peaks:
             peaks[config.precision] = timing.peak_flops_per_s(config.precision, device=device)
         log(f"peak: {peaks[config.precision] / 1e9:.1f} GFLOP/s ({config.precision} matmul probe)")
@@ -195,6 +193,13 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     report.write_report(stored, out, written)
     log(f"wrote results.csv, results.json, {len(written)} figure files and report.md/html in {out}")
     return stored
+
+
+def power_baseline(meter: Optional[power.Meter], config: Config) -> tuple[float, Optional[float]]:
+    """(power window in s, idle power in W, None without a meter), read before the peak probe heats the device."""
+    window_s = power.window_s(meter, config.power_window_s) if meter else config.power_window_s
+    idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s), config.idle_settle_s) if meter else None
+    return window_s, idle_w
 
 
 def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
