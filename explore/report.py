@@ -22,11 +22,6 @@ NAMES = ("report.md", "report.html")
 CSV_NAME, JSON_NAME = "variants.csv", "analysis.json"
 
 
-def _n(value, fmt: str = "{:.3g}") -> str:
-    """A number for a table, or an em dash when missing."""
-    return "—" if value is None else fmt.format(value)
-
-
 def _hyperbola_blocks(name: str, fit, held, x: str, unit: str) -> list:
     """One hyperbola's parameters, fit, held-out error and verdict."""
     if fit is None:
