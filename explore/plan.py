@@ -121,16 +121,17 @@ def load_or_make(settings: PlanSettings, out_dir: str, progress=print) -> list[P
     """The plan in out_dir when it was made from these settings, else made and written; UserError if other."""
     path = os.path.join(out_dir, PLAN_NAME)
     stored = read(out_dir) if os.path.exists(path) else None
+    wanted = _settings_json(settings)
     if stored is not None:
         stored_settings, planned = stored
-        if stored_settings != _settings_json(settings):
-            changed = sorted(k for k in stored_settings if stored_settings[k] != _settings_json(settings).get(k))
+        if stored_settings != wanted:
+            changed = sorted(k for k in stored_settings if stored_settings[k] != wanted.get(k))
             raise UserError(f"{path} holds a sweep planned with other settings ({', '.join(changed)}); its results "
                             "would mix with this one's: choose another --out, or pass --overwrite to start afresh")
         progress(f"sample: {len(planned)} variants planned in {path}")
         return planned
     planned = make(settings, progress)
-    files.atomic_write(path, json.dumps({"format": FORMAT, "settings": _settings_json(settings),
+    files.atomic_write(path, json.dumps({"format": FORMAT, "settings": wanted,
                                          "variants": [dataclasses.asdict(p) for p in planned]}, indent=1) + "\n")
     progress(f"sample: wrote {len(planned)} variants to {path}")
     return planned
