@@ -125,7 +125,7 @@ class Runner:
         base = {"kind": TRAIN, "variant": payload["variant"], "seed": payload["seed"], "device": self.device_name,
                 "dataset": s.dataset, "budget": s.budget()}
         try:
-            fitted = train.fit(s.train_config(payload["variant"], payload["seed"]))
+            fitted = train.fit(s.train_config(payload["variant"], payload["seed"]), stop_when_asked=False)
         except train.Diverged as error:
             return {**base, "status": "diverged", "error": str(error)}
         except train.OutOfMemory as error:  # this variant does not fit; the others may

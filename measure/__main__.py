@@ -46,10 +46,10 @@ def main(argv):
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)
     try:
         job.run(config)
-    except KeyboardInterrupt:
-        raise SystemExit(f"interrupted: every point measured so far is in {config.out_dir}; "
-                         "run the same command again to resume") from None
+    except KeyboardInterrupt as interrupt:
+        raise cli.Stopped.after(interrupt, f"every point measured so far is in {config.out_dir}; "
+                                "run the same command again to resume") from None
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, safe_stops=True)

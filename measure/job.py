@@ -23,6 +23,7 @@ import jaxlib
 
 import models
 from measure import cost, figures, files, memory, power, report, results, runtime, timing
+from models import cli
 from models.errors import UserError
 
 FIGURES_DIR = "figures"
@@ -229,6 +230,7 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
             too_big[(row.model, row.resolution)] = min(row.batch_size, too_big.get((row.model, row.resolution), 1e9))
     eta, weights, out = _Eta(config.timing_options), {}, config.out_dir
     for i, (name, batch_size) in enumerate(todo, 1):
+        cli.check_stop()  # between points: every point measured so far is recorded
         started = time.perf_counter()
         row = base_row(name, batch_size, config, device, counted[name])
         unmeasured = functools.partial(failed_row, row)

@@ -8,4 +8,4 @@ from train import main
 flags.adopt_module_key_flags(main)  # --help lists the flags main.py defines
 
 if __name__ == "__main__":
-    cli.run(main.main)
+    cli.run(main.main, safe_stops=True)

@@ -102,10 +102,10 @@ def main(argv):
     from train import train  # pylint: disable=import-outside-toplevel  # after the hosts have joined
     try:
         result = train.fit(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value, console=True)
-    except KeyboardInterrupt:
-        where = f"the checkpoint is in {_WORKDIR.value}; run the same command to resume" if _WORKDIR.value else \
+    except KeyboardInterrupt as interrupt:
+        where = f"the checkpoints are in {_WORKDIR.value}; run the same command to resume" if _WORKDIR.value else \
             "nothing was saved (no --workdir)"
-        raise SystemExit(f"interrupted: {where}") from None
+        raise cli.Stopped.after(interrupt, where) from None
     if jax.process_index():  # one host reports
         return
     summary = ", ".join(f"{name} {result[key]:.2%}" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import threading
 import time
 from typing import Optional
 
@@ -23,6 +22,7 @@ from jax.experimental import multihost_utils
 
 import models
 from measure import failures, files, results
+from models import cli
 from models.errors import UserError
 from train import checkpoint, distributed, input_pipeline, optim, steps
 from train import config as config_lib
@@ -58,32 +58,6 @@ def _out_of_memory_is_the_users(run: "_Run"):
         raise OutOfMemory(f"out of memory training {run.variant} at batch {run.config.batch_size} "
                         f"({run.config.batch_size // devices} per device on {devices}): use a smaller --batch_size, "
                         f"a lower resolution or more devices ({failed.message[:160]})") from None
-
-
-class _StopRequests:
-    """Turns SIGINT and SIGTERM into a request the loop honours between steps; a second one interrupts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to stop at once)",
-              flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclasses.dataclass
@@ -213,40 +187,52 @@ def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
 
 
 def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensorboard: bool = False,
-        console: bool = False) -> dict:
+        console: bool = False, stop_when_asked: bool = True) -> dict:
     """Trains `config.model` on `config.dataset` for its budget; returns the final metrics.
 
     The result holds the canonical model string, the step reached, `train_*` (the last logged
     interval) and `eval_*` (the final evaluation) metrics, and `history`: every record this
     process logged, each with `elapsed_s` since it started.
 
-    With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and on SIGINT or
-    SIGTERM), resumes from the newest readable checkpoint there, and writes `metrics.jsonl` (and
-    TensorBoard events when asked). Without one nothing is written. A NaN or infinite loss raises
-    `Diverged` naming the step; an interruption raises KeyboardInterrupt after checkpointing.
+    With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and when SIGINT or
+    SIGTERM asks it to stop), resumes from the newest readable checkpoint there, and writes
+    `metrics.jsonl` (and TensorBoard events when asked). Without one nothing is written. A NaN or
+    infinite loss raises `Diverged` naming the step. Asked to stop (see models.cli), it stops at
+    the next step boundary, checkpoints, and raises `cli.Interrupted`; with `stop_when_asked=False`
+    (a sweep that stops between jobs) it trains to the end regardless.
     """
     mesh = distributed.data_mesh()
     run, init, replicated = _prepare(config, mesh)
     main_process = jax.process_index() == 0
     if workdir is None:
-        return _fit(run, init, replicated, None, None, tensorboard=False, console=console)
+        return _fit(run, init, replicated, None, None, tensorboard=False, console=console,
+                    stop_when_asked=stop_when_asked)
     files.prepare_out_dir(workdir, "--workdir")
     if not main_process:
-        return _fit(run, init, replicated, workdir, None, tensorboard=False, console=False)
+        return _fit(run, init, replicated, workdir, None, tensorboard=False, console=False,
+                    stop_when_asked=stop_when_asked)
     with files.DirectoryLock(workdir, "training run", "--workdir"):
         files.sweep_temporaries(workdir)
-        files.atomic_write(os.path.join(workdir, CONFIG_FILE),
-                           json.dumps({**dataclasses.asdict(config), "model": run.variant}, indent=1) + "\n")
-        return _fit(run, init, replicated, workdir, workdir, tensorboard=tensorboard, console=console)
+        return _fit(run, init, replicated, workdir, workdir, tensorboard=tensorboard, console=console,
+                    stop_when_asked=stop_when_asked)
 
 
 def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Optional[str], *,
-         tensorboard: bool, console: bool) -> dict:
-    """`fit` after the set-up: restore or initialise, then the loop."""
+         tensorboard: bool, console: bool, stop_when_asked: bool) -> dict:
+    """`fit` after the set-up: restore (or initialise), record the configuration, then the loop."""
     config = run.config
     checkpoints = (checkpoint.Checkpoints(os.path.join(checkpoint_dir, CHECKPOINT_DIR), config.keep_checkpoints)
                    if checkpoint_dir else None)
-    restored = None if checkpoints is None else checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+    restored = None
+    if checkpoints is not None:
+        try:
+            restored = checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+        except BaseException:
+            checkpoints.close()
+            raise
+    if log_dir is not None:  # only once the checkpoints there are known to be this run's
+        files.atomic_write(os.path.join(log_dir, CONFIG_FILE),
+                           json.dumps({**dataclasses.asdict(config), "model": run.variant}, indent=1) + "\n")
     state, position = (restored[0], restored[1]["position"]) if restored else (init(), None)
     start = int(jax.device_get(state.step))
     log = MetricsLog(log_dir, start_step=start, total_steps=run.total_steps, batch_size=config.batch_size,
@@ -256,14 +242,14 @@ def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Op
               f"{config.batch_size} ({run.steps_per_epoch} per epoch) on {len(jax.devices())} "
               f"{jax.devices()[0].platform} device(s)" + (f"; resumed at step {start}" if start else ""), flush=True)
     try:
-        return _loop(run, state, position, start, checkpoints, log)
+        return _loop(run, state, position, start, checkpoints, log, stop_when_asked)
     finally:
         log.close()
         if checkpoints is not None:
             checkpoints.close()
 
 
-def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) -> dict:
+def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog, stop_when_asked: bool) -> dict:
     """Steps from `start` to the end of the budget, logging, evaluating and checkpointing on the way."""
     config = run.config
     batches = input_pipeline.train_batches(run.info, config.data_dir, batch_size=run.local_batch_size,
@@ -303,7 +289,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
         clock = (time.monotonic(), step)
 
     step = start
-    with _StopRequests() as stop:
+    with cli.stop_at_safe_points():
         while step < run.total_steps:
             batch = distributed.global_batch(next(batches), run.batch_sharding)
             if clock is None:  # the first step compiles and allocates: out of memory shows here
@@ -318,7 +304,8 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
             if clock is None:
                 restart_clock(step)
             last = step == run.total_steps
-            stopping = _agreed_stop(stop.requested, at_log_step=step % config.log_every == 0)
+            asked = stop_when_asked and cli.stop_requested() is not None
+            stopping = _agreed_stop(asked, at_log_step=step % config.log_every == 0)
             if step % config.log_every == 0 or last or stopping:
                 flush(step)
             if step % eval_every == 0 or last:
@@ -334,7 +321,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog) 
             if stopping:
                 if checkpoints is not None:
                     checkpoints.wait()
-                raise KeyboardInterrupt
+                raise cli.Interrupted(cli.stop_requested() or signal.SIGTERM)  # another host's signal
     if checkpoints is not None:
         checkpoints.wait()
     if not last_eval:  # resumed after the last step: the final metrics all the same
