@@ -13,6 +13,7 @@ from typing import Optional
 from explore import plan as plan_lib
 from measure import job as job_lib
 from measure import power, results, timing
+from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 
 MEASURE, TRAIN = "measure", "train"
 
@@ -33,19 +34,20 @@ class RunSettings:
     train_batch_size: int = 32
     learning_rate: float = 0.05
     seeds: tuple[int, ...] = (0,)
+    precise_bn_images: int = train_config_lib.TrainConfig.precise_bn_images  # evaluation's BatchNorm statistics
 
     def train_config(self, variant: str, seed: int):
         """The training configuration of one (variant, seed) job."""
-        from train import config as train_config  # the train extra: only a sweep that trains needs it
-        return train_config.TrainConfig(
+        return train_config_lib.TrainConfig(
             model=variant, dataset=self.dataset, data_dir=self.data_dir, batch_size=self.train_batch_size,
             steps=self.train_steps, epochs=None, schedule="cosine", learning_rate=self.learning_rate,
             seed=seed, log_every=max(self.train_steps, 1), eval_every=None,
-            checkpoint_every=max(self.train_steps, 1))
+            checkpoint_every=max(self.train_steps, 1), precise_bn_images=self.precise_bn_images)
 
     def budget(self) -> str:
         """The training budget in words, part of every train job's key."""
-        return f"steps={self.train_steps},batch={self.train_batch_size},lr={self.learning_rate:g}"
+        return (f"steps={self.train_steps},batch={self.train_batch_size},lr={self.learning_rate:g},"
+                f"precise_bn={self.precise_bn_images}")
 
 
 def job_list(planned: list[plan_lib.PlannedVariant], settings: RunSettings, device: str) -> list[tuple[str, dict]]:

@@ -141,8 +141,12 @@ def _exit_interrupted(line: str, signum: int) -> None:
 
 
 def _fail(message: str):
+    """Says `error: message` and exits 2 at once: nothing was half-done, and the finalisation of
+    libraries a check imported (TensorFlow's threads, for a data set) could keep the process alive."""
     sys.stderr.write(f"error: {message}\n")
-    sys.exit(2)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(2)  # pylint: disable=protected-access
 
 
 def run(main, *, safe_stops: bool = False) -> None:

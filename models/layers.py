@@ -12,9 +12,12 @@ from models.errors import UserError
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+BN_MOMENTUM = 0.9  # Torch's momentum 0.1: running = 0.9 * running + 0.1 * batch
+
+
 def batch_norm(train: bool, name: str, epsilon: float = 1e-5) -> nn.BatchNorm:
     """BatchNorm with Torch's defaults (momentum 0.1 in Torch's sense), frozen statistics in eval."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=epsilon, name=name)
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str,

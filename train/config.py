@@ -37,6 +37,7 @@ class TrainConfig:
     eval_every: Optional[int] = None  # steps; None: once per epoch (and always at the end)
     checkpoint_every: int = 1000  # steps (and at the end, and on SIGINT/SIGTERM)
     keep_checkpoints: int = 3
+    precise_bn_images: int = 1024  # training images BatchNorm statistics are re-estimated on for evaluation; 0: off
 
 
 # What a checkpoint must agree on to be resumed (its state and data order depend on them); the
@@ -84,6 +85,7 @@ def check(config: TrainConfig) -> None:
     for name in ("log_every", "checkpoint_every", "keep_checkpoints", "eval_every"):
         value = getattr(config, name)
         _require(value is None or value >= 1, f"{name} must be at least 1; got {value}")
+    _require(config.precise_bn_images >= 0, f"precise_bn_images must be 0 or more; got {config.precise_bn_images}")
 
 
 def preset(name: str) -> dict:

@@ -57,6 +57,9 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", _DEFAULT.checkpoint
                                          lower_bound=1)
 _KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", _DEFAULT.keep_checkpoints,
                                          "Newest checkpoints kept.", lower_bound=1)
+_PRECISE_BN = flags.DEFINE_integer("precise_bn_images", _DEFAULT.precise_bn_images, "Training images on which "
+                                   "evaluations re-estimate BatchNorm statistics (0: the running averages).",
+                                   lower_bound=0)
 _TENSORBOARD = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files under --workdir/tensorboard.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a multi-host run "
                                    "(default: from SLURM when under it).")
@@ -68,7 +71,7 @@ cli.require_finite(_EPOCHS, _MOMENTUM, _LEARNING_RATE, _WARMUP_EPOCHS, _LR_DECAY
 _FIELDS = ("model", "dataset", "data_dir", "batch_size", "epochs", "steps", "optimizer", "momentum",
            "learning_rate", "schedule", "warmup_epochs", "lr_decay", "decay_epochs", "weight_decay",
            "weight_decay_until_epoch", "label_smoothing", "precision", "seed", "log_every", "eval_every",
-           "checkpoint_every", "keep_checkpoints")
+           "checkpoint_every", "keep_checkpoints", "precise_bn_images")
 
 
 def _decay_epochs(values: list[str]) -> tuple[float, ...]:
@@ -108,7 +111,7 @@ def main(argv):
         raise cli.Stopped.after(interrupt, where) from None
     if jax.process_index():  # one host reports
         return
-    summary = ", ".join(f"{name} {result[key]:.2%}" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))
+    summary = ", ".join(f"{name} {100 * result[key]:.2f} %" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))
                         if key in result)
     print(f"done: {result['model']} on {result['dataset']}, step {result['step']}: {summary}"
           + (f"; metrics and checkpoints in {_WORKDIR.value}" if _WORKDIR.value else ""))

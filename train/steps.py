@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from models import layers
 from train import input_pipeline
 
 AUX_LOSS_WEIGHT = 0.4  # Inception-v3's auxiliary classifier, as in its paper and torchvision
@@ -91,6 +92,40 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, tx: optax.G
     metrics["loss"] = loss * labels.shape[0]  # the smoothed (and auxiliary) loss that was minimised
     metrics["finite"] = finite
     return new_state, metrics
+
+
+def _is_batch_norm(node) -> bool:
+    return isinstance(node, dict) and set(node) == {"mean", "var"}
+
+
+def batch_norm_moments(state: TrainState, sums: tuple, batch: dict, *, module: nn.Module, dtype, seed: int):
+    """`sums` (of the batch moments, and of their squares) plus `batch`'s, per BatchNorm in training mode.
+
+    Applied to zeroed statistics, BatchNorm's update is (1 - momentum) times the batch's moments,
+    so dividing by that recovers them exactly.
+    """
+    images = input_pipeline.normalize(batch["image"]).astype(dtype)
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    _, updates = module.apply(_variables(_cast(state.params, dtype), zeros), images, train=True,
+                              mutable=["batch_stats"], rngs={"dropout": jax.random.key(seed)})
+    moments = jax.tree.map(lambda u: u.astype(jnp.float32) / (1 - layers.BN_MOMENTUM), updates["batch_stats"])
+    first, second = sums
+    return jax.tree.map(jnp.add, first, moments), jax.tree.map(lambda s, m: s + jnp.square(m), second, moments)
+
+
+def population_statistics(sums: tuple, batches: int):
+    """BatchNorm statistics over every example of `batches` equal batches from their summed moments.
+
+    The mean is the batches' mean; the variance is their mean variance plus the variance of their
+    means (the law of total variance), not the mean variance alone, which underestimates it.
+    """
+    first, second = sums
+
+    def combine(total, squares):
+        mean = total["mean"] / batches
+        return {"mean": mean, "var": total["var"] / batches + squares["mean"] / batches - jnp.square(mean)}
+
+    return jax.tree.map(combine, first, second, is_leaf=_is_batch_norm)
 
 
 def eval_step(state: TrainState, batch: dict, *, module: nn.Module, dtype):

@@ -65,6 +65,9 @@ def open_builder(name: str, data_dir: str | None):
         builder = tfds.builder(name, data_dir=data_dir)
     except ValueError:  # DatasetNotFoundError, or a name tfds cannot even parse
         raise UserError(f"unknown data set {name!r}: use {SUPPORTED}") from None
+    except ImportError as error:  # a community data set ("huggingface:...") whose reader is not installed
+        raise UserError(f"data set {name!r} needs {error.name or 'a module'}, which is not installed: "
+                        f"pip install it, or use {SUPPORTED}") from None
     features = dict(builder.info.features.items())
     if not (isinstance(features.get("image"), tfds.features.Image)
             and isinstance(features.get("label"), tfds.features.ClassLabel)):

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -72,8 +72,7 @@ class _Run:
     total_steps: int
     local_batch_size: int
     batch_sharding: jax.sharding.NamedSharding
-    train_step: object
-    eval_step: object
+    steps: "Steps"
     learning_rate: object
 
 
@@ -100,17 +99,25 @@ def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object
         raise UserError(f"batch_size {config.batch_size} is larger than {info.name}'s {info.train_examples} "
                         "training examples; use a smaller --batch_size")
     tx = optim.optimizer(config, steps_per_epoch)
-    train_step, eval_step, init = jitted_steps(module, tx, config, mesh, resolution)
+    jitted = jitted_steps(module, tx, config, mesh, resolution)
     run = _Run(config=config, variant=str(variant), info=info, resolution=resolution,
                steps_per_epoch=steps_per_epoch, total_steps=optim.total_steps(config, steps_per_epoch),
-               local_batch_size=local_batch_size, batch_sharding=distributed.batch_sharded(mesh),
-               train_step=train_step, eval_step=eval_step,
+               local_batch_size=local_batch_size, batch_sharding=distributed.batch_sharded(mesh), steps=jitted,
                learning_rate=optim.learning_rate_schedule(config, steps_per_epoch))
-    return run, init, distributed.replicated(mesh)
+    return run, jitted.init, distributed.replicated(mesh)
 
 
-def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: int):
-    """The train step, eval step and state initialiser of `module`, jitted over the mesh's devices."""
+class Steps(NamedTuple):
+    """A run's jitted functions of the state and a global batch (`init` makes the state)."""
+
+    train: object
+    eval: object
+    init: object
+    batch_norm_moments: object
+
+
+def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: int) -> Steps:
+    """The train step, eval step, state initialiser and BatchNorm moments of `module`, jitted over the mesh."""
     dtype = DTYPES[config.precision]
     replicated, batch_sharding = distributed.replicated(mesh), distributed.batch_sharded(mesh)
     train_step = jax.jit(functools.partial(steps.train_step, module=module, tx=tx, dtype=dtype,
@@ -120,7 +127,9 @@ def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: i
                         in_shardings=(replicated, batch_sharding), out_shardings=replicated)
     init = jax.jit(functools.partial(steps.init_state, module, tx, (1, resolution, resolution, 3), config.seed),
                    out_shardings=replicated)
-    return train_step, eval_step, init
+    moments = jax.jit(functools.partial(steps.batch_norm_moments, module=module, dtype=dtype, seed=config.seed),
+                      in_shardings=(replicated, replicated, batch_sharding), out_shardings=replicated)
+    return Steps(train_step, eval_step, init, moments)
 
 
 def _abstract_state(init, sharding):
@@ -152,8 +161,32 @@ def _means(summed: dict) -> dict:
     return {name: summed[name] / count for name in ("loss", "top1", "top5")}
 
 
+def precise_batch_norm(run: _Run, state):
+    """The state with BatchNorm statistics of its own parameters, over `precise_bn_images` training images.
+
+    The running averages trail the parameters: early in training, while the parameters move fast,
+    they describe older networks, and an evaluation with them can fall far below the training
+    accuracy (pycls's "precise BN" is the remedy). The training state keeps its running averages,
+    so evaluating never changes what training computes.
+    """
+    config = run.config
+    if not config.precise_bn_images or not jax.tree.leaves(state.batch_stats):
+        return state
+    count = math.ceil(config.precise_bn_images / config.batch_size)
+    batches = input_pipeline.train_batches(run.info, config.data_dir, batch_size=run.local_batch_size,
+                                           resolution=run.resolution, seed=config.seed,
+                                           process_index=jax.process_index(), process_count=jax.process_count(),
+                                           shuffle_buffer=max(config.precise_bn_images, config.batch_size))
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    sums = (zeros, zeros)
+    for _ in range(count):
+        sums = run.steps.batch_norm_moments(state, sums, distributed.global_batch(next(batches), run.batch_sharding))
+    return state.replace(batch_stats=steps.population_statistics(sums, count))
+
+
 def evaluate(run: _Run, state) -> dict:
-    """Loss, top-1 and top-5 over the whole evaluation split (each example once)."""
+    """Loss, top-1 and top-5 over the whole evaluation split (each example once), with precise BatchNorm."""
+    state = precise_batch_norm(run, state)
     batches = input_pipeline.eval_batches(run.info, run.config.data_dir, batch_size=run.local_batch_size,
                                           resolution=run.resolution, process_index=jax.process_index(),
                                           process_count=jax.process_count())
@@ -161,10 +194,10 @@ def evaluate(run: _Run, state) -> dict:
     for batch in batches:
         batch = distributed.global_batch(batch, run.batch_sharding)
         if metrics:
-            metrics.append(run.eval_step(state, batch))
+            metrics.append(run.steps.eval(state, batch))
         else:
             with _out_of_memory_is_the_users(run):
-                metrics.append(jax.block_until_ready(run.eval_step(state, batch)))
+                metrics.append(jax.block_until_ready(run.steps.eval(state, batch)))
     return _means(_summed(metrics))
 
 
@@ -294,9 +327,9 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog, 
             batch = distributed.global_batch(next(batches), run.batch_sharding)
             if clock is None:  # the first step compiles and allocates: out of memory shows here
                 with _out_of_memory_is_the_users(run):
-                    state, metrics = jax.block_until_ready(run.train_step(state, batch))
+                    state, metrics = jax.block_until_ready(run.steps.train(state, batch))
             else:
-                state, metrics = run.train_step(state, batch)
+                state, metrics = run.steps.train(state, batch)
             step += 1
             trained += 1
             pending.append(metrics)
@@ -339,8 +372,8 @@ def _loss_at(fetched: list[dict], fetched_steps: list[int], step: int) -> float:
     return float(fetched[fetched_steps.index(step)]["loss"])
 
 
-def load_state(config: config_lib.TrainConfig, workdir: str) -> steps.TrainState:
-    """The state of the newest readable checkpoint in `workdir`, checked against `config` (UserError)."""
+def _restored(config: config_lib.TrainConfig, workdir: str) -> tuple[_Run, steps.TrainState]:
+    """The run of `config` and the state of the newest readable checkpoint in `workdir` (UserError if none)."""
     run, init, replicated = _prepare(config, distributed.data_mesh())
     checkpoints = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
     try:
@@ -349,4 +382,14 @@ def load_state(config: config_lib.TrainConfig, workdir: str) -> steps.TrainState
         checkpoints.close()
     if restored is None:
         raise UserError(f"no checkpoint in {workdir}; train there first")
-    return restored[0]
+    return run, restored[0]
+
+
+def load_state(config: config_lib.TrainConfig, workdir: str) -> steps.TrainState:
+    """The state of the newest readable checkpoint in `workdir`, checked against `config` (UserError)."""
+    return _restored(config, workdir)[1]
+
+
+def evaluate_checkpoint(config: config_lib.TrainConfig, workdir: str) -> dict:
+    """Loss, top-1 and top-5 (fractions) of the newest checkpoint in `workdir` on the evaluation split."""
+    return evaluate(*_restored(config, workdir))
