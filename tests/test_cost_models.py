@@ -197,7 +197,7 @@ def _readme_block(command: str) -> list[str]:
 def test_readme_shows_what_the_cli_prints():
     result = _cli("--model=resnet50")
     assert result.returncode == 0, result.stderr
-    assert _readme_block("python -m measure.cost --model=resnet50") == result.stdout.rstrip("\n").splitlines()
+    assert _readme_block(".venv/bin/python -m measure.cost --model=resnet50") == result.stdout.rstrip("\n").splitlines()
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -66,6 +66,36 @@ def test_every_flag_has_a_one_line_help():
     (["--batch_size=4096"], "batch_size 4096 is larger than digits's 1437 training examples"),
     (["--preset=resnet"], "flag --preset=resnet"),
     (["extra"], "unexpected arguments 'extra'"),
+    (["--model="], "a variant is a network name with optional knobs"),
+    (["--model=resnet18:width=nan"], "resnet18: width must be a number; got 'nan'"),
+    (["--model=resnet18:width=-1"], "width must be a positive finite number; got -1.0"),
+    (["--model=resnet18:resolution=0"], "resnet18 needs a resolution from 32 to 4096 pixels; got 0"),
+    (["--model=resnet18:resolution=100000"], "resnet18 needs a resolution from 32 to 4096 pixels; got 100000"),
+    (["--model=resnet18:depths=1-1"], "depths must be 4 positive integers, one per stage; got (1, 1)"),
+    (["--model=resnet18:num_classes=7"], "has 7 classes but the data set has 10; drop num_classes from --model"),
+    (["--epochs=nan"], "--epochs must be a finite number"),
+    (["--epochs=-1"], "flag --epochs=-1"),
+    (["--steps=0"], "flag --steps=0"),
+    (["--steps=1.5"], "flag --steps=1.5"),
+    (["--batch_size=-5"], "flag --batch_size=-5"),
+    (["--momentum=1.5"], "flag --momentum=1.5"),
+    (["--label_smoothing=1"], "flag --label_smoothing=1"),
+    (["--weight_decay=-1"], "flag --weight_decay=-1"),
+    (["--warmup_epochs=inf"], "--warmup_epochs must be a finite number"),
+    (["--lr_decay=nan"], "--lr_decay must be a finite number"),
+    (["--decay_epochs=nan"], "decay_epochs must be finite epochs >= 0; got (nan,)"),
+    (["--seed=-1"], "seed must be 0 or more; got -1"),
+    (["--log_every=0"], "flag --log_every=0"),
+    (["--checkpoint_every=0"], "flag --checkpoint_every=0"),
+    (["--keep_checkpoints=0"], "flag --keep_checkpoints=0"),
+    (["--precise_bn_images=-1"], "flag --precise_bn_images=-1"),
+    (["--precision=float16"], "flag --precision=float16"),
+    (["--schedule=linear"], "flag --schedule=linear"),
+    (["--dataset=huggingface:cifar10"], "data set 'huggingface:cifar10' needs huggingface_hub, which is not installed"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent"], "cifar10 is not prepared in /nonexistent"),
+    (["--num_processes=2"], "a multi-host run needs all of --coordinator_address, --num_processes and --process_id"),
+    (["--process_id=3", "--num_processes=2", "--coordinator_address=localhost:1"],
+     "--process_id=3 must be below --num_processes=2"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     workdir = tmp_path / "work"
@@ -85,6 +115,18 @@ def test_workdir_on_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     result = _train(*SMALL, "--steps=1", f"--workdir={tmp_path / 'file'}")
     assert result.returncode == 2 and "exists and is not a directory" in result.stderr
+    below = _train(*SMALL, "--steps=1", f"--workdir={tmp_path / 'file' / 'sub'}")
+    assert below.returncode == 2 and below.stderr == (f"error: cannot create --workdir={tmp_path / 'file' / 'sub'}: "
+                                                      "Not a directory; choose a writable location\n"), below.stderr
+
+
+def test_a_run_refused_by_the_checkpoints_there_leaves_the_work_directory_as_it_was(tmp_path):
+    first = _train(*SMALL, "--steps=2", f"--workdir={tmp_path}")
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "config.json").read_text()
+    refused = _train(*SMALL, "--steps=2", "--seed=7", f"--workdir={tmp_path}")
+    assert refused.returncode == 2 and "is of another run: seed 0 (this run: 7)" in refused.stderr, refused.stderr
+    assert (tmp_path / "config.json").read_text() == before and '"seed": 0' in before
 
 
 def test_flags_override_the_preset(tmp_path):
