@@ -4,6 +4,7 @@ With no flags it runs the offline demo: two small ResNet spaces on the digits, s
 this device, trained briefly, analysed and reported, in 7 to 8 minutes on two CPU cores.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -18,7 +19,7 @@ from models.errors import UserError
 
 _RUN = jobs_lib.RunSettings()
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
-DEMO_RANGES = ["width=0.125:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
+DEMO_RANGES = ["width=0.25:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
 
 _OUT = flags.DEFINE_string("out", os.path.join("results", "explore"), "Sweep directory; a rerun resumes there.")
 _STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.STEPS)} (default: all; with "
@@ -31,6 +32,9 @@ _SAMPLER = flags.DEFINE_enum("sampler", "random", list(plan_lib.SAMPLERS), "rand
 _SAMPLES = flags.DEFINE_integer("samples", 8, "Variants drawn per space by the random sampler.", lower_bound=1)
 _GRID_POINTS = flags.DEFINE_integer("grid_points", 2, "Values per knob of the grid sampler (at most the knob's own count).", lower_bound=1)
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Seed of the random sampler.", lower_bound=0)
+_MAX_VARIANTS = flags.DEFINE_integer("max_variants", plan_lib.MAX_VARIANTS, "Most variants the sample step may cost "
+                                     "(the grid's size, or --samples times the spaces); raise it for larger plans.",
+                                     lower_bound=1)
 _CONSTRAINTS = flags.DEFINE_list("constraints", [], "metric=low:high items (metrics: flops, macs, params, "
                                  "activations at batch 1; either end may be empty), e.g. flops=:1e9.")
 _MEASURE = flags.DEFINE_bool("measure", True, "Time each variant on the device (memory and energy too).")
@@ -57,8 +61,10 @@ _POWER_BUDGET = flags.DEFINE_float("power_budget_w", None, "With --fps: the budg
 _FPS = flags.DEFINE_float("fps", None, "Frame rate for --power_budget_w.", lower_bound=0)
 _NETWORKS = flags.DEFINE_string("networks_results", None, "A python -m measure results directory whose networks "
                                 "are shown for context (default: results/<device>/ when it exists).")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", None, "This process's shard (default: SLURM's array task, else 0).")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards the variants are split into (default: SLURM's, else 1).")
+_SHARD_INDEX = flags.DEFINE_integer("shard_index", None, "This process's shard (default: SLURM's array task, else 0).",
+                                    lower_bound=0)
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards the variants are split into (default: SLURM's, else 1).",
+                                   lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard the sweep in --out instead of resuming it.")
 cli.require_finite(_MIN_TIME, _POWER_WATTS, _LEARNING_RATE, _POWER_BUDGET, _FPS)
 
@@ -70,17 +76,25 @@ def _bounds(flag: str, item: str) -> tuple:
     try:
         if not (name and equals and colon):
             raise ValueError
-        return name.strip(), float(low) if low.strip() else None, float(high) if high.strip() else None
+        ends = tuple(float(end) if end.strip() else None for end in (low, high))
     except ValueError:
         raise UserError(f"--{flag} item {item!r} is not name=low:high (e.g. width=0.25:1)") from None
+    for end in ends:
+        if end is not None and not abs(end) < float("inf"):  # float() reads nan and inf, which bound nothing
+            raise UserError(f"--{flag} item {item!r}: {end} is not a finite number; give finite ends "
+                            f"(e.g. {'flops=:1e9' if flag == 'constraints' else 'width=0.25:1'})")
+    return (name.strip(), *ends)
 
 
 def _numbers(flag: str, items: list[str], kind=float) -> tuple:
-    """A list flag's items as numbers; UserError naming the flag."""
+    """A list flag's items as finite numbers (integers with kind=int); UserError naming the flag."""
     try:
-        return tuple(kind(i) for i in items)
+        numbers = tuple(kind(i) for i in items)
     except ValueError:
-        raise UserError(f"--{flag} takes numbers; got {','.join(items)}") from None
+        numbers = None
+    if numbers is None or not all(abs(n) < float("inf") for n in numbers):  # false for nan and inf
+        raise UserError(f"--{flag} takes {'integers' if kind is int else 'finite numbers'}; got {','.join(items)}")
+    return numbers
 
 
 def settings_from_flags() -> run_lib.Settings:
@@ -95,30 +109,37 @@ def settings_from_flags() -> run_lib.Settings:
         if metric not in sample.METRICS:
             raise UserError(f"--constraints: unknown metric {metric!r}; choose from: {', '.join(sample.METRICS)}")
     budgets = tuple(mj / 1e3 for mj in _numbers("energy_budgets_mj", _ENERGY_BUDGETS.value))
+    if not all(b > 0 for b in budgets):
+        raise UserError(f"--energy_budgets_mj takes positive energies per image in mJ; got "
+                        f"{','.join(_ENERGY_BUDGETS.value)}")
     if (_POWER_BUDGET.value is None) != (_FPS.value is None):
         raise UserError("--power_budget_w and --fps go together; pass both or neither")
     if _POWER_BUDGET.value is not None:
         if not _FPS.value > 0:
             raise UserError("--fps must be more than 0")
+        if not _POWER_BUDGET.value > 0:
+            raise UserError("--power_budget_w must be more than 0")
         budgets += (_POWER_BUDGET.value / _FPS.value,)
     shard_index, num_shards = sweep.shard_from_env(_SHARD_INDEX.value, _NUM_SHARDS.value)
     steps = tuple(_STEPS.value) if _STEPS.value is not None else (run_lib.STEPS if num_shards == 1 else ("sample", "run"))
-    networks = _NETWORKS.value
-    if networks is None and "analyse" in steps:
-        default = job.default_out_dir(job.default_device())
-        networks = default if os.path.exists(os.path.join(default, "results.json")) else None
-    return run_lib.Settings(
+    settings = run_lib.Settings(
         out_dir=_OUT.value, steps=steps, shard_index=shard_index, num_shards=num_shards,
         plan=plan_lib.PlanSettings(spaces=tuple(_SPACES.value), ranges=tuple(ranges), sampler=_SAMPLER.value,
                                    samples=_SAMPLES.value, grid_points=_GRID_POINTS.value, seed=_SAMPLE_SEED.value,
-                                   constraints=constraints),
+                                   constraints=constraints, max_variants=_MAX_VARIANTS.value),
         run=jobs_lib.RunSettings(
             measure=_MEASURE.value, batch_sizes=cli.positive_integers("batch_sizes", _BATCH_SIZES.value),
             precision=_PRECISION.value, min_time_s=_MIN_TIME.value, power_watts=_POWER_WATTS.value,
             train=_TRAIN.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value, train_steps=_TRAIN_STEPS.value,
             train_batch_size=_TRAIN_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
             seeds=tuple(dict.fromkeys(_numbers("seeds", _SEEDS.value, int)))),
-        energy_budgets_j=budgets, networks_dir=networks, overwrite=_OVERWRITE.value)
+        energy_budgets_j=budgets, networks_dir=_NETWORKS.value, overwrite=_OVERWRITE.value)
+    run_lib.check(settings)  # every input, before the default below starts a JAX backend to name the device
+    if settings.networks_dir is None and "analyse" in steps:
+        default = job.default_out_dir(job.default_device())
+        if os.path.exists(os.path.join(default, "results.json")):
+            settings = dataclasses.replace(settings, networks_dir=default)
+    return settings
 
 
 def main(argv):
@@ -128,6 +149,6 @@ def main(argv):
     settings = settings_from_flags()
     try:
         run_lib.run(settings)
-    except KeyboardInterrupt:
-        raise SystemExit(f"interrupted: every finished job is in {settings.out_dir}; run the same command again "
-                         "to resume") from None
+    except KeyboardInterrupt as interrupt:
+        raise cli.Stopped.after(interrupt, f"every finished job is in {settings.out_dir}; run the same command "
+                                "again to resume") from None

@@ -4,11 +4,13 @@ A plan is made from `PlanSettings` (the spaces, knob ranges, sampler, seed and c
 each space a random sample, a grid, or (for a scaling series, written `base/rule`, e.g.
 `resnet18/width`) the whole series. A variant drawn from several spaces is planned once and lists
 them all. The plan is deterministic, so shards that make it at once write the same file; a
-directory holding a plan of other settings is refused, so results of two sweeps never mix.
+directory holding a plan of other settings is refused, so results of two sweeps never mix. A plan
+of more than `max_variants` variants is refused before any is costed.
 """
 
 import dataclasses
 import json
+import math
 import os
 from typing import Optional
 
@@ -21,11 +23,12 @@ FORMAT = 1
 PLAN_NAME = "plan.json"
 SAMPLERS = ("random", "grid")
 SCALING_SEPARATOR = "/"
+MAX_VARIANTS = 2000  # the most variants a plan may cost unless --max_variants raises it
 
 
 @dataclasses.dataclass(frozen=True)
 class PlanSettings:
-    """What decides a sweep's variants."""
+    """What decides a sweep's variants, and the most variants the sample step may cost to find them."""
 
     spaces: tuple[str, ...]  # registered spaces (explore.space.SPACES) or scaling series "base/rule"
     ranges: tuple[tuple[str, float, float], ...] = ()  # (knob, low, high) narrowing every space that has it
@@ -34,6 +37,8 @@ class PlanSettings:
     grid_points: int = 2  # per knob, grid sampler
     seed: int = 0
     constraints: tuple[tuple[str, Optional[float], Optional[float]], ...] = ()  # (metric, low, high)
+    # A guard, not a choice of variants: plan.json leaves it out, so raising it keeps a stored plan valid.
+    max_variants: int = dataclasses.field(default=MAX_VARIANTS, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,17 +60,54 @@ def restrict(space: space_lib.Space, ranges) -> space_lib.Space:
     return space_lib.Space(space.name, space.network, tuple(knobs))
 
 
-def _space_samples(name: str, settings: PlanSettings) -> list[sample_lib.Sample]:
+def _grid_points(space: space_lib.Space, grid_points: int) -> dict[str, int]:
+    """Grid points per knob: a knob narrowed to fewer values than the grid asks for takes all it has."""
+    return {k.name: min(grid_points, k.count) for k in space.knobs}
+
+
+def _constraints(settings: PlanSettings) -> dict:
+    """The constraints as random_sample takes them, {metric: (low, high)}."""
+    return {metric: (low, high) for metric, low, high in settings.constraints}
+
+
+def _space_samples(name: str, settings: PlanSettings, progress=None) -> list[sample_lib.Sample]:
     """The samples of one named space or scaling series under the settings."""
     if SCALING_SEPARATOR in name:
         base, _, rule = name.partition(SCALING_SEPARATOR)
         return list(sample_lib.series(base, rule).values())
     space = restrict(space_lib.space(name), settings.ranges)
     if settings.sampler == "grid":
-        # A knob narrowed to fewer values than the grid asks for takes all it has.
-        return sample_lib.grid(space, {k.name: min(settings.grid_points, k.count) for k in space.knobs})
-    constraints = {metric: (low, high) for metric, low, high in settings.constraints}
-    return sample_lib.random_sample(space, settings.samples, seed=settings.seed, constraints=constraints)
+        return sample_lib.grid(space, _grid_points(space, settings.grid_points), progress=progress)
+    return sample_lib.random_sample(space, settings.samples, seed=settings.seed, constraints=_constraints(settings),
+                                    progress=progress)
+
+
+def sizes(settings: PlanSettings) -> dict[str, int]:
+    """The most variants the sample step costs per space, counted without building any (series: their steps)."""
+    counted = {}
+    for name in settings.spaces:
+        if SCALING_SEPARATOR in name:
+            rule = name.partition(SCALING_SEPARATOR)[2]
+            counted[name] = len(space_lib.PHIS if rule == "compound" else space_lib.MULTIPLIERS)
+        elif settings.sampler == "grid":
+            space = restrict(space_lib.space(name), settings.ranges)
+            counted[name] = sample_lib.grid_size(space, _grid_points(space, settings.grid_points))
+        else:
+            counted[name] = settings.samples
+    return counted
+
+
+def check_size(settings: PlanSettings) -> None:
+    """Refuses a plan of more than settings.max_variants variants, naming the count and how to lower or allow it."""
+    counted = sizes(settings)
+    total = sum(counted.values())
+    if total <= settings.max_variants:
+        return
+    each = ", ".join(f"{name}: {count:,}" for name, count in counted.items())
+    lower = ("lower --grid_points or narrow --ranges" if settings.sampler == "grid" else "ask for fewer --samples")
+    raise UserError(f"the {settings.sampler} sampler would cost {total:,} variants ({each}), more than "
+                    f"--max_variants={settings.max_variants:,}; {lower}, or raise --max_variants to {total} "
+                    "if that many is meant")
 
 
 def check(settings: PlanSettings) -> None:
@@ -82,8 +124,28 @@ def check(settings: PlanSettings) -> None:
         if knob not in names:
             raise UserError(f"--ranges names {knob!r}, a knob none of the spaces {', '.join(settings.spaces)} "
                             f"varies; their knobs are: {', '.join(sorted(names)) or '(none)'}")
-        if not low <= high:
-            raise UserError(f"--ranges {knob}={low}:{high}: low is above high; swap them")
+        _check_range(settings.spaces, knob, low, high)
+    sample_lib.check_constraints(_constraints(settings))
+    for name in settings.spaces:
+        if SCALING_SEPARATOR not in name:
+            space = restrict(space_lib.space(name), settings.ranges)  # UserError on a range holding no value
+            if settings.sampler == "random":
+                sample_lib.check_count(space, settings.samples)
+
+
+def _check_range(spaces, knob: str, low, high) -> None:
+    """Refuses a range that is not finite, reversed, or reaches outside any named space's own range for the knob."""
+    for end in (low, high):
+        if isinstance(end, bool) or not isinstance(end, (int, float)) or not math.isfinite(end):
+            raise UserError(f"--ranges {knob}: {end!r} is not a finite number; give finite ends, e.g. width=0.25:1")
+    if not low <= high:
+        raise UserError(f"--ranges {knob}={low:g}:{high:g}: low is above high; swap them")
+    for name in spaces:
+        own = None if SCALING_SEPARATOR in name else space_lib.space(name).knob(knob)
+        # Ranges narrow a space: reaching outside it would plan variants the space was never meant to hold.
+        if own is not None and not own.low <= low <= high <= own.high:
+            raise UserError(f"--ranges {knob}={low:g}:{high:g} reaches outside {name}'s own {knob} range "
+                            f"{own.low:g}..{own.high:g}; ranges only narrow a space: keep within it")
 
 
 def knob_names(spaces) -> set[str]:
@@ -94,9 +156,10 @@ def knob_names(spaces) -> set[str]:
 def make(settings: PlanSettings, progress=print) -> list[PlannedVariant]:
     """Every variant of the settings' spaces, each once, with its configuration and costs at batch 1."""
     check(settings)
+    check_size(settings)
     planned: dict[str, PlannedVariant] = {}
     for name in settings.spaces:
-        drawn = _space_samples(name, settings)
+        drawn = _space_samples(name, settings, progress)
         progress(f"sample: {name}: {len(drawn)} variants")
         for s in drawn:
             if s.variant in planned:
@@ -113,8 +176,9 @@ def _jsonable(config: dict) -> dict:
 
 
 def _settings_json(settings: PlanSettings) -> dict:
-    """The settings as JSON gives them back (tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(settings)))
+    """The settings that decide the variants as JSON gives them back (tuples as lists), the limit left out."""
+    decided = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings) if field.compare}
+    return json.loads(json.dumps(decided))
 
 
 def load_or_make(settings: PlanSettings, out_dir: str, progress=print) -> list[PlannedVariant]:

@@ -17,6 +17,7 @@ from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import report, sweep
 from measure import files, job, results
+from models import cli
 from models.errors import UserError
 
 STEPS = ("sample", "run", "collect", "analyse")
@@ -47,6 +48,8 @@ def check(settings: Settings) -> None:
     if unknown or not settings.steps:
         raise UserError(f"unknown step {', '.join(unknown) or '(none)'}; choose from: {', '.join(STEPS)}")
     plan_lib.check(settings.plan)
+    if "sample" in settings.steps:
+        plan_lib.check_size(settings.plan)  # only sampling costs variants: later steps read plan.json
     run = settings.run
     if "run" in settings.steps and not (run.measure or run.train):
         raise UserError("nothing to run: --nomeasure and --notrain together leave no job; drop one of them")
@@ -63,8 +66,23 @@ def check(settings: Settings) -> None:
                             f"{info.train_examples} training examples; use a smaller one")
     if not run.seeds:
         raise UserError("--seeds is empty; give at least one training seed, e.g. --seeds=0")
-    if any(b <= 0 for b in settings.energy_budgets_j):
-        raise UserError("energy budgets must be positive")
+    if not all(0 < b < float("inf") for b in settings.energy_budgets_j):  # NaN fails both comparisons
+        raise UserError(f"energy budgets must be positive finite numbers; got {list(settings.energy_budgets_j)}")
+    networks = settings.networks_dir
+    if "analyse" in settings.steps and networks:
+        # Read as the analyse step will, so that a bad directory fails now rather than after the whole sweep;
+        # results.read takes a missing directory or file for no results, which here is a mistyped path.
+        fix = "give a directory python -m measure wrote, or leave --networks_results out"
+        if not os.path.isdir(networks):
+            raise UserError(f"--networks_results {networks} "
+                            f"{'is not a directory' if os.path.exists(networks) else 'does not exist'}; {fix}")
+        if not os.path.isfile(os.path.join(networks, results.JSON_NAME)):
+            raise UserError(f"--networks_results {networks} holds no {results.JSON_NAME}; {fix}")
+        try:
+            results.read(networks)
+        except UserError as error:
+            # Its own fixes name measure's --out and --overwrite; here --overwrite would discard the sweep.
+            raise UserError(f"--networks_results: {str(error).rsplit('; ', 1)[0]}; {fix}") from None
 
 
 def _overwrite(out_dir: str) -> None:
@@ -101,11 +119,13 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
                            unit=lambda payload: payload["variant"], describe=jobs_lib.describe)
         finally:
             runner.close()
+    cli.check_stop()  # a stop asked for during the last job ends the run before the next step
     if "collect" in settings.steps:
         merged = sweep.collect(os.path.join(out, LOG_NAME))
         log(f"collect: {len(merged)} results in {os.path.join(out, LOG_NAME)}")
     if "analyse" not in settings.steps:
         return None
+    cli.check_stop()
     plan_settings, variants = analyse_lib.load(out)
     networks = results.read(settings.networks_dir).rows if settings.networks_dir else []
     analysis = analyse_lib.analyse(variants, settings.energy_budgets_j, networks)

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import time
 
 import flax.linen as nn
 import jax
@@ -17,14 +18,17 @@ import numpy as np
 
 import models
 from explore import space as space_lib
+from explore import sweep
 from measure import cost
 from measure.cost import memo as cost_memo
-from models import variants
+from models import cli, variants
 from models.errors import UserError
 
 METRICS = ("flops", "macs", "params", "activations")
 DRAWS_PER_SAMPLE = 20  # random_sample gives up after this many draws per sample asked for (plus DRAWS_SLACK)
 DRAWS_SLACK = 100
+PROGRESS_EVERY = 100  # variants costed between progress lines...
+PROGRESS_PERIOD_S = 5.0  # ...or seconds, whichever comes first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +38,29 @@ class Sample:
     variant: str
     config: dict
     costs: dict
+
+
+class _Ticker:
+    """Progress lines while a space is costed: every PROGRESS_EVERY variants or PROGRESS_PERIOD_S seconds."""
+
+    def __init__(self, progress, label: str, total: int, verb: str = "costed", clock=time.monotonic):
+        """Reports through `progress` (None: silent) on `total` variants of the space `label`."""
+        self.progress, self.label, self.total, self.verb, self.clock = progress, label, total, verb, clock
+        self.start = self.last_time = clock()
+        self.last_done = 0
+
+    def tick(self, done: int) -> None:
+        """Says how many of the total are done and the time left, when a line is due (never for the last)."""
+        cli.check_stop()  # between variants: a long sampling stops when asked
+        if self.progress is None or not 0 < done < self.total:
+            return
+        now = self.clock()
+        if done - self.last_done < PROGRESS_EVERY and now - self.last_time < PROGRESS_PERIOD_S:
+            return
+        self.last_done, self.last_time = done, now
+        left = (now - self.start) / done * (self.total - done)
+        self.progress(f"sample: {self.label}: {done}/{self.total} variants {self.verb} "
+                      f"(left: {sweep.duration(left)})")
 
 
 def costs(variant: variants.Variant) -> dict:
@@ -99,11 +126,16 @@ def _check_points(space: space_lib.Space, points_per_knob) -> dict[str, int]:
     return points
 
 
-def _grid_values(knob: space_lib.Knob, points: int) -> list:
-    """`points` distinct quantised values of a knob, evenly spread on its scale; UserError if it has fewer."""
+def _check_grid_points(knob: space_lib.Knob, points: int) -> None:
+    """UserError when the knob has fewer distinct values than `points`."""
     if points > knob.count:
         raise UserError(f"knob {knob.name} has only {knob.count} distinct values in {knob.low}..{knob.high}; "
                         f"ask for at most {knob.count} points")
+
+
+def _grid_values(knob: space_lib.Knob, points: int) -> list:
+    """`points` distinct quantised values of a knob, evenly spread on its scale; UserError if it has fewer."""
+    _check_grid_points(knob, points)
     values = [knob.quantise(raw) for raw in knob.spread(points)]
     if len(set(values)) < points:  # quantising merged neighbours: spread evenly over the allowed values
         allowed = knob.values()
@@ -111,17 +143,32 @@ def _grid_values(knob: space_lib.Knob, points: int) -> list:
     return values
 
 
-def grid(space, points_per_knob) -> list[Sample]:
-    """The full grid: `points_per_knob` values per knob (an int, or {knob: points}; 1 if not named), all distinct."""
+def grid_size(space, points_per_knob) -> int:
+    """How many variants `grid` gives, counted without building any; UserError as `grid`."""
+    space = space_lib.space(space)
+    points = _check_points(space, points_per_knob)
+    for knob in space.knobs:
+        _check_grid_points(knob, points[knob.name])
+    return math.prod(points.values())
+
+
+def grid(space, points_per_knob, progress=None) -> list[Sample]:
+    """The full grid: `points_per_knob` values per knob (an int, or {knob: points}; 1 if not named), all distinct.
+
+    `progress` (a line -> None), if given, hears how far the costing is on large grids.
+    """
     space = space_lib.space(space)
     points = _check_points(space, points_per_knob)
     axes = [_grid_values(knob, points[knob.name]) for knob in space.knobs]
-    knobs = _config_knobs(space)
-    return [_sample(space.variant(dict(zip([k.name for k in space.knobs], values, strict=True))), knobs)
-            for values in itertools.product(*axes)]
+    knobs, names = _config_knobs(space), [k.name for k in space.knobs]
+    ticker, samples = _Ticker(progress, space.name, math.prod(len(axis) for axis in axes)), []
+    for values in itertools.product(*axes):
+        samples.append(_sample(space.variant(dict(zip(names, values, strict=True))), knobs))
+        ticker.tick(len(samples))
+    return samples
 
 
-def _check_constraints(constraints) -> dict[str, tuple[float, float]]:
+def check_constraints(constraints) -> dict[str, tuple[float, float]]:
     """Constraints as {metric: (low, high)} (None for an open end); UserError naming a bad one."""
     checked = {}
     for metric, bounds in (constraints or {}).items():
@@ -129,6 +176,12 @@ def _check_constraints(constraints) -> dict[str, tuple[float, float]]:
             raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(METRICS)}")
         if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
             raise UserError(f"constraint {metric} must be (low, high); got {bounds!r}")
+        for end in bounds:
+            # NaN compares false with everything: every draw would be rejected until the draws run out.
+            if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float, np.number))
+                                    or not math.isfinite(end)):
+                raise UserError(f"constraint {metric}: {end!r} is not a finite number; give finite ends, "
+                                "or None for an open end")
         low = -math.inf if bounds[0] is None else bounds[0]
         high = math.inf if bounds[1] is None else bounds[1]
         if low > high:
@@ -142,20 +195,28 @@ def _describe(constraints: dict) -> str:
     return ", ".join(f"{metric} in [{low:.3g}, {high:.3g}]" for metric, (low, high) in constraints.items())
 
 
-def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws: int | None = None) -> list[Sample]:
-    """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
-
-    The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
-    drawn again. UserError when `count` exceeds the space's distinct points, or when `max_draws`
-    draws (default 20 per sample plus 100) or the whole space yield too few samples meeting the
-    constraints, naming them.
-    """
+def check_count(space, count: int) -> None:
+    """UserError unless `count` is a positive integer no larger than the space's distinct points."""
     space = space_lib.space(space)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise UserError(f"sample count must be a positive integer; got {count!r}")
     if count > space.size:
         raise UserError(f"space {space.name!r} has only {space.size} distinct points; ask for at most {space.size}")
-    bounds = _check_constraints(constraints)
+
+
+def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws: int | None = None,
+                  progress=None) -> list[Sample]:
+    """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
+
+    The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
+    drawn again. UserError when `count` exceeds the space's distinct points, or when `max_draws`
+    draws (default 20 per sample plus 100) or the whole space yield too few samples meeting the
+    constraints, naming them. `progress` (a line -> None), if given, hears how far the draws are.
+    """
+    space = space_lib.space(space)
+    check_count(space, count)
+    bounds = check_constraints(constraints)
+    ticker = _Ticker(progress, space.name, count, verb="drawn")
     max_draws = DRAWS_PER_SAMPLE * count + DRAWS_SLACK if max_draws is None else max_draws
     rng, knobs, seen, samples = np.random.default_rng(seed), _config_knobs(space), set(), []
     draws = 0
@@ -168,6 +229,7 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
         counted = costs(variant)
         if all(low <= counted[metric] <= high for metric, (low, high) in bounds.items()):
             samples.append(_sample(variant, knobs, counted))
+        ticker.tick(len(samples))  # after rejections too: tight constraints may keep few of many costed
     if len(samples) < count and not bounds:
         raise UserError(f"space {space.name!r}: only {len(samples)} distinct of {count} samples after {draws} draws; "
                         f"ask for fewer samples or raise max_draws")

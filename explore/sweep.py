@@ -19,6 +19,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 from measure import files
+from models import cli
 from models.errors import UserError
 
 SHARD_NAME = re.compile(r"\.shard-(\d+)-of-(\d+)\.jsonl$")
@@ -151,9 +152,9 @@ def shard(items: list, shard_index: int, num_shards: int) -> list:
 def _check_shard(shard_index, num_shards) -> None:
     """UserError unless 0 <= shard_index < num_shards."""
     if not isinstance(num_shards, int) or num_shards < 1:
-        raise UserError(f"--num-shards must be a positive integer; got {num_shards!r}")
+        raise UserError(f"--num_shards must be a positive integer; got {num_shards!r}")
     if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise UserError(f"--shard-index must be in 0..{num_shards - 1} for {num_shards} shards; got {shard_index!r}")
+        raise UserError(f"--shard_index must be in 0..{num_shards - 1} for {num_shards} shards; got {shard_index!r}")
 
 
 def _env_int(env, name: str, default: Optional[int] = None) -> int:
@@ -165,7 +166,7 @@ def _env_int(env, name: str, default: Optional[int] = None) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise UserError(f"{name}={value!r} is not an integer; fix the job's environment or pass "
-                        f"--shard-index and --num-shards") from None
+                        f"--shard_index and --num_shards") from None
 
 
 def shard_from_env(shard_index: Optional[int] = None, num_shards: Optional[int] = None, env=None) -> tuple:
@@ -173,7 +174,7 @@ def shard_from_env(shard_index: Optional[int] = None, num_shards: Optional[int] 
     env = os.environ if env is None else env
     if shard_index is not None or num_shards is not None:
         if shard_index is None or num_shards is None:
-            raise UserError("--shard-index and --num-shards go together; pass both or neither")
+            raise UserError("--shard_index and --num_shards go together; pass both or neither")
     elif "SLURM_ARRAY_TASK_ID" in env:
         # Array ids run MIN..MAX by STEP (`--array=4-12:4`), so the shard is the id's position in that run.
         offset = _env_int(env, "SLURM_ARRAY_TASK_ID") - _env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
@@ -201,11 +202,11 @@ def shard_files(log_path: str) -> list:
     counts = sorted({n for _, n in found.values()})
     if len(counts) > 1:
         raise UserError(f"{stem}.shard-*.jsonl mixes shard counts {counts}; collect or move away one sweep's "
-                        f"shard files before running with another --num-shards")
+                        f"shard files before running with another --num_shards")
     return sorted(found, key=found.get)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """A duration as minutes and seconds, "3m07s"."""
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
@@ -242,11 +243,12 @@ def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard
         start = time.monotonic()
         try:
             for count, (key, payload) in enumerate(todo, 1):
+                cli.check_stop()  # between jobs: every finished job is in the log
                 result = compute(payload)
                 log.append(key, result)
                 left = (time.monotonic() - start) / count * (len(todo) - count)
                 said = f": {describe(result)}" if describe else " ..."
-                progress(f"[{count}/{len(todo)}] {key}{said} (left: {_duration(left)})")
+                progress(f"[{count}/{len(todo)}] {key}{said} (left: {duration(left)})")
         finally:
             log.close()
     return [key for key, _ in todo]

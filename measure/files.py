@@ -11,10 +11,11 @@ import fcntl
 import glob
 import os
 import tempfile
-from typing import Union
+from typing import Optional, Union
 
 from models.errors import UserError
 
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 FILE_MODE = 0o644  # mkstemp creates 0600; results and figures are meant to be read by others
@@ -40,6 +41,35 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
             raise UserError(f"cannot write {path}: {error.strerror or error}; free space or write elsewhere") from error
         raise
     _fsync_directory(directory)  # the rename itself survives a power cut only once the directory is synced
+
+
+def full_disk_reason(error: BaseException) -> Optional[str]:
+    """The strerror of a full disk or quota when the exception, or one in its chain, is one; else None."""
+    # orbax wraps tensorstore's errors in ValueErrors that keep only the text. RESOURCE_EXHAUSTED
+    # alone is not enough: XLA says it of device memory too.
+    reasons = {number: os.strerror(number) for number in FULL_DISK_ERRNOS}
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        number = getattr(current, "errno", None)
+        if number in reasons:
+            return reasons[number]
+        text = str(current)
+        for reason in reasons.values():
+            if reason in text:
+                return reason
+        pending += [current.__cause__, current.__context__]
+        if isinstance(current, BaseExceptionGroup):
+            pending += current.exceptions
+    return None
+
+
+def full_disk_error(what: str, reason: str, flag: str, note: str = "") -> UserError:
+    """The one-line error of a write that found no space: what failed, why, and the fix (`flag` elsewhere)."""
+    return UserError(f"{what}: {reason}; free space there or use another {flag}{note}")
 
 
 def _fsync_directory(directory: str) -> None:
@@ -104,7 +134,11 @@ class DirectoryLock:
         self._fd = None
 
     def __enter__(self) -> "DirectoryLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as error:
+            raise UserError(f"cannot create the lock {self.path}: {error.strerror}; choose another {self.flag}") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -114,8 +148,15 @@ class DirectoryLock:
                 raise UserError(f"another {self.what} (pid {holder}) is writing to {os.path.dirname(self.path)}; "
                                 f"wait for it to finish or choose another {self.flag}") from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # for the message a second process gets
+        except OSError as error:
+            os.close(fd)
+            reason = full_disk_reason(error)
+            if reason is None:
+                raise
+            raise full_disk_error(f"cannot write the lock {self.path}", reason, self.flag) from None
         self._fd = fd
         return self
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 
 import jax
 
+from models import cli
+
 RAPL_ROOT = "/sys/class/powercap"
 # Counter updates in a power window: the quantisation error of a reading is at most one update.
 UPDATES_PER_WINDOW = 25
@@ -220,6 +222,7 @@ def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: floa
     while True:
         run_batch()
         calls += 1
+        cli.check_stop()  # between batches: a stop asked for never waits for a whole window
         if time.perf_counter() - start_s >= min_window_s:
             break
     end_j, end_s = meter.energy_j(), time.perf_counter()

@@ -28,6 +28,7 @@ import numpy as np
 import models
 from measure import failures, results
 from measure.failures import MeasureFailed  # re-exported: callers catch it from here
+from models import cli
 from models.errors import UserError
 
 PRECISIONS = {name: jnp.dtype(name) for name in results.PRECISIONS}  # results files name the same three
@@ -119,6 +120,7 @@ def warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
         begin = perf_counter()
         block(run())
         times.append(perf_counter() - begin)
+        cli.check_stop()  # between calls, so that a stop asked for never waits for a whole point
         settled = len(times) >= 2 and abs(times[-1] - times[-2]) <= options.settle * min(times[-2:])
         if len(times) >= options.warmup and (settled or perf_counter() - start >= options.min_time_s):
             break
@@ -137,6 +139,7 @@ def latencies(run: Callable[[], Any], options: TimingOptions) -> list[float]:
         block(run())
         end = perf_counter()
         times.append(end - begin)
+        cli.check_stop()
         if len(times) >= options.min_repeats and end - start >= options.min_time_s:
             return times
 

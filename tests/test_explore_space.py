@@ -95,8 +95,11 @@ def test_duplicates_rejected_more_samples_than_points_is_user_error():
 
 
 def test_grid_size_is_product_all_distinct_costs_match_count_model():
-    samples = sample.grid(TINY, {"width": 2, "depth_1": 2, "resolution": 2})
+    lines = []
+    samples = sample.grid(TINY, {"width": 2, "depth_1": 2, "resolution": 2}, progress=lines.append)
     assert len(samples) == 8 and len({s.variant for s in samples}) == 8
+    assert sample.grid_size(TINY, {"width": 2, "depth_1": 2, "resolution": 2}) == 8 == sample.grid_size(TINY, 2)
+    assert lines == []  # a small grid is costed without a line per variant
     assert {s.config["width"] for s in samples} == {0.25, 1.0}
     assert {s.config["depths"][0] for s in samples} == {1, 3}
     one = samples[-1]
@@ -113,6 +116,25 @@ def test_grid_points_spread_distinct_after_quantising():
     assert sample._grid_values(Knob("depth", 1, 8, scale="log"), 4) == [1, 2, 4, 8]
     with pytest.raises(UserError, match="only 3 distinct values"):
         sample.grid(TINY, {"depth_1": 4})
+
+
+def _ticks(total: int, seconds_each: float) -> list[str]:
+    """The progress lines of costing `total` variants that take `seconds_each` on a fake clock."""
+    lines, now = [], [0.0]
+    ticker = sample._Ticker(lines.append, "resnet_basic", total, clock=lambda: now[0])
+    for done in range(1, total + 1):
+        now[0] += seconds_each
+        ticker.tick(done)
+    return lines
+
+
+def test_costing_progress_every_hundred_variants_or_every_few_seconds():
+    fast = _ticks(1200, 0.03)
+    assert len(fast) == 11 and fast[2] == "sample: resnet_basic: 300/1200 variants costed (left: 0m27s)"
+    assert fast[-1].startswith("sample: resnet_basic: 1100/1200 ")  # the last variant gets no line of its own
+    slow = _ticks(10, 2.0)  # few variants, slow ones: a line every few seconds rather than every 100
+    assert slow == [f"sample: resnet_basic: {n}/10 variants costed (left: 0m{2 * (10 - n):02d}s)" for n in (3, 6, 9)]
+    assert _ticks(16, 0.03) == []
 
 
 def test_width_series_params_increase():
@@ -166,6 +188,11 @@ def test_compound_series_grows_width_depth_resolution():
     (lambda: space.scaling("resnet18", "height"), "unknown scaling rule 'height'; choose one of: width"),
     (lambda: sample.random_sample(PAIR, 1, constraints={"latency": (0, 1)}), "unknown constraint 'latency'"),
     (lambda: sample.random_sample(PAIR, 1, constraints={"flops": (2, 1)}), "low 2 is above high 1"),
+    (lambda: sample.random_sample(PAIR, 1, constraints={"flops": (math.nan, None)}),
+     "constraint flops: nan is not a finite number"),
+    (lambda: sample.random_sample(PAIR, 1, constraints={"params": (None, math.inf)}),
+     "constraint params: inf is not a finite number"),
+    (lambda: sample.grid_size(TINY, {"depth_1": 4}), "only 3 distinct values"),
     (lambda: sample.grid(TINY, {"height": 2}), "no knob height"),
 ])
 def test_bad_input_one_line_user_error(call, match):

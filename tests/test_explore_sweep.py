@@ -162,15 +162,15 @@ def test_shard_from_env(monkeypatch):
     assert sweep.shard_from_env() == (1, 4)
     monkeypatch.delenv("SLURM_ARRAY_TASK_STEP")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "14")
-    with pytest.raises(UserError, match="--shard-index must be in 0..3"):
+    with pytest.raises(UserError, match="--shard_index must be in 0..3"):
         sweep.shard_from_env()
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "x")
     with pytest.raises(UserError, match="SLURM_ARRAY_TASK_ID='x' is not an integer"):
         sweep.shard_from_env()
 
 
-@pytest.mark.parametrize("index, count, message", [(2, 2, "--shard-index"), (-1, 2, "--shard-index"),
-                                                   (0, 0, "--num-shards"), (0, None, "go together")])
+@pytest.mark.parametrize("index, count, message", [(2, 2, "--shard_index"), (-1, 2, "--shard_index"),
+                                                   (0, 0, "--num_shards"), (0, None, "go together")])
 def test_bad_shard_flags(index, count, message):
     with pytest.raises(UserError, match=message):
         sweep.shard_from_env(index, count, env={})

@@ -143,3 +143,25 @@ def test_a_sweep_stops_between_jobs_and_the_rerun_repeats_and_loses_nothing(tmp_
     assert "run: 4 jobs for 2 variants" in rerun.stdout and f"[{left}/{left}]" in rerun.stdout, rerun.stdout
     keys = [line["key"] for line in _records(os.path.join(out, "results.jsonl"))]
     assert len(keys) == 4 and len(set(keys)) == 4 and set(finished) <= set(keys)
+
+
+def test_the_main_job_stops_within_a_call_and_the_point_in_progress_is_measured_by_the_rerun(tmp_path):
+    out = str(tmp_path / "results")
+    args = ["--models=resnet18:width=0.25,resolution=32", "--batch_sizes=1,2", f"--out={out}"]
+    child = _start("measure", *args, "--min_time=600")  # a point that would take ten minutes
+    _wait_until(lambda: os.path.exists(os.path.join(out, "results.json")), child)  # the first point is under way
+    time.sleep(1)
+    asked = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    _stopped_cleanly(child, signal.SIGTERM, f"every point measured so far is in {out}; run the same command "
+                                            "again to resume")
+    assert time.monotonic() - asked < 60
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        assert json.load(f)["rows"] == []  # interrupted, not crashed: nothing recorded for it
+
+    rerun = subprocess.run([sys.executable, "-m", "measure", *args, "--min_time=0"], capture_output=True, text=True,
+                           timeout=400)
+    assert rerun.returncode == 0, rerun.stderr
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        rows = json.load(f)["rows"]
+    assert sorted((r["batch_size"], r["status"]) for r in rows) == [(1, "ok"), (2, "ok")]

@@ -8,7 +8,7 @@ from measure import runtime
 from models import cli
 from models.errors import UserError
 from train import config as config_lib
-from train import distributed
+from train import distributed, metrics
 
 _DEFAULT = config_lib.TrainConfig()
 
@@ -111,7 +111,7 @@ def main(argv):
         raise cli.Stopped.after(interrupt, where) from None
     if jax.process_index():  # one host reports
         return
-    summary = ", ".join(f"{name} {100 * result[key]:.2f} %" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))
+    summary = ", ".join(f"{name} {metrics.percent(result[key]):.2f} %" for name, key in (("top-1", "eval_top1"), ("top-5", "eval_top5"))
                         if key in result)
     print(f"done: {result['model']} on {result['dataset']}, step {result['step']}: {summary}"
           + (f"; metrics and checkpoints in {_WORKDIR.value}" if _WORKDIR.value else ""))

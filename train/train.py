@@ -277,9 +277,11 @@ def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Op
     try:
         return _loop(run, state, position, start, checkpoints, log, stop_when_asked)
     finally:
-        log.close()
-        if checkpoints is not None:
-            checkpoints.close()
+        try:
+            log.close()
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
 
 
 def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog, stop_when_asked: bool) -> dict:
