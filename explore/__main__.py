@@ -2,8 +2,8 @@
 
 from absl import flags
 
+from core import cli
 from explore import main
-from models import cli
 
 flags.adopt_module_key_flags(main)  # --help lists the flags main.py defines
 

@@ -14,9 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from explore import jobs
+from explore import jobs, sweep
 from explore import plan as plan_lib
-from explore import sweep
 from measure import fits, results
 from measure.analysis import fitting
 

@@ -16,12 +16,13 @@ import time
 import numpy as np
 from absl import flags
 
+from core import cli
 from explore import sample
 from explore import space as space_lib
 from measure import cost
 from measure.cost import count as count_lib
 from measure.cost import memo as memo_lib
-from models import cli, variants
+from models import variants
 
 SPACES = ("resnet_basic", "resnet_bottleneck")  # both block types: 1-8 blocks a stage, widths 0.25-2, 32-320 px
 

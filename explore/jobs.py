@@ -10,6 +10,7 @@ never reads as done. Results are plain JSON objects, one line each in the sweep'
 import dataclasses
 from typing import Optional
 
+from core import failures
 from explore import plan as plan_lib
 from measure import job as job_lib
 from measure import power, results, timing
@@ -129,7 +130,7 @@ class Runner:
         try:
             fitted = train.fit(s.train_config(payload["variant"], payload["seed"]), stop_when_asked=False)
         except train.Diverged as error:
-            return {**base, "status": "diverged", "error": str(error)}
+            return {**base, "status": failures.DIVERGED, "error": str(error)}
         except train.OutOfMemory as error:  # this variant does not fit; the others may
             return {**base, "status": results.OUT_OF_MEMORY, "error": str(error)}
         return {**base, "status": results.OK, "top1": fitted["eval_top1"], "top5": fitted["eval_top5"],

@@ -9,13 +9,13 @@ import os
 
 from absl import flags
 
+from core import cli, runtime, values
+from core.errors import UserError
 from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import run as run_lib
 from explore import sample, sweep
-from measure import job, runtime, timing
-from models import cli
-from models.errors import UserError
+from measure import job, timing
 
 _RUN = jobs_lib.RunSettings()
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
@@ -69,46 +69,18 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard the sweep in --out i
 cli.require_finite(_MIN_TIME, _POWER_WATTS, _LEARNING_RATE, _POWER_BUDGET, _FPS)
 
 
-def _bounds(flag: str, item: str) -> tuple:
-    """(name, low, high) of a name=low:high item, an empty end as None; UserError naming the flag."""
-    name, equals, rest = item.partition("=")
-    low, colon, high = rest.partition(":")
-    try:
-        if not (name and equals and colon):
-            raise ValueError
-        ends = tuple(float(end) if end.strip() else None for end in (low, high))
-    except ValueError:
-        raise UserError(f"--{flag} item {item!r} is not name=low:high (e.g. width=0.25:1)") from None
-    for end in ends:
-        if end is not None and not abs(end) < float("inf"):  # float() reads nan and inf, which bound nothing
-            raise UserError(f"--{flag} item {item!r}: {end} is not a finite number; give finite ends "
-                            f"(e.g. {'flops=:1e9' if flag == 'constraints' else 'width=0.25:1'})")
-    return (name.strip(), *ends)
-
-
-def _numbers(flag: str, items: list[str], kind=float) -> tuple:
-    """A list flag's items as finite numbers (integers with kind=int); UserError naming the flag."""
-    try:
-        numbers = tuple(kind(i) for i in items)
-    except ValueError:
-        numbers = None
-    if numbers is None or not all(abs(n) < float("inf") for n in numbers):  # false for nan and inf
-        raise UserError(f"--{flag} takes {'integers' if kind is int else 'finite numbers'}; got {','.join(items)}")
-    return numbers
-
-
 def settings_from_flags() -> run_lib.Settings:
     """The sweep's settings from the flags; UserError on any bad one."""
-    ranges = [_bounds("ranges", item) for item in _RANGES.value]
+    ranges = [values.bounds("ranges", item) for item in _RANGES.value]
     if flags.FLAGS["spaces"].present and not flags.FLAGS["ranges"].present:
         ranges = []  # the default ranges are the demo's, for the demo's spaces: chosen spaces keep their own
     if any(low is None or high is None for _, low, high in ranges):
         raise UserError("--ranges items need both ends, e.g. width=0.25:1")
-    constraints = tuple(_bounds("constraints", item) for item in _CONSTRAINTS.value)
+    constraints = tuple(values.bounds("constraints", item, example="flops=:1e9") for item in _CONSTRAINTS.value)
     for metric, _, _ in constraints:
         if metric not in sample.METRICS:
             raise UserError(f"--constraints: unknown metric {metric!r}; choose from: {', '.join(sample.METRICS)}")
-    budgets = tuple(mj / 1e3 for mj in _numbers("energy_budgets_mj", _ENERGY_BUDGETS.value))
+    budgets = tuple(mj / 1e3 for mj in values.numbers("energy_budgets_mj", _ENERGY_BUDGETS.value))
     if not all(b > 0 for b in budgets):
         raise UserError(f"--energy_budgets_mj takes positive energies per image in mJ; got "
                         f"{','.join(_ENERGY_BUDGETS.value)}")
@@ -128,11 +100,11 @@ def settings_from_flags() -> run_lib.Settings:
                                    samples=_SAMPLES.value, grid_points=_GRID_POINTS.value, seed=_SAMPLE_SEED.value,
                                    constraints=constraints, max_variants=_MAX_VARIANTS.value),
         run=jobs_lib.RunSettings(
-            measure=_MEASURE.value, batch_sizes=cli.positive_integers("batch_sizes", _BATCH_SIZES.value),
+            measure=_MEASURE.value, batch_sizes=values.positive_integers("batch_sizes", _BATCH_SIZES.value),
             precision=_PRECISION.value, min_time_s=_MIN_TIME.value, power_watts=_POWER_WATTS.value,
             train=_TRAIN.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value, train_steps=_TRAIN_STEPS.value,
             train_batch_size=_TRAIN_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-            seeds=tuple(dict.fromkeys(_numbers("seeds", _SEEDS.value, int)))),
+            seeds=tuple(dict.fromkeys(values.numbers("seeds", _SEEDS.value, int)))),
         energy_budgets_j=budgets, networks_dir=_NETWORKS.value, overwrite=_OVERWRITE.value)
     run_lib.check(settings)  # every input, before the default below starts a JAX backend to name the device
     if settings.networks_dir is None and "analyse" in steps:

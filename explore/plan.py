@@ -14,10 +14,10 @@ import math
 import os
 from typing import Optional
 
+from core import files
+from core.errors import UserError
 from explore import sample as sample_lib
 from explore import space as space_lib
-from measure import files
-from models.errors import UserError
 
 FORMAT = 1
 PLAN_NAME = "plan.json"
@@ -201,20 +201,19 @@ def load_or_make(settings: PlanSettings, out_dir: str, progress=print) -> list[P
     return planned
 
 
+def _parse(data) -> tuple[dict, list[PlannedVariant]]:
+    """The settings and variants of a decoded plan (KeyError or TypeError on another shape)."""
+    if data["format"] != FORMAT:
+        raise files.Malformed(f"format {data['format']!r}, not {FORMAT}: run the sample step again into another --out")
+    planned = [PlannedVariant(v["variant"], tuple(v["spaces"]), dict(v["config"]), dict(v["costs"]))
+               for v in data["variants"]]
+    return dict(data["settings"]), planned
+
+
 def read(out_dir: str) -> tuple[dict, list[PlannedVariant]]:
     """The settings and variants of the plan in out_dir; UserError naming the file when it is missing or bad."""
     path = os.path.join(out_dir, PLAN_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        if data["format"] != FORMAT:
-            raise UserError(f"{path} is format {data['format']!r}, not {FORMAT}; run the sample step again "
-                            "into another --out")
-        planned = [PlannedVariant(v["variant"], tuple(v["spaces"]), dict(v["config"]), dict(v["costs"]))
-                   for v in data["variants"]]
-        return dict(data["settings"]), planned
+        return files.read_json(path, "a plan this program wrote", "move it away or pass --overwrite", check=_parse)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: run the sample step first (--steps=sample)") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path} is not a plan this program wrote ({type(error).__name__}: {error}); move it "
-                        "away or pass --overwrite") from None

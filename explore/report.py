@@ -12,9 +12,9 @@ import io
 import json
 import os
 
+from core import files
 from explore import analyse as analyse_lib
 from explore import figures
-from measure import files
 from measure import report as main_report
 from measure.analysis import document, plotting
 

@@ -12,13 +12,13 @@ import json
 import os
 from typing import Optional
 
+from core import cli, files
+from core.errors import UserError
 from explore import analyse as analyse_lib
 from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import report, sweep
-from measure import files, job, results
-from models import cli
-from models.errors import UserError
+from measure import job, results
 
 STEPS = ("sample", "run", "collect", "analyse")
 LOG_NAME = analyse_lib.LOG_NAME
@@ -157,20 +157,20 @@ def _check_same_run(run: jobs_lib.RunSettings, device: str, out_dir: str) -> Non
         files.atomic_write(path, json.dumps(record, indent=1) + "\n")
 
 
+def _a_record(data) -> dict:
+    """A decoded run record, which must be an object."""
+    if not isinstance(data, dict):
+        raise files.Malformed("not an object")
+    return data
+
+
 def _read_run(out_dir: str) -> dict:
     """run.json's record ({} when no run step has written it); UserError naming a corrupt file."""
-    path = os.path.join(out_dir, RUN_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError("not an object")
-        return record
+        return files.read_json(os.path.join(out_dir, RUN_NAME), "a run record this program wrote",
+                               "move it away or pass --overwrite", check=_a_record)
     except FileNotFoundError:
         return {}
-    except ValueError as error:
-        raise UserError(f"{path} is not a run record this program wrote ({error}); move it away or pass "
-                        "--overwrite") from None
 
 
 def _run_summary(out_dir: str) -> dict:

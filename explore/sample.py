@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
+from core import cli, values
+from core.errors import UserError
 from explore import space as space_lib
-from explore import sweep
 from measure import cost
 from measure.cost import memo as cost_memo
-from models import cli, variants
-from models.errors import UserError
+from models import variants
 
 METRICS = ("flops", "macs", "params", "activations")
 DRAWS_PER_SAMPLE = 20  # random_sample gives up after this many draws per sample asked for (plus DRAWS_SLACK)
@@ -60,7 +60,7 @@ class _Ticker:
         self.last_done, self.last_time = done, now
         left = (now - self.start) / done * (self.total - done)
         self.progress(f"sample: {self.label}: {done}/{self.total} variants {self.verb} "
-                      f"(left: {sweep.duration(left)})")
+                      f"(left: {values.format_duration(left)})")
 
 
 def costs(variant: variants.Variant) -> dict:
@@ -162,8 +162,8 @@ def grid(space, points_per_knob, progress=None) -> list[Sample]:
     axes = [_grid_values(knob, points[knob.name]) for knob in space.knobs]
     knobs, names = _config_knobs(space), [k.name for k in space.knobs]
     ticker, samples = _Ticker(progress, space.name, math.prod(len(axis) for axis in axes)), []
-    for values in itertools.product(*axes):
-        samples.append(_sample(space.variant(dict(zip(names, values, strict=True))), knobs))
+    for point in itertools.product(*axes):
+        samples.append(_sample(space.variant(dict(zip(names, point, strict=True))), knobs))
         ticker.tick(len(samples))
     return samples
 

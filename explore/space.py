@@ -13,8 +13,8 @@ import dataclasses
 import math
 
 import models
+from core.errors import UserError
 from models import variants
-from models.errors import UserError
 
 RESOLUTION = "resolution"
 DEPTH_PREFIX = "depth_"

@@ -18,9 +18,8 @@ import re
 import time
 from typing import Callable, Iterator, Optional
 
-from measure import files
-from models import cli
-from models.errors import UserError
+from core import cli, files, values
+from core.errors import UserError
 
 SHARD_NAME = re.compile(r"\.shard-(\d+)-of-(\d+)\.jsonl$")
 
@@ -206,12 +205,6 @@ def shard_files(log_path: str) -> list:
     return sorted(found, key=found.get)
 
 
-def duration(seconds: float) -> str:
-    """A duration as minutes and seconds, "3m07s"."""
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard_index: int = 0,
              num_shards: int = 1, progress: Callable[[str], None] = print,
              unit: Optional[Callable[[object], str]] = None, describe: Optional[Callable[[dict], str]] = None) -> list:
@@ -248,7 +241,7 @@ def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard
                 log.append(key, result)
                 left = (time.monotonic() - start) / count * (len(todo) - count)
                 said = f": {describe(result)}" if describe else " ..."
-                progress(f"[{count}/{len(todo)}] {key}{said} (left: {duration(left)})")
+                progress(f"[{count}/{len(todo)}] {key}{said} (left: {values.format_duration(left)})")
         finally:
             log.close()
     return [key for key, _ in todo]

@@ -3,8 +3,9 @@
 from absl import flags
 
 import models
-from measure import job, runtime, timing
-from models import cli, registry
+from core import cli, runtime, values
+from measure import job, timing
+from models import registry
 
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to measure, e.g. "
                             "resnet50,resnet18:width=0.5,resolution=128 (default: the paper's 14).")
@@ -40,7 +41,7 @@ def main(argv):
     options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
     variants = tuple(str(v) for v in models.variant_list(_MODELS.value))  # knob=value items rejoined
     config = job.Config(
-        models=variants, batch_sizes=cli.positive_integers("batch_sizes", value["batch_sizes"]),
+        models=variants, batch_sizes=values.positive_integers("batch_sizes", value["batch_sizes"]),
         out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
         resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)

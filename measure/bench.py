@@ -1,6 +1,6 @@
 """Benchmarks of the timing setup: `python -m measure.bench` prints the runtime and harness figures.
 
-1. XLA's defaults against the runtime this project chooses (measure/runtime.py), for ResNet-18,
+1. XLA's defaults against the runtime this project chooses (core/runtime.py), for ResNet-18,
    ResNet-50, VGG-16 and Inception-v3 at batch 1 and 16: time per image, their ratio, and the
    CPU seconds per wall second (cores in use). XLA reads its flags once per process, so each
    configuration is a worker process that compiles every point once; the parent then alternates
@@ -23,9 +23,9 @@ import numpy as np
 from absl import flags
 
 import models
-from measure import fits, results, runtime, timing
-from models import cli
-from models.errors import UserError
+from core import cli, runtime, values
+from core.errors import UserError
+from measure import fits, results, timing
 
 _NETWORKS = flags.DEFINE_list("networks", ["resnet18", "resnet50", "vgg16", "inception_v3"],
                               "Networks of the runtime comparison.")
@@ -199,7 +199,7 @@ def main(argv):
         raise UserError(f"--parts takes runtime, bfloat16 and harness; got {', '.join(sorted(unknown))}")
     for name in _NETWORKS.value + [_HARNESS_MODEL.value]:
         models.spec(name)
-    points = [(n, b) for n in _NETWORKS.value for b in cli.positive_integers("batch_sizes", _BATCH_SIZES.value)]
+    points = [(n, b) for n in _NETWORKS.value for b in values.positive_integers("batch_sizes", _BATCH_SIZES.value)]
     if "runtime" in _PARTS.value:
         runtime_comparison(points, _ROUNDS.value, _SECONDS.value)
     if "bfloat16" in _PARTS.value:

@@ -22,9 +22,9 @@ import jax
 import jaxlib
 
 import models
-from measure import cost, figures, files, memory, power, report, results, runtime, timing
-from models import cli
-from models.errors import UserError
+from core import cli, files, runtime, values
+from core.errors import UserError
+from measure import cost, figures, memory, power, report, results, timing
 
 FIGURES_DIR = "figures"
 # Environment entries that must match for rows to share a directory: anything else mixes results.
@@ -362,4 +362,4 @@ class _Eta:
         # Warm-up calls, then latency and throughput runs of min_repeats calls or min_time_s each.
         seconds = sum(self.overhead_s + o.warmup * f / self.rate + 2 * max(o.min_time_s, o.min_repeats * f / self.rate)
                       for f in batch_flops)
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+        return values.format_duration(seconds)

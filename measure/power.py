@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from models import cli
+from core import cli
 
 RAPL_ROOT = "/sys/class/powercap"
 # Counter updates in a power window: the quantisation error of a reading is at most one update.

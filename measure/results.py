@@ -13,21 +13,20 @@ import io
 import json
 import math
 import os
-import stat
 import typing
 from typing import Optional
 
-from measure import files
-from models.errors import UserError
+from core import failures, files, precisions
+from core.errors import UserError
 
 FORMAT = 2
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
-MAX_BYTES = 256 * 2**20  # far beyond any real results file; a bigger one is not ours
 
-# Statuses of a point; only "ok" rows carry timings. "crashed": the process died measuring it.
-OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR, CRASHED = "ok", "out_of_memory", "compile_error", "error", "crashed"
-STATUSES = (OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR, CRASHED)
-PRECISIONS = ("float32", "bfloat16", "float16")
+# Statuses and precisions are the ground floor's one table of each (a row's status is one of STATUSES).
+STATUSES = failures.STATUSES
+OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR, CRASHED = (failures.OK, failures.OUT_OF_MEMORY, failures.COMPILE_ERROR,
+                                                    failures.ERROR, failures.CRASHED)
+PRECISIONS = precisions.NAMES
 
 
 @dataclasses.dataclass
@@ -157,39 +156,16 @@ def write(out_dir: str, contents: Results) -> None:
     files.atomic_write(os.path.join(out_dir, CSV_NAME), text.getvalue())
 
 
-class _Malformed(Exception):
-    """What is wrong with a results file, for the one-line message."""
+_Malformed = files.Malformed
 
 
 def read(out_dir: str) -> Results:
     """The contents of out_dir/results.json (empty when absent); UserError names a malformed file."""
-    path = os.path.join(out_dir, JSON_NAME)
     try:
-        info = os.stat(path)
+        return files.read_json(os.path.join(out_dir, JSON_NAME), "a valid results file",
+                               "move it away or rerun with --overwrite", check=_parse)
     except FileNotFoundError:
         return Results()
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}; fix its permissions or move it away") from None
-    # Never open a FIFO or a device: opening one blocks or reads forever.
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(f"{path} is not a regular file; move it away (or choose another --out)")
-    if info.st_size > MAX_BYTES:
-        raise UserError(f"{path} is {info.st_size / 2**20:.0f} MiB, too large to be results; move it away "
-                        "or rerun with --overwrite")
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"), parse_constant=_refuse_constant)
-        return _parse(data)
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}; fix its permissions or move it away") from None
-    except (ValueError, RecursionError, _Malformed) as error:  # ValueError: bad UTF-8, JSON, huge ints
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise UserError(f"{path} is not a valid results file ({reason}); move it away or rerun with "
-                        "--overwrite") from None
-
-
-def _refuse_constant(name: str):
-    raise _Malformed(f"{name} is not a number strict JSON allows")
 
 
 def _parse(data) -> Results:

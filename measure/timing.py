@@ -26,12 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
-from measure import failures, results
-from measure.failures import MeasureFailed  # re-exported: callers catch it from here
-from models import cli
-from models.errors import UserError
+from core import cli, failures, precisions
+from core.errors import UserError
+from core.failures import MeasureFailed  # re-exported: callers catch it from here
 
-PRECISIONS = {name: jnp.dtype(name) for name in results.PRECISIONS}  # results files name the same three
+PRECISIONS = {name: jnp.dtype(name) for name in precisions.NAMES}
 
 # Square matmul sizes of the peak probe: big enough to saturate the backend, small enough to be quick.
 _PROBE_SIZES = {"cpu": 1024}

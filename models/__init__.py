@@ -1,6 +1,6 @@
 """Flax definitions of the 14 ImageNet networks measured by Canziani et al. (2017)."""
 
-from models.errors import UserError
+from core.errors import UserError
 from models.registry import (ModelSpec, abstract_variables, count_params, get, input_shape, knobs,
                              names, spec)
 from models.variants import Variant, variant, variant_list

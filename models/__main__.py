@@ -3,7 +3,7 @@
 from absl import flags
 
 import models
-from models import cli
+from core import cli
 
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to list, e.g. "
                             "resnet50,resnet18:width=0.5,resolution=128 (default: the 14 networks).")

@@ -6,8 +6,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from core.errors import UserError
 from models import layers
-from models.errors import UserError
 
 # The initial block and the four downsampling bottlenecks halve the input five times; the
 # ceil-mode pool of the initial block lets odd sizes through, so 31 -> 16 -> 8 -> 4 -> 2 -> 1.

@@ -6,7 +6,7 @@ import numbers
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
-from models.errors import UserError
+from core.errors import UserError
 
 # He initialisation on fan-out, as fb.resnet.torch and torchvision initialise convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

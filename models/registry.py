@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from core.errors import UserError
 from models import alexnet, enet, googlenet, inception_v3, inception_v4, layers, nin, reference, resnet, vgg
-from models.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

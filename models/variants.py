@@ -16,8 +16,8 @@ import typing
 
 import flax.linen as nn
 
+from core.errors import UserError
 from models import registry
-from models.errors import UserError
 
 RESOLUTION = "resolution"
 Value = float | int | bool | str | tuple[int, ...]

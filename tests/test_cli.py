@@ -9,8 +9,8 @@ import time
 
 _PROGRAM = textwrap.dedent("""
     import os, sys, time
-    from models import cli
-    from models.errors import UserError
+    from core import cli
+    from core.errors import UserError
 
     def main(argv):
         if os.environ["KIND"] == "user":

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from explore import analyse, jobs
+from core.errors import UserError
+from explore import analyse, jobs, sweep
 from explore import plan as plan_lib
 from explore import run as run_lib
-from explore import sweep
-from models.errors import UserError
 
 # Two-point spaces of the smallest ResNets: counted, timed and trained in seconds.
 TINY = ["--spaces=resnet_basic", "--ranges=width=0.25:0.25,depth_1=1:1,depth_2=1:1,depth_3=1:1,depth_4=1:2,"

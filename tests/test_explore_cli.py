@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from measure import runtime
+from core import runtime
 
 # The XLA flags runtime.configure would otherwise probe in a child process, already given: one fewer
 # process start per row. No row gets as far as starting a backend, so the flags never take effect.

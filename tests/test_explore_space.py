@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from explore import sample, space
 from explore.space import Knob, Space
 from measure import cost
 from models import variants
-from models.errors import UserError
 
 # Small spaces at low resolution keep the cost counting (a fraction of a second per variant) fast.
 TINY = Space("tiny", "resnet18", (Knob("width", 0.25, 1.0, scale="log", quantum=0.125), Knob("depth_1", 1, 3),

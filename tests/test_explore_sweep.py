@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
+from core.errors import UserError
 from explore import sweep
-from models.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

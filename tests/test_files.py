@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from measure import files
-from models.errors import UserError
+from core import files
+from core.errors import UserError
 
 
 def test_atomic_write_text_and_bytes_with_readable_mode(tmp_path):
@@ -55,7 +55,7 @@ def test_prepare_out_dir(tmp_path):
 
 _HOLDS_THE_LOCK = textwrap.dedent("""
     import sys, time
-    from measure import files
+    from core import files
     with files.DirectoryLock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)

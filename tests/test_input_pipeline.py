@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from train import digits
 from train import input_pipeline as ip
 

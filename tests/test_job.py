@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from measure import files, job, power, results, timing
-from models.errors import UserError
+from core import files
+from core.errors import UserError
+from measure import job, power, results, timing
 
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
 TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), resolution=32, timing_options=FAST, power_window_s=0.05,

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from train import config as config_lib
 from train import optim
 

@@ -8,7 +8,8 @@ import warnings
 
 import pytest
 
-from measure import figures, files, fits, report, results
+from core import files
+from measure import figures, fits, report, results
 from measure.analysis import fitting, plotting
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

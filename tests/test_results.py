@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
+from core.errors import UserError
 from measure import results
-from models.errors import UserError
 
 ENVIRONMENT = {"device": "Test GPU", "platform": "gpu", "jax": "0.0", "jaxlib": "0.0", "xla_flags": "",
                "peak_flops_per_s": {"float32": 1e12}}

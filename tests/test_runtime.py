@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from measure import runtime
+from core import runtime
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
@@ -14,7 +14,7 @@ YNN = "--xla_cpu_experimental_ynn_fusion_type="
 # the module's record between them, and starts JAX only for the last.
 _SCENARIOS = textwrap.dedent("""
     import json, os
-    from measure import runtime
+    from core import runtime
     seen = {}
     os.environ.pop("XLA_FLAGS", None)
     seen["default"] = runtime.configure()

@@ -12,7 +12,8 @@ import pytest
 
 import models
 
-from measure import failures, results, timing
+from core import failures
+from measure import results, timing
 
 QUICK = timing.TimingOptions(min_time_s=0.0, min_repeats=5, warmup=2)
 

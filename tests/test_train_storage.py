@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from measure import files
-from models.errors import UserError
+from core import files
+from core.errors import UserError
 from train import checkpoint, train
 from train.batches import Batches
 from train.config import TrainConfig
-from train.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricsLog
+from train.metrics import METRICS_FILE, MetricsLog, TENSORBOARD_DIR
 
 TINY = "resnet18:depths=1-1-1-1,width=0.125,resolution=32"  # the smallest checkpoint that is still a ResNet
 PAGE = 4096  # tmpfs allocates whole pages

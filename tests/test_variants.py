@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import models
+from core.errors import UserError
 from measure import fits, job, results
 from models import variants
-from models.errors import UserError
 
 RESNET50_KNOBS = "its knobs are: block, depths, width, num_classes, resolution"
 

@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from models import cli
+from core import cli
 from train import main
 
 flags.adopt_module_key_flags(main)  # --help lists the flags main.py defines

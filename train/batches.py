@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 from models.registry import MAX_RESOLUTION
 
 Batch = dict[str, np.ndarray]

@@ -16,8 +16,8 @@ import numpy as np
 from absl import flags
 
 import models
-from measure import cost, runtime, timing
-from models import cli
+from core import cli, runtime, values
+from measure import cost, timing
 from train import config as config_lib
 from train import distributed, input_pipeline, optim, tfds_input, train
 
@@ -77,7 +77,7 @@ def training_rates(peak: float) -> dict:
           f"({len(jax.devices())} {jax.devices()[0].platform} device(s)):")
     print(f"{'network':<12}{'px':>5}{'GFLOP/image':>13}{'ms/step':>10}{'images/s':>10}{'of peak':>9}")
     for name in _NETWORKS.value:
-        for resolution in cli.positive_integers("resolutions", _RESOLUTIONS.value)[::-1]:
+        for resolution in values.positive_integers("resolutions", _RESOLUTIONS.value)[::-1]:
             variant = str(models.variant(f"{name}:resolution={resolution}"))
             step, state, batch, module, shape = _step_and_state(variant, _BATCH_SIZE.value, _PRECISION.value)
             flops = cost.count_module(module, shape, train=True).ops("flops")

@@ -31,8 +31,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from measure import files
-from models.errors import UserError
+from core import files
+from core.errors import UserError
 from models.registry import MAX_RESOLUTION
 
 FORMAT = 1

@@ -4,11 +4,12 @@ import dataclasses
 import math
 from typing import Optional
 
-from models.errors import UserError
+from core import precisions
+from core.errors import UserError
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("step", "exponential", "cosine")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = precisions.TRAINING
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 
 NUM_CLASSES = 10
 SPLITS = ("train", "test")

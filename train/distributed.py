@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from models.errors import UserError
+from core.errors import UserError
 
 DATA_AXIS = "data"
 

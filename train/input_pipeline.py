@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import jax.numpy as jnp
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 from train import digits, tfds_input
 from train.batches import (
     Batch,

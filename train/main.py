@@ -4,9 +4,7 @@ import jax
 from absl import flags
 
 import models
-from measure import runtime
-from models import cli
-from models.errors import UserError
+from core import cli, runtime, values
 from train import config as config_lib
 from train import distributed, metrics
 
@@ -74,20 +72,13 @@ _FIELDS = ("model", "dataset", "data_dir", "batch_size", "epochs", "steps", "opt
            "checkpoint_every", "keep_checkpoints", "precise_bn_images")
 
 
-def _decay_epochs(values: list[str]) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise UserError(f"--decay_epochs takes numbers of epochs; got {','.join(values)}") from None
-
-
 def config_from_flags() -> config_lib.TrainConfig:
     """The configuration: defaults, then the preset, then every flag the user set."""
     settings = config_lib.preset(_PRESET.value) if _PRESET.value else {}
     for name in _FIELDS:
         if flags.FLAGS[name].present or name not in settings:
             settings[name] = flags.FLAGS[name].value
-    settings["decay_epochs"] = _decay_epochs(settings["decay_epochs"]) if isinstance(
+    settings["decay_epochs"] = values.numbers("decay_epochs", settings["decay_epochs"]) if isinstance(
         settings["decay_epochs"], list) else settings["decay_epochs"]
     if flags.FLAGS["steps"].present:
         settings["epochs"] = None
@@ -100,7 +91,7 @@ def main(argv):
     config = config_from_flags()
     config_lib.check(config)
     models.variant(config.model)  # bad settings fail before the runtime's probe and the hosts' start-up
-    runtime.configure()  # XLA's fastest honest flags on this backend (measure/runtime.py), before it starts
+    runtime.configure()  # XLA's fastest honest flags on this backend (core/runtime.py), before it starts
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train import train  # pylint: disable=import-outside-toplevel  # after the hosts have joined
     try:

@@ -23,8 +23,8 @@ import socket
 import time
 from typing import Optional
 
-from measure import files
-from models.errors import UserError
+from core import files, values
+from core.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -70,14 +70,6 @@ def _kept_lines(path: str, last_step: int) -> list[str]:
         if record["step"] <= last_step:
             kept.append(json.dumps(record) + "\n")
     return kept
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as 1h02m03s, 2m03s or 3s."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @contextlib.contextmanager
@@ -233,7 +225,7 @@ class MetricsLog:
             parts.append(f"lr {record['learning_rate']:.4g}")
         left = self.time_left_s(record)
         if left is not None:
-            parts.append(f"left {format_duration(left)}")
+            parts.append(f"left {values.format_duration(left)}")
         return "  ".join(parts)
 
     def sync(self) -> None:

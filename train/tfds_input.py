@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 from train.batches import (
     Batch,
     Batches,

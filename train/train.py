@@ -21,16 +21,16 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import models
-from measure import failures, files, results
-from models import cli
-from models.errors import UserError
+from core import cli, failures, files
+from core.errors import UserError
+from measure import results
 from train import checkpoint, distributed, input_pipeline, optim, steps
 from train import config as config_lib
 from train.metrics import MetricsLog
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: jnp.dtype(name) for name in config_lib.PRECISIONS}
 
 
 class Diverged(UserError):
@@ -230,7 +230,7 @@ def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensor
     With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and when SIGINT or
     SIGTERM asks it to stop), resumes from the newest readable checkpoint there, and writes
     `metrics.jsonl` (and TensorBoard events when asked). Without one nothing is written. A NaN or
-    infinite loss raises `Diverged` naming the step. Asked to stop (see models.cli), it stops at
+    infinite loss raises `Diverged` naming the step. Asked to stop (see core.cli), it stops at
     the next step boundary, checkpoints, and raises `cli.Interrupted`; with `stop_when_asked=False`
     (a sweep that stops between jobs) it trains to the end regardless.
     """

@@ -11,7 +11,7 @@ import html
 import os
 from typing import Sequence
 
-from measure import files
+from core import files
 
 _CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}"

@@ -12,7 +12,7 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from measure import files
+from core import files
 from measure.analysis import fitting
 
 # A hue per family, as in the paper; its members are shades of it (ResNets pink).

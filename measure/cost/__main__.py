@@ -5,9 +5,9 @@ import json
 from absl import flags
 
 import models
+from core import cli
+from core.errors import UserError
 from measure import cost as cost_lib
-from models import cli
-from models.errors import UserError
 
 _MODEL = flags.DEFINE_string("model", "resnet50", "Network or variant to count (e.g. resnet50:width=0.5), or "
                              "'all' for the 14 networks.")

@@ -12,8 +12,8 @@ import numpy as np
 from absl import flags
 
 import models
+from core import cli
 from measure import cost
-from models import cli
 
 _VARIANTS = flags.DEFINE_integer("variants", 200, "ResNet-18 width variants to count for the rate.", lower_bound=1)
 _COMPILE = flags.DEFINE_bool("compile", True, "Also time lower + compile + cost analysis, for the ratio.")

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 from jax import tree_util
 
 import models
+from core.errors import UserError
 from measure.cost import memo as memo_lib
 from measure.cost import memory, rules
 from measure.cost import walk as walk_lib
-from models.errors import UserError
 
 Scope = walk_lib.Scope
 TOP_LEVEL = "(top level)"

@@ -68,8 +68,8 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from core.errors import UserError
 from models import layers
-from models.errors import UserError
 
 CONVENTIONS = ("macs", "flops", "paper")
 

@@ -1,7 +1,5 @@
 """The absl entry point every `python -m` front end shares: one-line errors (exit 2) and signals as stop requests.
 
-It lives in `models` because every other package already depends on it.
-
 A long program (`run(main, safe_stops=True)`) never has an exception raised into it
 by a signal: an exception raised from a signal handler can land inside a callback (a garbage
 collector's, XLA's), where Python prints "Exception ignored" and carries on, so the stop is
@@ -20,7 +18,7 @@ from typing import Optional
 
 from absl import app, flags, logging
 
-from models.errors import UserError
+from core.errors import UserError
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -108,17 +106,6 @@ def require_finite(*holders) -> None:
     for holder in holders:
         flags.register_validator(holder, lambda value: value is None or math.isfinite(value),
                                  message=f"--{holder.name} must be a finite number")
-
-
-def positive_integers(flag: str, values: list[str]) -> tuple[int, ...]:
-    """A list flag's values as distinct positive integers, ascending; UserError names the flag."""
-    try:
-        numbers = tuple(int(v) for v in values)
-    except ValueError:
-        numbers = ()
-    if not numbers or min(numbers) < 1:
-        raise UserError(f"--{flag} takes positive integers; got {','.join(values)}")
-    return tuple(sorted(set(numbers)))
 
 
 def _interrupt(signum, frame):

@@ -12,9 +12,12 @@ import os
 import sys
 import tempfile
 
-import jax
 
-from measure import results
+# The statuses of a measured point or a sweep's job: the one table. Only "ok" rows carry
+# measurements; "crashed": the process died measuring it; "diverged": training's loss went NaN.
+OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR, CRASHED, DIVERGED = (
+    "ok", "out_of_memory", "compile_error", "error", "crashed", "diverged")
+STATUSES = (OK, OUT_OF_MEMORY, COMPILE_ERROR, ERROR, CRASHED, DIVERGED)
 
 # Lower-case fragments that mean a failed allocation, in exception texts and in native stderr.
 OUT_OF_MEMORY_MARKERS = ("resource_exhausted", "out of memory", "cannot allocate memory", "failed to allocate",
@@ -34,6 +37,7 @@ class MeasureFailed(Exception):
 
 def xla_errors() -> tuple:
     """The exception types XLA raises (older jaxlibs name theirs XlaRuntimeError), and MemoryError."""
+    import jax  # pylint: disable=import-outside-toplevel  # the ground floor imports no JAX until asked
     runtime_error = getattr(jax.errors, "JaxRuntimeError", None)
     if runtime_error is None:
         from jax._src.lib import xla_client  # jax < 0.4.36 only
@@ -46,8 +50,8 @@ def failure_status(error: BaseException, compiling: bool, native_stderr: str = "
     text, native = str(error).lower(), native_stderr.lower()
     if (isinstance(error, MemoryError) or any(m in text for m in OUT_OF_MEMORY_MARKERS)
             or any(m in native for m in NATIVE_OUT_OF_MEMORY_MARKERS)):
-        return results.OUT_OF_MEMORY
-    return results.COMPILE_ERROR if compiling else results.ERROR
+        return OUT_OF_MEMORY
+    return COMPILE_ERROR if compiling else ERROR
 
 
 class NativeStderr:
@@ -88,7 +92,7 @@ def classified(compiling: bool):
     except xla_errors() as error:
         status = failure_status(error, compiling, native.text)
         message = str(error).strip() or type(error).__name__
-        if status == results.OUT_OF_MEMORY and not any(m in message.lower() for m in OUT_OF_MEMORY_MARKERS):
+        if status == OUT_OF_MEMORY and not any(m in message.lower() for m in OUT_OF_MEMORY_MARKERS):
             evidence = next((line.strip() for line in native.text.splitlines()
                              if any(m in line.lower() for m in NATIVE_OUT_OF_MEMORY_MARKERS)), "")
             message = f"out of memory: {evidence or type(error).__name__} ({message})"

@@ -9,13 +9,16 @@ process carry `TEMP_PREFIX` and are swept by the next writer that holds the dire
 import errno
 import fcntl
 import glob
+import json
 import os
+import stat
 import tempfile
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-from models.errors import UserError
+from core.errors import UserError
 
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+MAX_JSON_BYTES = 256 * 2**20  # far beyond any file this project writes; a bigger one is not ours
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 FILE_MODE = 0o644  # mkstemp creates 0600; results and figures are meant to be read by others
@@ -70,6 +73,42 @@ def full_disk_reason(error: BaseException) -> Optional[str]:
 def full_disk_error(what: str, reason: str, flag: str, note: str = "") -> UserError:
     """The one-line error of a write that found no space: what failed, why, and the fix (`flag` elsewhere)."""
     return UserError(f"{what}: {reason}; free space there or use another {flag}{note}")
+
+
+class Malformed(ValueError):
+    """What is wrong with a JSON file's contents, for its one-line message."""
+
+
+def _refuse_constant(name: str):
+    raise Malformed(f"{name} is not a number strict JSON allows")
+
+
+def read_json(path: str, what: str, fix: str, check=None) -> Any:
+    """The strict JSON in `path`, passed through `check` (which raises Malformed), or a one-line UserError.
+
+    The message reads "<path> is not <what> (<why>); <fix>". A missing file raises
+    FileNotFoundError for the caller to decide on. A FIFO or a device is never opened (that blocks
+    or reads forever), nor a file too large to be ours.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}; fix its permissions or move it away") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path} is not a regular file; move it away")
+    if info.st_size > MAX_JSON_BYTES:
+        raise UserError(f"{path} is {info.st_size / 2**20:.0f} MiB, too large to be {what}; {fix}")
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"), parse_constant=_refuse_constant)
+        return check(data) if check else data
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}; fix its permissions or move it away") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as error:  # bad UTF-8, JSON, shape or huge ints
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise UserError(f"{path} is not {what} ({reason}); {fix}") from None
 
 
 def _fsync_directory(directory: str) -> None:

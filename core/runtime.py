@@ -1,32 +1,30 @@
 """The runtime configuration every timing runs with: the fastest honest one per backend, recorded.
 
-XLA:CPU (jaxlib 0.10) gives convolutions to YNNPACK fusions by default. On a 2-core AMD EPYC
-they ran 1.1 to 2.2 times slower than XLA's Eigen path and kept about 1.5 of the 2 cores busy
-(ResNet-18 at batch 1: 54 -> 25 ms per image, Inception-v3 at batch 16: 164 -> 76 ms; `python
--m measure.bench` prints the comparison on the user's machine), so
-`--xla_cpu_experimental_ynn_fusion_type=` (empty: no YNNPACK fusions) is the CPU default here.
-It only touches the CPU backend; GPUs run XLA's defaults. No XLA setting tried (oneDNN, XNNPACK
-or YNNPACK fusions) makes XLA:CPU compute bfloat16 convolutions in bfloat16: it converts them
-to float32, so bfloat16 is no faster than float32 on CPUs here.
+XLA:CPU gives convolutions to YNNPACK fusions by default; XLA's Eigen path was measured faster on
+the CPUs this project was developed on, and kept more of their cores busy, so
+`--xla_cpu_experimental_ynn_fusion_type=` (empty: no YNNPACK fusions) is the CPU default here
+(`python -m measure.bench` prints the comparison on the user's machine; BUILD.md has the
+developers' figures). It only touches the CPU backend; GPUs run XLA's defaults. No XLA setting
+tried (oneDNN, XNNPACK or YNNPACK fusions) makes XLA:CPU compute bfloat16 convolutions in bfloat16:
+it converts them to float32, so bfloat16 is no faster than float32 on CPUs.
 
-The allocator is left as the user has it, and recorded: YNNPACK maps and unmaps its large
-buffers on every call, which `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` cuts 20-fold, but with
-YNNPACK off the same setting changed no network's time beyond the machine's noise, and glibc
-reads it only at process start, which would mean re-executing every timing process.
+The allocator is left as the user has it, and recorded: huge pages
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) cut YNNPACK's page faults but bought nothing measurable
+with YNNPACK off, and glibc reads them only at process start, which would mean re-executing every
+timing process.
 
 Rules: flags a user set in XLA_FLAGS win over ours; XLA aborts the process on a flag it does
 not know, so each of ours is first tried in a subprocess and left out, with a note, where this
 jaxlib refuses it; XLA reads XLA_FLAGS once, when the first backend starts, so `configure`
 must run before anything touches a device. Whatever is in force goes into the results'
-environment and the report.
+environment and the report. Nothing here imports JAX: a program configures before it starts one.
 """
 
 import functools
 import os
 import subprocess
 import sys
-
-import jaxlib
+from importlib import metadata
 
 # Flags chosen per backend; XLA_FLAGS is one string for the process, so all go in, each
 # touching only its own backend.
@@ -77,7 +75,7 @@ def configure() -> dict:
             elif xla_accepts(flag):
                 added.append(flag)
             else:
-                notes.append(f"{flag} left out: jaxlib {jaxlib.__version__} does not know it")
+                notes.append(f"{flag} left out: jaxlib {metadata.version('jaxlib')} does not know it")
         if added:
             os.environ["XLA_FLAGS"] = " ".join(user_flags + added)
     _configured.update(chosen=" ".join(added), notes="; ".join(notes))
