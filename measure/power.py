@@ -215,9 +215,20 @@ def window_s(meter: Meter, min_window_s: float) -> float:
     return max(min_window_s, UPDATES_PER_WINDOW * update_interval_s(meter))
 
 
+def _reading(meter: Meter) -> tuple[float, float]:
+    """(seconds, joules): the meter's energy and the clock at the middle of its reading.
+
+    Pairing the reading with the clock on one side only would count any preemption in between
+    as time without energy; the middle of a bracket is off by at most half the read.
+    """
+    before = time.perf_counter()
+    joules = meter.energy_j()
+    return (before + time.perf_counter()) / 2, joules
+
+
 def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: float = 1.0) -> PowerReading:
     """Runs `run_batch` (which must block until done) until min_window_s passes, reading energy around it."""
-    start_s, start_j = time.perf_counter(), meter.energy_j()
+    start_s, start_j = _reading(meter)
     calls = 0
     while True:
         run_batch()
@@ -225,16 +236,16 @@ def measure_power(meter: Meter, run_batch: Callable[[], Any], min_window_s: floa
         cli.check_stop()  # between batches: a stop asked for never waits for a whole window
         if time.perf_counter() - start_s >= min_window_s:
             break
-    end_j, end_s = meter.energy_j(), time.perf_counter()
+    end_s, end_j = _reading(meter)
     window, energy_j = end_s - start_s, end_j - start_j
     return PowerReading(power_w=energy_j / window, energy_per_call_j=energy_j / calls, calls=calls, window_s=window)
 
 
 def _sleeping_power(meter: Meter, seconds: float) -> float:
     """Average watts over `seconds` of sleep."""
-    start_s, start_j = time.perf_counter(), meter.energy_j()
+    start_s, start_j = _reading(meter)
     time.sleep(seconds)
-    end_j, end_s = meter.energy_j(), time.perf_counter()
+    end_s, end_j = _reading(meter)
     return (end_j - start_j) / (end_s - start_s)
 
 

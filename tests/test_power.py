@@ -120,7 +120,7 @@ def test_measure_power_runs_at_least_once_and_idle_power():
     meter = SteadyMeter(40.0)
     reading = power.measure_power(meter, lambda: None, min_window_s=0.0)
     assert reading.calls == 1
-    assert power.idle_power(meter, 0.05, settle_s=0.0) == pytest.approx(40.0, rel=0.02)
+    assert power.idle_power(meter, 0.2, settle_s=0.0) == pytest.approx(40.0, rel=0.02)
 
 
 class WakingMeter(power.Meter):
