@@ -1,11 +1,14 @@
 """The paper's figures from result rows, each saved as PNG and SVG; `draw_all` writes them all.
 
-The style (canvas, notes, legends, colours, saving) is the analysis layer's `plotting`. A figure
-without data is still written, saying so in its axes.
+The style (canvas, notes, legends, colours, saving) is the analysis layer's `plotting`; `styles`
+is the one colour and marker of each network in every figure. A figure without data is still
+written, saying so in its axes, except the power figure where no point has power: the report
+says how to model it instead.
 """
 
+import contextlib
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,16 +22,24 @@ POINTS2_PER_M = 10.0  # blob area in points² per million parameters
 MB = 1e6
 
 
-def colours(rows: Sequence[results.Row]) -> dict[str, str]:
-    """A fixed colour per network: its family's hue, a shade per member."""
+class Style(NamedTuple):
+    """How every figure draws one network."""
+
+    colour: str
+    marker: str
+
+
+def styles(rows: Sequence[results.Row]) -> dict[str, Style]:
+    """A fixed style per network: a shade of its family's colormap, spread over the members, and the family's marker."""
     networks = _first_rows(rows)
     result = {}
-    for family, base in plotting.FAMILY_COLOURS.items():
+    for family, marker in plotting.FAMILY_MARKERS.items():
         # The registry's networks first, in the paper's order, so each keeps its shade whoever else is drawn.
         members = [m for m in models.names() if models.spec(m).family == family]
         members += [m for m, r in networks.items() if r.family == family and m not in members]
-        result.update({m: plotting.shade(base, i, len(members)) for i, m in enumerate(members)})
-    return {m: result.get(m, plotting.OTHER_COLOUR) for m in networks}
+        result.update({m: Style(plotting.member_colour(family, i, len(members)), marker)
+                       for i, m in enumerate(members)})
+    return {m: result.get(m, Style(plotting.OTHER_COLOUR, plotting.OTHER_MARKER)) for m in networks}
 
 
 def _by_model(rows: Sequence[results.Row]) -> dict[str, list[results.Row]]:
@@ -60,9 +71,9 @@ def _failures_note(fig, rows: Sequence[results.Row]) -> None:
 
 def _bars(ax, rows: Sequence[results.Row], values: Sequence[float], fmt: str) -> None:
     """One coloured bar per network with its value on top."""
-    palette = colours(rows)
+    palette = styles(rows)
     x = np.arange(len(rows))
-    bars = ax.bar(x, values, color=[palette[r.model] for r in rows])
+    bars = ax.bar(x, values, color=[palette[r.model].colour for r in rows])
     ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize="small")
     ax.set_xticks(x, [r.display_name for r in rows], rotation=45, ha="right")
 
@@ -88,10 +99,11 @@ def top1_vs_ops(rows: Sequence[results.Row]) -> Figure:
     if not nets:
         plotting.no_data(ax, "no network has both operations and a reference accuracy")
         return fig
-    palette = colours(rows)
+    palette = styles(rows)
     for r in nets:
         ax.scatter(fits.gops_per_image(r), r.top1_percent_paper, s=fits.params_m(r) * POINTS2_PER_M,
-                   color=palette[r.model], alpha=0.6, edgecolors="black", linewidths=0.5)
+                   color=palette[r.model].colour, marker=palette[r.model].marker, alpha=0.6, edgecolors="black",
+                   linewidths=0.5)
         ax.annotate(r.display_name, (fits.gops_per_image(r), r.top1_percent_paper), fontsize="small",
                     xytext=(4, 4), textcoords="offset points")
     ax.margins(0.15)
@@ -105,13 +117,13 @@ def top1_vs_ops(rows: Sequence[results.Row]) -> Figure:
 def _per_batch_lines(ax, rows, value: Callable[[results.Row], Optional[float]], label_suffix=lambda r: "",
                      **style) -> int:
     """One line per network of value(row) against batch size; returns how many lines were drawn."""
-    palette, drawn = colours(rows), 0
+    palette, drawn = styles(rows), 0
     for model, group in _by_model(rows).items():
         points = [(r.batch_size, value(r)) for r in group if value(r) is not None]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", color=palette[model], label=group[0].display_name + label_suffix(group[0]),
-                    **style)
+            ax.plot(xs, ys, marker=palette[model].marker, color=palette[model].colour,
+                    label=group[0].display_name + label_suffix(group[0]), **style)
             drawn += 1
     return drawn
 
@@ -163,10 +175,11 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
     measured = _per_batch_lines(ax, fits.ok_rows(rows), lambda r: r.memory_xla_total_bytes / MB
                                 if r.memory_xla_total_bytes else None)
     analytical = [r for r in rows if r.memory_analytical_bytes > 0]
-    palette = colours(rows)
+    palette = styles(rows)
     for model, group in _by_model(analytical).items():
         ax.plot([r.batch_size for r in group], [r.memory_analytical_bytes / MB for r in group], linestyle="--",
-                marker=".", color=palette[model], label=None if measured else group[0].display_name + " (analytical)")
+                marker=palette[model].marker, fillstyle="none", color=palette[model].colour,
+                label=None if measured else group[0].display_name + " (analytical)")
     if not (measured or analytical):
         plotting.no_data(ax, "no memory measured or counted")
         return fig
@@ -192,9 +205,10 @@ def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
         plotting.no_data(ax, "no memory measured or counted")
         return fig
     memory = lambda r: (r.memory_xla_total_bytes if source != "analytical" else r.memory_analytical_bytes) / MB
-    palette = colours(rows)
+    palette = styles(rows)
     for r in points:
-        ax.scatter(fits.params_m(r), memory(r), color=palette[r.model], label=r.display_name, zorder=3)
+        ax.scatter(fits.params_m(r), memory(r), color=palette[r.model].colour, marker=palette[r.model].marker,
+                   label=r.display_name, zorder=3)
     try:
         fit = fitting.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
         x = np.linspace(0, max(fits.params_m(r) for r in points) * 1.05, 50)
@@ -215,20 +229,23 @@ def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
     if not batches:
         plotting.no_data(ax, "no network was timed successfully")
         return fig
-    palette, lines = colours(rows), []
-    for batch, marker in zip(batches, "os"):
+    palette, lines = styles(rows), []
+    # The marker is the family's: the first batch size is drawn filled, the second hollow.
+    for batch, filled in zip(batches, ("filled", "hollow")):
         points = fits.ok_rows(rows, batch)
         for r in points:
-            ax.scatter(r.time_per_image_s * 1e3, fits.gops_per_image(r), color=palette[r.model], marker=marker,
+            colour = palette[r.model].colour
+            ax.scatter(r.time_per_image_s * 1e3, fits.gops_per_image(r), marker=palette[r.model].marker,
+                       facecolors=colour if filled == "filled" else "none", edgecolors=colour,
                        label=r.display_name if batch == batches[0] else None, zorder=3)
         try:
             fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
-            lines += ax.plot([], [], " ", label=f"batch {batch} ({marker}): no fit, {error}")
+            lines += ax.plot([], [], " ", label=f"batch {batch} ({filled}): no fit, {error}")
             continue
         gops = np.linspace(0, max(fits.gops_per_image(r) for r in points) * 1.05, 50)
         lines += ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
-                         label=f"batch {batch} ({marker}): " + plotting.line_label(fit, "time [ms]", "G-Ops"))
+                         label=f"batch {batch} ({filled}): " + plotting.line_label(fit, "time [ms]", "G-Ops"))
     plotting.legend_outside(ax, inside=lines)
     return fig
 
@@ -242,9 +259,10 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
     if not points:
         plotting.no_data(ax, "no network was timed successfully")
         return fig
-    palette = colours(rows)
+    palette = styles(rows)
     for r in points:
-        ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model], label=r.display_name, zorder=3)
+        ax.scatter(r.images_per_s, r.top1_percent_paper, color=palette[r.model].colour, marker=palette[r.model].marker,
+                   label=r.display_name, zorder=3)
     plotting.log_axis(ax.xaxis)
     _hyperbola(ax, points)
     powered, xs = [r for r in points if fits.has_power(r)], [r.images_per_s for r in points]
@@ -302,10 +320,23 @@ FIGURES = {
 }
 
 
+POWER_FIGURE = "fig_d_power_vs_batch"
+
+
+def powered(rows: Sequence[results.Row]) -> bool:
+    """Whether any measured point has power, read by a meter or modelled."""
+    return any(fits.has_power(r) for r in fits.ok_rows(rows))
+
+
 def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
-    """Draws every figure into out_dir (PNG and SVG); returns the file names written."""
+    """Draws every figure into out_dir (PNG and SVG), power only where a point has it; returns the names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for stem, (draw, _) in FIGURES.items():
+        if stem == POWER_FIGURE and not powered(rows):
+            for ext in ("png", "svg"):  # one left by an earlier run would show power these rows do not have
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, f"{stem}.{ext}"))
+            continue
         written += plotting.save(draw(rows), out_dir, stem)
     return written

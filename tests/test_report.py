@@ -1,13 +1,16 @@
 """draw_all and write_report end to end on made-up rows: every file, valid PNGs, the findings' numbers."""
 
 import base64
+import colorsys
 import dataclasses
 import os
 import re
 import warnings
 
 import pytest
+from matplotlib import colors as mcolors
 
+import models
 from core import files
 from measure import figures, fits, report, results
 from measure.analysis import fitting, plotting
@@ -52,11 +55,17 @@ def contents(rows, environment=ENVIRONMENT, settings=(SETTING,)):
     return results.Results(dict(environment), list(settings), list(rows))
 
 
+def drawn_stems(rows) -> list[str]:
+    """The figures draw_all writes for these rows: every one, but power only where a measured point has it."""
+    powered = any(r.status == results.OK and r.power_w is not None for r in rows)
+    return [stem for stem in figures.FIGURES if powered or stem != figures.POWER_FIGURE]
+
+
 def run(rows, out_dir):
     """draw_all then write_report; returns report.md and report.html as text."""
-    (out_dir / SETTING.slug).mkdir()
+    (out_dir / SETTING.slug).mkdir(exist_ok=True)
     written = figures.draw_all(rows, str(out_dir / SETTING.slug))
-    assert sorted(written) == sorted(f"{stem}.{ext}" for stem in figures.FIGURES for ext in ("png", "svg"))
+    assert sorted(written) == sorted(f"{stem}.{ext}" for stem in drawn_stems(rows) for ext in ("png", "svg"))
     for name in written:
         with open(out_dir / SETTING.slug / name, "rb") as f:
             data = f.read()
@@ -67,10 +76,10 @@ def run(rows, out_dir):
     return (out_dir / "report.md").read_text(encoding="utf-8"), (out_dir / "report.html").read_text(encoding="utf-8")
 
 
-def check_html_is_self_contained(page):
-    """Nine embedded PNGs, each decodable, and nothing fetched or linked from outside."""
+def check_html_is_self_contained(page, count=len(figures.FIGURES)):
+    """`count` embedded PNGs, each decodable, and nothing fetched or linked from outside."""
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == len(figures.FIGURES)
+    assert len(images) == count
     assert all(base64.b64decode(image).startswith(PNG_SIGNATURE) for image in images)
     assert len(re.findall(r"\bsrc=", page)) == len(images)
     for external in ("http://", "https://", "<link", "<script", "href=", "url("):
@@ -99,19 +108,31 @@ def test_end_to_end_with_measured_power(tmp_path):
     check_html_is_self_contained(page)
     spread = fits.power_spread(rows)
     assert f"spread (max − min) / mean = {spread.range_fraction:.1%}" in md
-    assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 1.000 | 1.000 | 1000.0 | 0.010 |" in md  # the batch-1 table
+    assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 30.50 |" in md  # the batch-1 tables
+    assert "| Tiny-A | 1.000 | 1.000 | 1000.0 | 0.010 |" in md and "| Tiny-A | 8.9 | 9.0 | 40.2 | 40.2 |" in md
     bound = fits.energy_bound(rows, fits.energy_budgets(rows)[0])
-    assert f"| {bound.budget_j * 1e3:.3g} | 1 of 2: {bound.networks[0]} |" in md
+    assert f"| {bound.budget_j * 1e3:.3g} | 1 of 2 |" in md and f"- {bound.budget_j * 1e3:.3g} mJ/image: " \
+                                                                 f"{bound.networks[0]}\n" in md
     for stem in figures.FIGURES:
         assert f"({SETTING.slug}/{stem}.png)" in md
+    assert report.POWER_HINT not in md
 
 
 def test_end_to_end_without_power(tmp_path):
     rows = make_rows(power=None)
+    (tmp_path / SETTING.slug).mkdir()
+    stale = tmp_path / SETTING.slug / f"{figures.POWER_FIGURE}.png"
+    stale.write_bytes(PNG_SIGNATURE)  # an earlier run's power figure
     md, page = run(rows, tmp_path)
     check_findings_and_fits(md, rows)
-    check_html_is_self_contained(page)
+    check_html_is_self_contained(page, len(figures.FIGURES) - 1)
     assert md.count("Here: not measured (") == 2  # findings 1 and 3
+    # No empty power figure: in its place the report says how to model power.
+    assert not stale.exists() and figures.POWER_FIGURE not in md
+    figure_section = md.split("### Figures")[1]
+    assert "--power_watts=W to model energy at a constant W watts" in report.POWER_HINT
+    assert figure_section.index("fig_c_time_vs_batch") < figure_section.index(report.POWER_HINT) < \
+        figure_section.index("fig_e_memory_vs_batch")
     power_texts = [t.get_text() for t in figures.power_vs_batch(rows).axes[0].texts]
     assert any("power not measured on this device" in t for t in power_texts)
     speed_texts = [t.get_text() for t in figures.top1_vs_speed(rows).axes[0].texts]
@@ -148,6 +169,13 @@ def test_a_single_point_draws_without_collapsing_axes():
             draw(rows).canvas.draw()
 
 
+def test_modelled_power_is_drawn_and_needs_no_hint(tmp_path):
+    rows = make_rows(power="modelled")
+    assert f"{figures.POWER_FIGURE}.png" in figures.draw_all(rows, str(tmp_path / SETTING.slug))
+    report.write_report(contents(rows), str(tmp_path), [])
+    assert report.POWER_HINT not in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
 def test_hyperbola_and_disagreements_are_reported(tmp_path):
     # Four networks whose time does not follow operations and whose power varies by far more than 20 %.
     four = TINY + [("tiny_c", "vgg", 9_000_000, 3.0, 70.0, 1.2), ("tiny_d", "inception", 4_000_000, 1.0, 68.0, 9.0)]
@@ -162,14 +190,86 @@ def test_hyperbola_and_disagreements_are_reported(tmp_path):
     assert "This device disagrees with the paper: operations predict time poorly" in md
 
 
-def test_colours_are_fixed_shades_of_the_family_hue():
+def fourteen(power=None, batches=(1, 16)):
+    """Rows of the registry's 14 networks under their own names and families (made-up numbers)."""
+    networks = [(name, models.spec(name).family, (i + 1) * 5_000_000, 0.5 + i, 55.0 + i, 1.0 + i)
+                for i, name in enumerate(models.names())]
+    rows = make_rows(power=power, networks=networks, batches=batches)
+    for r in rows:
+        r.display_name = models.spec(r.model).display_name
+    return rows
+
+
+def test_each_family_has_a_colormap_a_marker_and_each_network_its_own_shade():
+    palette = figures.styles(fourteen())
+    assert len(palette) == 14 and len({style.colour for style in palette.values()}) == 14
+    families = {}
+    for name in models.names():
+        families.setdefault(models.spec(name).family, []).append(name)
+    assert len(families) == 7 and len({plotting.FAMILY_MARKERS[f] for f in families}) == 7
+    for family, members in families.items():
+        colormap = plotting.family_colormap(family)
+        for i, name in enumerate(members):
+            expected = mcolors.to_hex(colormap(plotting.member_position(i, len(members))))
+            assert palette[name] == (expected, plotting.FAMILY_MARKERS[family]), name
+        # Members spread over their family's colormap: lightness (L*) apart by at least 10 between neighbours.
+        lightness = [plotting.lightness(palette[name].colour) for name in members]
+        assert all(a - b >= 10 for a, b in zip(lightness, lightness[1:])), (family, lightness)
+    assert [plotting.lightness(palette[n].colour) for n in families["resnet"]] == pytest.approx(
+        [78, 65.5, 53, 40.5, 28], abs=1)  # the five ResNets evenly spaced end to end
+    # One hue per family: every shade keeps its family's hue, and families' hues differ.
+    hue = lambda colour: colorsys.rgb_to_hls(*mcolors.to_rgb(colour))[0]
+    for family, members in families.items():
+        assert all(abs(hue(palette[n].colour) - hue(plotting.FAMILY_COLOURS[family])) < 0.02 for n in members), family
+    hues = sorted(hue(plotting.FAMILY_COLOURS[f]) for f in families)
+    assert min(b - a for a, b in zip(hues, hues[1:])) > 0.02
+
+
+def test_styles_are_fixed_whoever_else_is_drawn():
     rows = make_rows(networks=[("resnet18", "resnet", 1, 1.0, 70.0, 1.0), ("resnet50", "resnet", 1, 1.0, 76.0, 2.0),
                                ("mystery", "unknown", 1, 1.0, 50.0, 1.0)])
-    palette = figures.colours(rows)
+    palette = figures.styles(rows)
     assert palette["resnet18"] != palette["resnet50"]
-    assert palette == figures.colours(rows[::-1])  # independent of order and of which others are present
-    assert palette["resnet50"] == figures.colours([r for r in rows if r.model == "resnet50"])["resnet50"]
-    assert palette["mystery"] == plotting.OTHER_COLOUR
+    assert palette == figures.styles(rows[::-1])  # independent of order and of which others are present
+    assert palette["resnet50"] == figures.styles([r for r in rows if r.model == "resnet50"])["resnet50"]
+    assert palette["resnet50"] == figures.styles(fourteen())["resnet50"]
+    assert palette["mystery"] == (plotting.OTHER_COLOUR, plotting.OTHER_MARKER)
+
+
+def test_every_figure_draws_each_network_in_its_style():
+    rows = fourteen(power="nvml")
+    palette = figures.styles(rows)
+    names = {models.spec(n).display_name: n for n in models.names()}
+    for stem in ("fig_c_time_vs_batch", "fig_d_power_vs_batch", "fig_h_top1_vs_images_per_s"):
+        handles, labels = figures.FIGURES[stem][0](rows).axes[0].get_legend_handles_labels()
+        drawn = {names[label]: handle for handle, label in zip(handles, labels) if label in names}
+        assert len(drawn) == 14, stem
+        for name, handle in drawn.items():
+            colour = handle.get_color() if hasattr(handle, "get_marker") else handle.get_facecolor()[0]
+            marker = handle.get_marker() if hasattr(handle, "get_marker") else None
+            assert mcolors.to_hex(colour) == palette[name].colour, (stem, name)
+            assert marker in (None, palette[name].marker), (stem, name)
+
+
+def test_the_result_tables_fit_a_laptop_screen_with_all_14_networks(tmp_path):
+    rows = fourteen(power="modelled")
+    for r in rows:
+        r.error = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123456789 bytes" if r.error else ""
+    failed = dataclasses.replace(rows[0], batch_size=1, status=results.OUT_OF_MEMORY, error=rows[-1].error,
+                                 time_per_image_s=None, images_per_s=None, power_w=None, energy_per_image_j=None)
+    rows[0] = failed  # a failure at the tables' batch size too, error and all
+    report.write_report(contents(rows), str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(tables) > 3 * 16 and max(map(len, tables)) <= 100, max(tables, key=len)
+    # Nothing dropped: every network in every results table, the failure's error below them.
+    for name in models.names():
+        assert md.count(f"| {models.spec(name).display_name} |") == 3, name
+    assert "| Inception-v4 | 280.9 | 281.0 | 50.0 (modelled) | 700 |" in md
+    assert f"Not measured at batch 1: AlexNet: out_of_memory ({failed.error})." in md
+    for bound in (fits.energy_bound(rows, budget) for budget in fits.energy_budgets(rows)):
+        assert f"| {bound.budget_j * 1e3:.3g} | {len(bound.networks)} of 14 |" in md
+        assert f"- {bound.budget_j * 1e3:.3g} mJ/image: {', '.join(bound.networks)}\n" in md
 
 
 @pytest.mark.parametrize("bad", [KeyboardInterrupt, MemoryError])
@@ -263,10 +363,34 @@ def test_a_reduced_precision_is_compared_with_float32_at_the_same_points(tmp_pat
     fast = make_rows(networks=SIX, batches=(1,))
     slower = [dataclasses.replace(r, precision="bfloat16",
                                   time_per_image_s=r.time_per_image_s and r.time_per_image_s * 1.25) for r in fast]
-    both = contents(fast + slower, environment={**ENVIRONMENT, "platform": "cpu"},
+    slower[2].time_per_image_s /= 2.5  # N3 runs twice as fast in bfloat16
+    peaks = {"float32": 2.5e11, "bfloat16": 1.0e11}
+    both = contents(fast + slower, environment={**ENVIRONMENT, "platform": "cpu", "peak_flops_per_s": peaks},
                     settings=(SETTING, results.Setting("bfloat16", 32)))
     report.write_report(both, str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert ("bfloat16, 32x32 against float32, 32x32: over 6 points measured in both, bfloat16 takes 1.25x the "
-            "latency of float32") in md
-    assert "bfloat16 is not faster here" in md
+            "latency of float32 (median; from 0.80x (N1 at batch 1) to 2.00x (N3 at batch 1) as fast). On Test GPU, "
+            "bfloat16 is not faster than float32 in the median. The matmul probe reached 100.0 GFLOP/s in bfloat16 "
+            "against 250.0 GFLOP/s in float32 (0.40x).") in md
+    for elsewhere in ("AVX512", "jaxlib 0.10", "XLA:CPU", "oneDNN"):  # no other machine's story
+        assert elsewhere not in md
+
+
+def test_a_faster_reduced_precision_says_so_in_its_own_numbers(tmp_path):
+    fast = make_rows(networks=SIX, batches=(1, 16))
+    half = [dataclasses.replace(r, precision="float16", time_per_image_s=r.time_per_image_s and r.time_per_image_s / 3)
+            for r in fast]
+    both = contents(fast + half, settings=(SETTING, results.Setting("float16", 32)))
+    report.write_report(both, str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "over 12 points measured in both, float16 takes 0.33x the latency of float32 (median; from 3.00x" in md
+    assert "On Test GPU, float16 is faster than float32 in the median." in md
+    assert "matmul probe" not in md.split("## Precisions compared")[1]  # no float16 probe in the environment
+
+
+def test_no_comparison_without_float32_at_the_same_setting(tmp_path):
+    half = [dataclasses.replace(r, precision="float16") for r in make_rows(networks=SIX, batches=(1,))]
+    report.write_report(contents(half, settings=(results.Setting("float16", 32),)), str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Precisions compared" not in md and "faster" not in md and "latency of float32" not in md

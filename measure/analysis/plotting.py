@@ -5,9 +5,11 @@ nothing is ever shown. Every figure is saved as PNG and SVG, each written atomic
 """
 
 import colorsys
+import functools
 import io
 import os
 
+import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -15,22 +17,53 @@ from matplotlib.figure import Figure
 from core import files
 from measure.analysis import fitting
 
-# A hue per family, as in the paper; its members are shades of it (ResNets pink).
+# A hue per family, as in the paper (ResNets pink); each family's colormap runs through shades of it.
 FAMILY_COLOURS = {
     "alexnet": "#1f5fbf", "nin": "#e07b00", "enet": "#2ca02c", "googlenet": "#7b3fbf",
     "vgg": "#b8860b", "resnet": "#e7298a", "inception": "#139fb0"}
-OTHER_COLOUR = "#707070"
+# A marker per family, so families stay apart where colours do not (print, colour blindness).
+FAMILY_MARKERS = {"alexnet": "o", "nin": "v", "enet": "D", "googlenet": "P", "vgg": "s", "resnet": "^",
+                  "inception": "X"}
+OTHER_COLOUR, OTHER_MARKER = "#707070", "h"
+# Lightness (CIE L*) at the two ends of a family's colormap: dark enough, and light enough to read on white.
+FAMILY_LIGHTNESS = (78.0, 28.0)
 # Hues for series that are not families (design spaces, scaling rules), in order of appearance.
 SERIES_COLOURS = ("#e7298a", "#1f5fbf", "#2ca02c", "#e07b00", "#7b3fbf", "#b8860b", "#139fb0", "#a00000")
 
 
-def shade(hex_colour: str, index: int, count: int) -> str:
-    """The index-th of `count` shades of a hue, dark to light."""
-    if count <= 1:
-        return hex_colour
-    hue, _, saturation = colorsys.rgb_to_hls(*mcolors.to_rgb(hex_colour))
-    lightness = 0.30 + 0.42 * index / (count - 1)
-    return mcolors.to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
+def lightness(colour) -> float:
+    """CIE L* (0 black to 100 white) of a colour: the lightness the eye sees, unlike HLS's."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in mcolors.to_rgb(colour)]
+    y = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 116 * y ** (1 / 3) - 16 if y > 216 / 24389 else 24389 / 27 * y
+
+
+def _at_lightness(hue: float, saturation: float, target: float) -> str:
+    """The colour of this HLS hue and saturation whose L* is the target (bisection: L* rises with HLS lightness)."""
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        darker = lightness(colorsys.hls_to_rgb(hue, middle, saturation)) < target
+        low, high = (middle, high) if darker else (low, middle)
+    return mcolors.to_hex(colorsys.hls_to_rgb(hue, (low + high) / 2, saturation))
+
+
+@functools.cache
+def family_colormap(family: str) -> mcolors.Colormap:
+    """A family's colours, light to dark in its hue, evenly spaced in L* (grey for a family not listed)."""
+    hue, _, saturation = colorsys.rgb_to_hls(*mcolors.to_rgb(FAMILY_COLOURS.get(family, OTHER_COLOUR)))
+    ramp = [_at_lightness(hue, saturation, target) for target in np.linspace(*FAMILY_LIGHTNESS, 32)]
+    return mcolors.LinearSegmentedColormap.from_list(family, ramp)
+
+
+def member_position(index: int, count: int) -> float:
+    """Where the index-th of `count` members of a family sits on its colormap: spread end to end."""
+    return 0.5 if count <= 1 else index / (count - 1)
+
+
+def member_colour(family: str, index: int, count: int) -> str:
+    """The index-th of `count` members of a family: its colormap at the member's position."""
+    return mcolors.to_hex(family_colormap(family)(member_position(index, count)))
 
 
 def series_colours(names) -> dict[str, str]:
