@@ -127,6 +127,7 @@ def test_a_run_refused_by_the_checkpoints_there_leaves_the_work_directory_as_it_
     refused = _train(*SMALL, "--steps=2", "--seed=7", f"--workdir={tmp_path}")
     assert refused.returncode == 2 and "is of another run: seed 0 (this run: 7)" in refused.stderr, refused.stderr
     assert (tmp_path / "config.json").read_text() == before and '"seed": 0' in before
+    assert "--seed" not in (tmp_path / "flags.txt").read_text()  # the refused run's flags are not recorded
 
 
 def test_flags_override_the_preset(tmp_path):
@@ -137,6 +138,32 @@ def test_flags_override_the_preset(tmp_path):
     assert (config["model"], config["dataset"], config["batch_size"], config["steps"]) == (
         "resnet18:width=0.25,resolution=32", "digits", 32, 1)
     assert "done: resnet18:width=0.25,resolution=32 on digits, step 1: top-1" in result.stdout
+    # The preset and the flags set over it, not every flag's default: those would override the preset.
+    assert _flag_lines(tmp_path) == ["--preset=enet_imagenet", *SMALL[:2], f"--workdir={tmp_path}", SMALL[2],
+                                     "--steps=1", "--log_every=1"]
+
+
+def _flag_lines(workdir) -> list[str]:
+    """The flags in a work directory's flags.txt, its comment left out."""
+    return [line for line in (workdir / "flags.txt").read_text().splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_flags_txt_repeats_the_run_through_flagfile(tmp_path):
+    """flags.txt lists the flags given; `--flagfile=<workdir>/flags.txt` from elsewhere resumes the same run."""
+    workdir = tmp_path / "work"
+    first = _train(*SMALL, "--steps=2", "--notensorboard", "--decay_epochs=1,2.5", f"--workdir={workdir}")
+    assert first.returncode == 0, first.stderr
+    written, config = (workdir / "flags.txt").read_text(), (workdir / "config.json").read_text()
+    assert _flag_lines(workdir) == [*SMALL[:2], f"--workdir={workdir}", SMALL[2], "--steps=2",
+                                    "--decay_epochs=1,2.5", "--notensorboard"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = _train(f"--flagfile={workdir / 'flags.txt'}", cwd=elsewhere)
+    assert again.returncode == 0 and "resumed at step 2" in again.stdout, again.stdout + again.stderr
+    assert "done: resnet18:width=0.25,resolution=32 on digits, step 2" in again.stdout
+    assert (workdir / "flags.txt").read_text() == written and (workdir / "config.json").read_text() == config
+    assert _train_steps(workdir) == [2] and not os.listdir(elsewhere)
 
 
 def _wait_for(path, text: str, child: subprocess.Popen) -> None:
@@ -201,6 +228,7 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records if r["split"] == "train"] == [3, 6]
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit()) == [3, 6]
+    assert not [line for line in _flag_lines(tmp_path) if "process" in line or "coordinator" in line]
 
 
 def test_a_diverging_run_is_one_line_naming_the_step(tmp_path):

@@ -1,4 +1,8 @@
-"""Flags of `python -m train`: every setting of `TrainConfig`, presets, the work directory and hosts."""
+"""Flags of `python -m train`: every setting of `TrainConfig`, presets, the work directory and hosts.
+
+A run with --workdir writes the flags it was given there as `flags.txt`, an absl flag file:
+`python -m train --flagfile=<workdir>/flags.txt` repeats (and resumes) the run.
+"""
 
 import jax
 from absl import flags
@@ -70,6 +74,8 @@ _FIELDS = ("model", "dataset", "data_dir", "batch_size", "epochs", "steps", "opt
            "learning_rate", "schedule", "warmup_epochs", "lr_decay", "decay_epochs", "weight_decay",
            "weight_decay_until_epoch", "label_smoothing", "precision", "seed", "log_every", "eval_every",
            "checkpoint_every", "keep_checkpoints", "precise_bn_images")
+# Where a run executes, not what it trains: every host of a multi-host run passes its own (after --flagfile).
+_HOST_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -85,6 +91,15 @@ def config_from_flags() -> config_lib.TrainConfig:
     return config_lib.TrainConfig(**settings)
 
 
+def flag_file_text() -> str:
+    """The flags the user set (--flagfile expanded), as an absl flag file that repeats the run."""
+    # Only the set ones: written out, the defaults would override what --preset fills in.
+    lines = [flag.serialize() for flag in flags.FLAGS.get_flags_for_module(__name__)
+             if flag.present and flag.name not in _HOST_FLAGS]
+    return ("# python -m train --flagfile=<this file> repeats this run; hosts of a multi-host run add "
+            + ", ".join(f"--{name}" for name in _HOST_FLAGS) + "\n" + "".join(line + "\n" for line in lines))
+
+
 def main(argv):
     """Trains from the flags; Ctrl-C or SIGTERM checkpoints and the same command resumes."""
     del argv
@@ -95,7 +110,8 @@ def main(argv):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train import train  # pylint: disable=import-outside-toplevel  # after the hosts have joined
     try:
-        result = train.fit(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value, console=True)
+        result = train.fit(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value, console=True,
+                           flag_file=flag_file_text())
     except KeyboardInterrupt as interrupt:
         where = f"the checkpoints are in {_WORKDIR.value}; run the same command to resume" if _WORKDIR.value else \
             "nothing was saved (no --workdir)"

@@ -30,6 +30,7 @@ from train.metrics import MetricsLog
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+FLAG_FILE = "flags.txt"  # the command line that repeats the run, for `python -m train --flagfile=`
 DTYPES = {name: jnp.dtype(name) for name in config_lib.PRECISIONS}
 
 
@@ -220,7 +221,7 @@ def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
 
 
 def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensorboard: bool = False,
-        console: bool = False, stop_when_asked: bool = True) -> dict:
+        console: bool = False, stop_when_asked: bool = True, flag_file: Optional[str] = None) -> dict:
     """Trains `config.model` on `config.dataset` for its budget; returns the final metrics.
 
     The result holds the canonical model string, the step reached, `train_*` (the last logged
@@ -229,8 +230,9 @@ def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensor
 
     With a `workdir` it checkpoints (every `checkpoint_every` steps, at the end and when SIGINT or
     SIGTERM asks it to stop), resumes from the newest readable checkpoint there, and writes
-    `metrics.jsonl` (and TensorBoard events when asked). Without one nothing is written. A NaN or
-    infinite loss raises `Diverged` naming the step. Asked to stop (see core.cli), it stops at
+    `metrics.jsonl` (and TensorBoard events when asked), `config.json` and, given the text of an
+    absl flag file that repeats the run (`flag_file`), `flags.txt`. Without one nothing is written.
+    A NaN or infinite loss raises `Diverged` naming the step. Asked to stop (see core.cli), it stops at
     the next step boundary, checkpoints, and raises `cli.Interrupted`; with `stop_when_asked=False`
     (a sweep that stops between jobs) it trains to the end regardless.
     """
@@ -247,11 +249,11 @@ def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensor
     with files.DirectoryLock(workdir, "training run", "--workdir"):
         files.sweep_temporaries(workdir)
         return _fit(run, init, replicated, workdir, workdir, tensorboard=tensorboard, console=console,
-                    stop_when_asked=stop_when_asked)
+                    stop_when_asked=stop_when_asked, flag_file=flag_file)
 
 
 def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Optional[str], *,
-         tensorboard: bool, console: bool, stop_when_asked: bool) -> dict:
+         tensorboard: bool, console: bool, stop_when_asked: bool, flag_file: Optional[str] = None) -> dict:
     """`fit` after the set-up: restore (or initialise), record the configuration, then the loop."""
     config = run.config
     checkpoints = (checkpoint.Checkpoints(os.path.join(checkpoint_dir, CHECKPOINT_DIR), config.keep_checkpoints)
@@ -266,6 +268,8 @@ def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Op
     if log_dir is not None:  # only once the checkpoints there are known to be this run's
         files.atomic_write(os.path.join(log_dir, CONFIG_FILE),
                            json.dumps({**dataclasses.asdict(config), "model": run.variant}, indent=1) + "\n")
+        if flag_file is not None:
+            files.atomic_write(os.path.join(log_dir, FLAG_FILE), flag_file)
     state, position = (restored[0], restored[1]["position"]) if restored else (init(), None)
     start = int(jax.device_get(state.step))
     log = MetricsLog(log_dir, start_step=start, total_steps=run.total_steps, batch_size=config.batch_size,
