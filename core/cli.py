@@ -1,4 +1,5 @@
-"""The absl entry point every `python -m` front end shares: one-line errors (exit 2) and signals as stop requests.
+"""The entry point every `python -m` program shares: absl flags of its own, one-line errors (exit 2),
+signals as stop requests, and the same run in-process (`call`) as from the command line (`run`).
 
 A long program (`run(main, safe_stops=True)`) never has an exception raised into it
 by a signal: an exception raised from a signal handler can land inside a callback (a garbage
@@ -16,7 +17,7 @@ import sys
 import threading
 from typing import Optional
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from core.errors import UserError
 
@@ -91,16 +92,6 @@ def stop_at_safe_points():
             _Requests.previous = {}
 
 
-def _parse_flags(argv):
-    try:
-        argv = flags.FLAGS(argv)
-    except flags.Error as error:
-        _fail(f"{error} (see --help)")
-    if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines (backends it did not find) are noise here
-        logging.set_verbosity(logging.WARNING)
-    return argv
-
-
 def require_finite(*holders) -> None:
     """Makes absl float flags refuse NaN and infinity, which absl's bounds let through."""
     for holder in holders:
@@ -114,45 +105,79 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
-def _exit_interrupted(line: str, signum: int) -> None:
-    """Says `line` and ends the process with 128 + signum, skipping the interpreter's finalisation.
+HELP_ARGUMENTS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
-    By now every `finally` has run, so what was measured is on disk. Finalisation is skipped
-    because an interruption can abandon work on XLA's threads (a compile the main thread stopped
-    waiting for), and tearing down the runtime under it crashes the process (a segmentation fault).
-    """
+
+def _usage(main, flag_values: flags.FlagValues) -> str:
+    """What --help prints: the program's docstring, then every flag it defines with its one-line help."""
+    module = sys.modules.get(main.__module__)
+    about = (module.__doc__ or "").strip() if module else ""
+    return f"{about}\n\n{flag_values.get_help()}\n" if about else f"{flag_values.get_help()}\n"
+
+
+def _say(line: str) -> None:
     sys.stderr.write(f"{line}\n")
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(128 + signum)  # pylint: disable=protected-access
+    sys.stderr.flush()
 
 
-def _fail(message: str):
-    """Says `error: message` and exits 2 at once: nothing was half-done, and the finalisation of
-    libraries a check imported (TensorFlow's threads, for a data set) could keep the process alive."""
-    sys.stderr.write(f"error: {message}\n")
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(2)  # pylint: disable=protected-access
+def call(main, flag_values: flags.FlagValues, argv, *, safe_stops: bool = False) -> int:
+    """Runs a program in this process: parses `argv` (argv[0] its name) into `flag_values`, calls
+    `main(argv)`, and returns the exit status the program ends with.
+
+    Flag errors and UserErrors are one `error: ...` line on stderr (2); a Stopped is one
+    `interrupted: ...` line (128 + the signal); --help prints the flags (0). Any other exception
+    propagates with its traceback. Flags start from their defaults on every call. With
+    `safe_stops` signals are stop requests for the whole run (see the module's docstring); else
+    SIGTERM acts as Ctrl-C.
+    """
+    argv = list(argv)
+    if any(arg in HELP_ARGUMENTS for arg in argv[1:]):
+        sys.stdout.write(_usage(main, flag_values))
+        return 0
+    if not flags.FLAGS.is_parsed():  # absl's logging waits for the global flags; this program has its own
+        flags.FLAGS.mark_as_parsed()
+    logging.set_verbosity(logging.WARNING)  # JAX's INFO lines (backends it did not find) are noise here
+    flag_values.unparse_flags()
+    try:
+        rest = flag_values(argv)
+    except flags.Error as error:
+        _say(f"error: {error} (see --help)")
+        return 2
+    if len(rest) > 1:
+        _say(f"error: unexpected arguments {' '.join(rest[1:])!r} (flags take the form --name=value)")
+        return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread and not safe_stops else None
+    try:
+        with stop_at_safe_points() if safe_stops else contextlib.nullcontext():
+            main(rest)
+    except UserError as error:
+        _say(f"error: {error}")
+        return 2
+    except Stopped as stopped:
+        _say(f"interrupted: {stopped}")
+        return 128 + stopped.signum
+    except KeyboardInterrupt as interrupt:  # a short program, or a second signal outside every loop
+        _say("interrupted")
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
 
 
-def run(main, *, safe_stops: bool = False) -> None:
-    """Runs an absl `main`: flag errors and UserErrors become one line on stderr and exit 2; Stopped
-    becomes `interrupted: ...` and exit 128 + the signal. With `safe_stops` signals are stop requests
-    for the whole run (see the module's docstring); else SIGTERM acts as Ctrl-C."""
+def run(main, flag_values: flags.FlagValues, *, safe_stops: bool = False) -> None:
+    """A `python -m` program's entry: `call` with the command line, then the process ends with its status.
 
-    def guarded(argv):
-        if len(argv) > 1:
-            _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags take the form --name=value)")
-        try:
-            with stop_at_safe_points() if safe_stops else contextlib.nullcontext():
-                return main(argv)
-        except UserError as error:
-            _fail(str(error))
-        except Stopped as stopped:
-            _exit_interrupted(f"interrupted: {stopped}", stopped.signum)
-        except KeyboardInterrupt as interrupt:  # a short program, or a second signal outside every loop
-            _exit_interrupted("interrupted", getattr(interrupt, "signum", signal.SIGINT))
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    app.run(guarded, flags_parser=_parse_flags)
+    A program that failed or was interrupted ends with `os._exit` once its streams are flushed:
+    by then every `finally` has run, so what was measured is on disk, and the interpreter's
+    finalisation could hang on a library's threads (TensorFlow's, after a data set check) or
+    crash tearing the runtime down under work abandoned on XLA's threads (a compile the main
+    thread stopped waiting for: a segmentation fault).
+    """
+    status = call(main, flag_values, sys.argv, safe_stops=safe_stops)
+    if status:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)  # pylint: disable=protected-access
+    sys.exit(0)

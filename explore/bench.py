@@ -26,14 +26,16 @@ from models import variants
 
 SPACES = ("resnet_basic", "resnet_bottleneck")  # both block types: 1-8 blocks a stage, widths 0.25-2, 32-320 px
 
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _VARIANTS = flags.DEFINE_integer("variants", 2000, "Random ResNet variants to count through the memo for the rate.",
-                                 lower_bound=1)
+                                 lower_bound=1, flag_values=FLAGS)
 _UNCACHED = flags.DEFINE_integer("uncached", 100, "How many of them to count without the memo too, for the ratio.",
-                                 lower_bound=0)
+                                 lower_bound=0, flag_values=FLAGS)
 _VERIFY = flags.DEFINE_integer("verify", 100, "How many of them to check, count for count, against uncached counts.",
-                               lower_bound=0)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random variants.")
-_DEMO = flags.DEFINE_bool("demo", True, "Also time the default demo (python -m explore with no flags) end to end.")
+                               lower_bound=0, flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random variants.", flag_values=FLAGS)
+_DEMO = flags.DEFINE_bool("demo", True, "Also time the default demo (python -m explore with no flags) end to end.",
+                          flag_values=FLAGS)
 
 
 def draw_variants(count: int, seed: int) -> list[variants.Variant]:
@@ -131,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)

@@ -21,58 +21,73 @@ _RUN = jobs_lib.RunSettings()
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
 DEMO_RANGES = ["width=0.25:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
 
-_OUT = flags.DEFINE_string("out", os.path.join("results", "explore"), "Sweep directory; a rerun resumes there.")
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+_OUT = flags.DEFINE_string("out", os.path.join("results", "explore"), "Sweep directory; a rerun resumes there.",
+                           flag_values=FLAGS)
 _STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.STEPS)} (default: all; with "
-                           "--num_shards > 1, sample,run).")
+                           "--num_shards > 1, sample,run).", flag_values=FLAGS)
 _SPACES = flags.DEFINE_list("spaces", DEMO_SPACES, "Design spaces (resnet_basic, resnet_bottleneck, vgg, enet) "
-                            "or scaling series base/rule (rule: width, depth, resolution, compound).")
+                            "or scaling series base/rule (rule: width, depth, resolution, compound).",
+                            flag_values=FLAGS)
 _RANGES = flags.DEFINE_list("ranges", DEMO_RANGES, "knob=low:high items narrowing every space with that knob "
-                            "(width, depth_<stage>, resolution; default: the demo's, only with its spaces).")
-_SAMPLER = flags.DEFINE_enum("sampler", "random", list(plan_lib.SAMPLERS), "random (seeded draws) or grid.")
-_SAMPLES = flags.DEFINE_integer("samples", 8, "Variants drawn per space by the random sampler.", lower_bound=1)
-_GRID_POINTS = flags.DEFINE_integer("grid_points", 2, "Values per knob of the grid sampler (at most the knob's own count).", lower_bound=1)
-_SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Seed of the random sampler.", lower_bound=0)
+                            "(width, depth_<stage>, resolution; default: the demo's, only with its spaces).",
+                            flag_values=FLAGS)
+_SAMPLER = flags.DEFINE_enum("sampler", "random", list(plan_lib.SAMPLERS), "random (seeded draws) or grid.",
+                             flag_values=FLAGS)
+_SAMPLES = flags.DEFINE_integer("samples", 8, "Variants drawn per space by the random sampler.", lower_bound=1,
+                                flag_values=FLAGS)
+_GRID_POINTS = flags.DEFINE_integer("grid_points", 2, "Values per knob of the grid sampler (at most the knob's own "
+                                    "count).", lower_bound=1, flag_values=FLAGS)
+_SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Seed of the random sampler.", lower_bound=0, flag_values=FLAGS)
 _MAX_VARIANTS = flags.DEFINE_integer("max_variants", plan_lib.MAX_VARIANTS, "Most variants the sample step may cost "
                                      "(the grid's size, or --samples times the spaces); raise it for larger plans.",
-                                     lower_bound=1)
+                                     lower_bound=1, flag_values=FLAGS)
 _CONSTRAINTS = flags.DEFINE_list("constraints", [], "metric=low:high items (metrics: flops, macs, params, "
-                                 "activations at batch 1; either end may be empty), e.g. flops=:1e9.")
-_MEASURE = flags.DEFINE_bool("measure", True, "Time each variant on the device (memory and energy too).")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", [str(b) for b in _RUN.batch_sizes], "Batch sizes to time at.")
-_PRECISION = flags.DEFINE_enum("precision", _RUN.precision, list(timing.PRECISIONS), "Precision of the timing.")
+                                 "activations at batch 1; either end may be empty), e.g. flops=:1e9.",
+                                 flag_values=FLAGS)
+_MEASURE = flags.DEFINE_bool("measure", True, "Time each variant on the device (memory and energy too).",
+                             flag_values=FLAGS)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", [str(b) for b in _RUN.batch_sizes], "Batch sizes to time at.",
+                                 flag_values=FLAGS)
+_PRECISION = flags.DEFINE_enum("precision", _RUN.precision, list(timing.PRECISIONS), "Precision of the timing.",
+                               flag_values=FLAGS)
 _MIN_TIME = flags.DEFINE_float("min_time", _RUN.min_time_s, "Fewest seconds of timed calls per batch size.",
-                               lower_bound=0)
+                               lower_bound=0, flag_values=FLAGS)
 _POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no meter "
-                                  "reads (labelled modelled).", lower_bound=0)
-_TRAIN = flags.DEFINE_bool("train", True, "Train each variant for the budget and record its top-1.")
-_DATASET = flags.DEFINE_string("dataset", _RUN.dataset, "digits (offline) or any data set python -m train reads.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (default: tfds's own).")
+                                  "reads (labelled modelled).", lower_bound=0, flag_values=FLAGS)
+_TRAIN = flags.DEFINE_bool("train", True, "Train each variant for the budget and record its top-1.", flag_values=FLAGS)
+_DATASET = flags.DEFINE_string("dataset", _RUN.dataset, "digits (offline) or any data set python -m train reads.",
+                               flag_values=FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (default: tfds's own).",
+                                flag_values=FLAGS)
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", _RUN.train_steps, "Training budget per variant, in steps.",
-                                    lower_bound=1)
+                                    lower_bound=1, flag_values=FLAGS)
 _TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", _RUN.train_batch_size, "Training batch size.",
-                                         lower_bound=1)
+                                         lower_bound=1, flag_values=FLAGS)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", _RUN.learning_rate, "Peak learning rate (SGD, cosine).",
-                                    lower_bound=0)
-_SEEDS = flags.DEFINE_list("seeds", [str(s) for s in _RUN.seeds], "Training seeds; accuracy is their mean.")
+                                    lower_bound=0, flag_values=FLAGS)
+_SEEDS = flags.DEFINE_list("seeds", [str(s) for s in _RUN.seeds], "Training seeds; accuracy is their mean.",
+                           flag_values=FLAGS)
 _ENERGY_BUDGETS = flags.DEFINE_list("energy_budgets_mj", [], "Energy budgets per image in mJ for the frontier "
-                                    "(default: log-spaced over the variants).")
+                                    "(default: log-spaced over the variants).", flag_values=FLAGS)
 _POWER_BUDGET = flags.DEFINE_float("power_budget_w", None, "With --fps: the budget is this power at that frame "
-                                   "rate (energy per image = W / fps).", lower_bound=0)
-_FPS = flags.DEFINE_float("fps", None, "Frame rate for --power_budget_w.", lower_bound=0)
+                                   "rate (energy per image = W / fps).", lower_bound=0, flag_values=FLAGS)
+_FPS = flags.DEFINE_float("fps", None, "Frame rate for --power_budget_w.", lower_bound=0, flag_values=FLAGS)
 _NETWORKS = flags.DEFINE_string("networks_results", None, "A python -m measure results directory whose networks "
-                                "are shown for context (default: results/<device>/ when it exists).")
+                                "are shown for context (default: results/<device>/ when it exists).", flag_values=FLAGS)
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", None, "This process's shard (default: SLURM's array task, else 0).",
-                                    lower_bound=0)
+                                    lower_bound=0, flag_values=FLAGS)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards the variants are split into (default: SLURM's, else 1).",
-                                   lower_bound=1)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard the sweep in --out instead of resuming it.")
+                                   lower_bound=1, flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard the sweep in --out instead of resuming it.",
+                               flag_values=FLAGS)
 cli.require_finite(_MIN_TIME, _POWER_WATTS, _LEARNING_RATE, _POWER_BUDGET, _FPS)
 
 
 def settings_from_flags() -> run_lib.Settings:
     """The sweep's settings from the flags; UserError on any bad one."""
     ranges = [values.bounds("ranges", item) for item in _RANGES.value]
-    if flags.FLAGS["spaces"].present and not flags.FLAGS["ranges"].present:
+    if FLAGS["spaces"].present and not FLAGS["ranges"].present:
         ranges = []  # the default ranges are the demo's, for the demo's spaces: chosen spaces keep their own
     if any(low is None or high is None for _, low, high in ranges):
         raise UserError("--ranges items need both ends, e.g. width=0.25:1")

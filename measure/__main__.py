@@ -7,25 +7,30 @@ from core import cli, runtime, values
 from measure import job, timing
 from models import registry
 
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to measure, e.g. "
-                            "resnet50,resnet18:width=0.5,resolution=128 (default: the paper's 14).")
+                            "resnet50,resnet18:width=0.5,resolution=128 (default: the paper's 14).", flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
-                                 "Batch sizes to measure at.")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.")
+                                 "Batch sizes to measure at.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: results/<device>/); reruns resume in it.",
+                           flag_values=FLAGS)
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: each variant's own).",
-                                   lower_bound=1, upper_bound=registry.MAX_RESOLUTION)
+                                   lower_bound=1, upper_bound=registry.MAX_RESOLUTION, flag_values=FLAGS)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Fewest timed calls per point, for latency and for throughput.",
-                                lower_bound=1)
+                                lower_bound=1, flag_values=FLAGS)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Fewest warm-up calls per point (more until the time settles).",
-                               lower_bound=0, upper_bound=timing.TimingOptions.max_warmup)
+                               lower_bound=0, upper_bound=timing.TimingOptions.max_warmup, flag_values=FLAGS)
 _MIN_TIME = flags.DEFINE_float("min_time", 1.0, "Fewest seconds of timed calls per point, for latency and "
-                               "for throughput.", lower_bound=0)
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.")
+                               "for throughput.", lower_bound=0, flag_values=FLAGS)
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision of weights and inputs.",
+                               flag_values=FLAGS)
 _POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no "
-                                  "meter reads (labelled modelled).", lower_bound=0)
-_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.")
-_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Measure again the points that failed or crashed.")
+                                  "meter reads (labelled modelled).", lower_bound=0, flag_values=FLAGS)
+_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.",
+                               flag_values=FLAGS)
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Measure again the points that failed or crashed.",
+                                  flag_values=FLAGS)
 cli.require_finite(_MIN_TIME, _POWER_WATTS)
 
 QUICK = {"batch_sizes": ["1", "16"], "min_time": 0.2}
@@ -35,9 +40,9 @@ def main(argv):
     """Builds the configuration from the flags (the --quick preset fills flags left unset) and runs."""
     del argv
     runtime.configure()  # before anything starts a JAX backend
-    value = {name: flags.FLAGS[name].value for name in ("batch_sizes", "min_time")}
+    value = {name: FLAGS[name].value for name in ("batch_sizes", "min_time")}
     if _QUICK.value:
-        value.update({k: v for k, v in QUICK.items() if not flags.FLAGS[k].present})
+        value.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
     options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
     variants = tuple(str(v) for v in models.variant_list(_MODELS.value))  # knob=value items rejoined
     config = job.Config(
@@ -53,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, safe_stops=True)
+    cli.run(main, FLAGS, safe_stops=True)

@@ -27,16 +27,21 @@ from core import cli, runtime, values
 from core.errors import UserError
 from measure import fits, results, timing
 
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _NETWORKS = flags.DEFINE_list("networks", ["resnet18", "resnet50", "vgg16", "inception_v3"],
-                              "Networks of the runtime comparison.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes of the runtime comparison.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds per comparison.", lower_bound=1)
-_SECONDS = flags.DEFINE_float("seconds", 2.0, "Seconds of timed calls per point and round.", lower_bound=0.1)
+                              "Networks of the runtime comparison.", flag_values=FLAGS)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes of the runtime comparison.",
+                                 flag_values=FLAGS)
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds per comparison.", lower_bound=1, flag_values=FLAGS)
+_SECONDS = flags.DEFINE_float("seconds", 2.0, "Seconds of timed calls per point and round.", lower_bound=0.1,
+                              flag_values=FLAGS)
 _PARTS = flags.DEFINE_list("parts", ["runtime", "bfloat16", "harness"], "Which benchmarks to run: runtime, "
-                           "bfloat16, harness.")
-_HARNESS_MODEL = flags.DEFINE_string("harness_model", "resnet50", "Network of the harness overhead benchmark.")
+                           "bfloat16, harness.", flag_values=FLAGS)
+_HARNESS_MODEL = flags.DEFINE_string("harness_model", "resnet50", "Network of the harness overhead benchmark.",
+                                     flag_values=FLAGS)
 _RESULTS = flags.DEFINE_string("results", None, "A results directory of `python -m measure`: also print the "
-                               "fraction of peak FLOP/s each network reaches at its best batch size.")
+                               "fraction of peak FLOP/s each network reaches at its best batch size.",
+                               flag_values=FLAGS)
 cli.require_finite(_SECONDS)
 
 
@@ -212,4 +217,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)

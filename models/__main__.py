@@ -5,8 +5,9 @@ from absl import flags
 import models
 from core import cli
 
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to list, e.g. "
-                            "resnet50,resnet18:width=0.5,resolution=128 (default: the 14 networks).")
+                            "resnet50,resnet18:width=0.5,resolution=128 (default: the 14 networks).", flag_values=FLAGS)
 
 
 def main(argv):
@@ -23,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)

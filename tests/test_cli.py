@@ -1,4 +1,5 @@
-"""The shared command-line front: bad input in one line (exit 2), bugs with their traceback, SIGTERM as Ctrl-C."""
+"""The shared command-line front: bad input in one line (exit 2), bugs with their traceback, SIGTERM as Ctrl-C;
+every CLI in-process and once as a real process."""
 
 import os
 import signal
@@ -7,8 +8,12 @@ import sys
 import textwrap
 import time
 
+import pytest
+from absl import flags
+
 _PROGRAM = textwrap.dedent("""
     import os, sys, time
+    from absl import flags
     from core import cli
     from core.errors import UserError
 
@@ -24,7 +29,7 @@ _PROGRAM = textwrap.dedent("""
             print("stopped cleanly", flush=True)
             sys.exit(3)
 
-    cli.run(main)
+    cli.run(main, flags.FlagValues())
 """)
 
 
@@ -51,3 +56,34 @@ def test_sigterm_stops_the_program_as_ctrl_c_does():
     time.sleep(0.2)
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == 3 and child.stdout.read() == "stopped cleanly\n"
+
+
+PROGRAMS = ("models", "measure", "measure.cost", "measure.bench", "measure.cost.bench", "train", "train.bench",
+            "explore", "explore.bench")
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_every_flag_has_a_one_line_help_that_help_lists(run_program, program):
+    module = run_program.module(program)
+    own = module.FLAGS.flags_by_module_dict()[module.__name__]
+    assert own, program
+    listed = run_program(program, "--help")
+    assert listed.returncode == 0 and listed.stderr == ""
+    for flag in own:
+        assert f"--{flag.name}:" in listed.stdout or f"--[no]{flag.name}:" in listed.stdout, flag.name
+        assert flag.help and "\n" not in flag.help and flag.help.rstrip().endswith((".", ")")), flag.name
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_each_cli_as_a_process_refuses_a_bad_flag_in_one_line_with_exit_2(program):
+    child = subprocess.run([sys.executable, "-m", program, "--no_such_flag=1"], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 2 and child.stdout == ""
+    assert child.stderr == "error: Unknown command line flag 'no_such_flag' (see --help)\n", child.stderr
+
+
+def test_a_cli_called_twice_in_one_process_starts_from_the_defaults(run_program):
+    listed = run_program("models", "--models=enet")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
+    again = run_program("models")
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 15

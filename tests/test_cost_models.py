@@ -162,12 +162,8 @@ def test_counts_do_not_depend_on_flax_profile():
     assert counted["scoped_after"] is False  # the user's setting is back once counting is done
 
 
-def _cli(*flags):
-    return subprocess.run([sys.executable, "-m", "measure.cost", *flags], capture_output=True, text=True)
-
-
-def test_cli_json_and_tables():
-    result = _cli("--model=enet", "--json", "--train")
+def test_cli_json_and_tables(run_program):
+    result = run_program("measure.cost", "--model=enet", "--json", "--train")
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
     for key in ("model", "batch_size", "resolution", "params", "macs", "flops", "paper_ops", "activations",
@@ -175,13 +171,13 @@ def test_cli_json_and_tables():
         assert key in row
     assert (row["model"], row["batch_size"], row["resolution"], row["params"]) == ("enet", 1, 224, 5_861_508)
     assert row["train_to_forward_flops"] > 2.5
-    table = _cli("--model=bn_nin", "--per_layer", "--depth=1", "--convention=paper", "--sort=ops")
+    table = run_program("measure.cost", "--model=bn_nin", "--per_layer", "--depth=1", "--convention=paper", "--sort=ops")
     assert table.returncode == 0, table.stderr
     assert "8,655,336" in table.stdout and "block1" in table.stdout and "conv_general_dilated" in table.stdout
 
 
-def test_cli_all_models_is_a_json_list():
-    result = _cli("--model=all", "--json", "--resolution=299")
+def test_cli_all_models_is_a_json_list(run_program):
+    result = run_program("measure.cost", "--model=all", "--json", "--resolution=299")
     rows = json.loads(result.stdout)
     assert [r["model"] for r in rows] == models.names()
     assert {r["resolution"] for r in rows} == {299}
@@ -194,8 +190,8 @@ def _readme_block(command: str) -> list[str]:
     return lines[start:lines.index("```", start)]
 
 
-def test_readme_shows_what_the_cli_prints():
-    result = _cli("--model=resnet50")
+def test_readme_shows_what_the_cli_prints(run_program):
+    result = run_program("measure.cost", "--model=resnet50")
     assert result.returncode == 0, result.stderr
     assert _readme_block(".venv/bin/python -m measure.cost --model=resnet50") == result.stdout.rstrip("\n").splitlines()
 
@@ -207,8 +203,8 @@ def test_readme_shows_what_the_cli_prints():
     (("--model=resnet50", "--resolution=8"), "from 32 to 4096"),
     (("--modle=resnet50",), "modle"),
 ])
-def test_cli_bad_flags_fail_in_one_line(flags, message):
-    result = _cli(*flags)
+def test_cli_bad_flags_fail_in_one_line(run_program, flags, message):
+    result = run_program("measure.cost", *flags)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]

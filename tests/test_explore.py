@@ -201,17 +201,6 @@ def test_a_second_copy_on_the_same_shard_is_refused(tmp_path):
     assert done.returncode == 2 and "another process" in done.stderr
 
 
-def test_every_flag_has_a_one_line_help():
-    script = ("import json, sys\nfrom absl import flags\nfrom explore import main\n"
-              "print(json.dumps({f.name: f.help for f in flags.FLAGS.get_key_flags_for_module(sys.modules"
-              "['explore.main'])}))")
-    helps = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                      check=True).stdout)
-    assert len(helps) >= 25
-    for name, text in helps.items():
-        assert text and "\n" not in text and text.endswith((".", ")")), (name, text)
-
-
 def test_a_run_with_other_settings_is_refused_but_more_seeds_are_added(tmp_path):
     run_lib._check_same_run(jobs.RunSettings(seeds=(0,)), "device A", str(tmp_path))
     run_lib._check_same_run(jobs.RunSettings(seeds=(1,), measure=False), "device A", str(tmp_path))

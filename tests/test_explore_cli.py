@@ -1,16 +1,7 @@
 """`python -m explore` on hostile input: one line on stderr, exit code 2, nothing written, before any work."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from core import runtime
-
-# The XLA flags runtime.configure would otherwise probe in a child process, already given: one fewer
-# process start per row. No row gets as far as starting a backend, so the flags never take effect.
-_ENV = {**os.environ, "XLA_FLAGS": " ".join(f for flags in runtime.CHOSEN_XLA_FLAGS.values() for f in flags)}
 _GRID = ["--spaces=resnet_basic,resnet_bottleneck", "--sampler=grid", "--grid_points=50"]
 
 
@@ -95,12 +86,10 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUTS)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_program, args, message):
     _networks_dirs(tmp_path)
     out = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "-m", "explore", f"--out={out}",
-                           *(arg.format(tmp=tmp_path) for arg in args)],
-                          capture_output=True, text=True, timeout=120, env=_ENV)
+    done = run_program("explore", f"--out={out}", *(arg.format(tmp=tmp_path) for arg in args))
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
     assert not out.exists() or not any(out.iterdir())

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import models
 from core import files
 from core.errors import UserError
 from measure import job, power, results, timing
@@ -73,7 +74,7 @@ def test_rows_files_and_environment(metered_run):
         assert row.time_per_image_p25_s <= row.time_per_image_s <= row.time_per_image_p75_s
         assert row.compile_s > 0 and row.latency_calls >= 2 and row.throughput_calls >= 2 and row.warmup_calls >= 1
         assert row.images_per_s == pytest.approx(1 / row.throughput_time_per_image_s)
-        assert 0 < row.dispatch_s and row.native_resolution in (224, 224) and row.device == env["device"]
+        assert 0 < row.dispatch_s and row.native_resolution == models.spec(row.model).input_size and row.device == env["device"]
         assert 0 < row.fraction_of_peak and row.memory_xla_argument_bytes > 4 * row.params
         assert row.power_source == "fake" and row.power_w == pytest.approx(50, rel=0.05)
         assert row.energy_per_image_j > 0
@@ -316,30 +317,33 @@ def _cli(*flags, env=None):
     (("--warmup=100",), "--warmup"),
     (("stray",), "unexpected arguments"),
 ])
-def test_cli_bad_flags_fail_in_one_line_before_any_output(tmp_path, flags, message):
-    result = _cli(*flags, f"--out={tmp_path}/out")
-    assert result.returncode == 2
+def test_cli_bad_flags_fail_in_one_line_before_any_output(tmp_path, run_program, flags, message):
+    result = run_program("measure", *flags, f"--out={tmp_path}/out")
+    assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_cli_bad_out_and_backend_fail_in_one_line(tmp_path):
+def test_cli_bad_out_fails_in_one_line(tmp_path, run_program):
     (tmp_path / "a_file").write_text("x")
-    result = _cli("--models=enet", f"--out={tmp_path}/a_file")
+    result = run_program("measure", "--models=enet", f"--out={tmp_path}/a_file")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: --out={tmp_path}/a_file exists and is not a directory; choose a directory"]
-    result = _cli("--models=enet", f"--out={tmp_path}/out", env={"JAX_PLATFORMS": "cuda"})
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "JAX cannot start its backend" in lines[0], result.stderr
     (tmp_path / "results.json").mkdir()
-    result = _cli("--models=enet", f"--out={tmp_path}")
+    result = run_program("measure", "--models=enet", f"--out={tmp_path}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path}/results.json is in the way: it is not a regular file; move it away or choose another --out"]
     os.rmdir(tmp_path / "results.json")
     (tmp_path / "report.html").mkdir()
-    result = _cli("--models=enet", f"--out={tmp_path}", "--overwrite")
+    result = run_program("measure", "--models=enet", f"--out={tmp_path}", "--overwrite")
     assert result.returncode == 2 and "report.html is in the way" in result.stderr
+
+
+def test_cli_a_backend_that_cannot_start_is_one_line(tmp_path):
+    result = _cli("--models=enet", f"--out={tmp_path}/out", env={"JAX_PLATFORMS": "cuda"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "JAX cannot start its backend" in lines[0], result.stderr
 
 
 def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, monkeypatch):

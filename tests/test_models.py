@@ -1,8 +1,6 @@
 """Every registered network through the same checks: exact counts, shapes, modes, errors."""
 
 import functools
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -49,24 +47,18 @@ def test_names_and_specs():
         assert {"width", "depths", "num_classes"} <= set(models.spec(family_member).knobs)
 
 
-def _one_per_family():
-    firsts = {}
-    for name in models.names():
-        firsts.setdefault(models.spec(name).family, name)
-    return sorted(firsts.values())
-
-
-@pytest.mark.parametrize("name", _one_per_family())
-def test_real_forward_pass_at_min_resolution(name):
-    module = models.get(name, num_classes=10)
-    resolution = models.spec(name).min_resolution
-    x = jax.random.normal(jax.random.key(1), models.input_shape(name, 2, resolution))
-    variables = jax.jit(functools.partial(module.init, train=False))(jax.random.key(0), x)
+def test_real_forward_pass_at_min_resolution(network):
+    module = models.get(network, num_classes=10)
+    resolution = models.spec(network).min_resolution
+    x = jax.random.normal(jax.random.key(1), models.input_shape(network, 2, resolution))
+    with jax.threefry_partitionable(False):  # as training draws them (train/steps.py): compiles faster
+        variables = jax.jit(functools.partial(module.init, train=False))(jax.random.key(0), x)
     apply_eval = jax.jit(functools.partial(module.apply, train=False))
     logits = apply_eval(variables, x)
     assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
-    # Initialised to train: unit-scale inputs give logits near unit scale, not GoogLeNet's old 30.
-    assert 1e-3 < float(jnp.std(logits)) < 10
+    # Initialised to train: unit-scale inputs give logits of unit scale up to a few tens, not far
+    # beyond (GoogLeNet's old initialisation read 30); Inception-v3 at 75 px reads 5 to 15 over seeds.
+    assert 1e-3 < float(jnp.std(logits)) < 20
     np.testing.assert_array_equal(logits, apply_eval(variables, x))  # eval is deterministic
     apply_train = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
     out, updates = apply_train(variables, x, rngs={"dropout": jax.random.key(2)})
@@ -174,11 +166,10 @@ def test_too_small_resolution_fails_clearly():
         models.input_shape("resnet50", batch_size=0)
 
 
-def test_cli_lists_every_network_and_rejects_unknown_names():
-    ok = subprocess.run([sys.executable, "-m", "models", "--models=enet,resnet18"],
-                        capture_output=True, text=True, check=True)
-    assert "5,861,508" in ok.stdout and "11,689,512" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "models", "--models=resnet9"], capture_output=True, text=True)
+def test_cli_lists_every_network_and_rejects_unknown_names(run_program):
+    ok = run_program("models", "--models=enet,resnet18")
+    assert ok.returncode == 0 and "5,861,508" in ok.stdout and "11,689,512" in ok.stdout
+    bad = run_program("models", "--models=resnet9")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"error: unknown model 'resnet9'; choose one of: {', '.join(models.names())}"]

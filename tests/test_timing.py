@@ -200,14 +200,17 @@ def test_failure_status_reads_the_xla_message_and_native_stderr():
     assert failures.failure_status(MemoryError(), False) == results.OUT_OF_MEMORY
 
 
-def test_peak_probe_is_positive():
+def test_peak_probe_is_two_n_cubed_over_the_median_matmul_time(monkeypatch):
     assert timing.probe_size("cpu") == 1024 and timing.probe_size("gpu") == 8192
     flops = timing.peak_flops_per_s("float32", size=64, min_time_s=0.01, min_repeats=3)
-    assert 1e6 < flops < 1e15
+    assert np.isfinite(flops) and flops > 0
+    monkeypatch.setattr(timing, "latencies", lambda run, options: [0.004, 0.001, 0.002])
+    assert timing.peak_flops_per_s("float32", size=64, min_time_s=0.01, min_repeats=3) == 2 * 64**3 / 0.002
 
 
-@pytest.mark.parametrize("name", models.names())
-def test_timing_weights_keep_every_network_finite_in_every_precision(name):
+@pytest.mark.networks("resnet34", "enet")  # neutral statistics blow up from ResNet-34 on (ResNet-18 stays in range)
+def test_timing_weights_keep_every_network_finite_in_every_precision(network):
+    name = network
     # Neutral BatchNorm statistics let ResNet-152's float32 logits reach about 1e9 (NaN in float16).
     shape = models.input_shape(name, 2, max(64, models.spec(name).min_resolution))
     module = models.get(name)

@@ -83,8 +83,8 @@ def leaves_by_path(tree) -> dict[str, np.ndarray]:
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.mark.parametrize("name", models.names())
-def test_jitted_training_step_gives_finite_nonzero_gradients(name):
+def test_jitted_training_step_gives_finite_nonzero_gradients(network):
+    name = network
     module = models.get(name)
     # The smallest legal input: compiling 14 gradients dominates this file's time.
     shape = models.input_shape(name, BATCH, models.spec(name).min_resolution)
@@ -116,8 +116,8 @@ def test_jitted_training_step_gives_finite_nonzero_gradients(name):
         assert updates == {}
 
 
-@pytest.mark.parametrize("name", models.names())
-def test_training_step_counts_two_to_four_forward_passes(name):
+def test_training_step_counts_two_to_four_forward_passes(network):
+    name = network
     resolution = models.spec(name).min_resolution
     forward = cost.count_model(name, batch_size=1, resolution=resolution)
     step = cost.count_model(name, batch_size=1, resolution=resolution, train=True)

@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -170,13 +168,8 @@ def test_accuracy_fits_skip_variants_without_the_papers_accuracy():
         fits.energy_order([_row(f"resnet18:width=0.{i}", i, i, 0.0) for i in (2, 3, 4)])
 
 
-def _cli(module, *flags):
-    return subprocess.run([sys.executable, "-m", module, *flags], check=False, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_models_cli_lists_variants():
-    result = _cli("models", "--models=resnet18,resnet18:width=0.5,resolution=64")
+def test_models_cli_lists_variants(run_program):
+    result = run_program("models", "--models=resnet18,resnet18:width=0.5,resolution=64")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     half = models.count_params(models.abstract_variables(models.get("resnet18", width=0.5), (1, 64, 64, 3)))
@@ -184,19 +177,19 @@ def test_models_cli_lists_variants():
     assert lines[2].split() == ["resnet18:width=0.5,resolution=64", "ResNet-18", "resnet", "64", f"{half:,}", "-"]
 
 
-def test_cost_cli_counts_a_variant():
-    result = _cli("measure.cost", "--model=resnet18:width=0.50", "--json")
+def test_cost_cli_counts_a_variant(run_program):
+    result = run_program("measure.cost", "--model=resnet18:width=0.50", "--json")
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
     half = models.count_params(models.abstract_variables(models.get("resnet18", width=0.5), (1, 224, 224, 3)))
     assert (row["model"], row["resolution"], row["params"]) == ("resnet18:width=0.5", 224, half)
-    table = _cli("measure.cost", "--model=resnet18:width=0.5,resolution=64", "--resolution=64")
+    table = run_program("measure.cost", "--model=resnet18:width=0.5,resolution=64", "--resolution=64")
     assert table.returncode == 0 and table.stdout.startswith("resnet18:width=0.5,resolution=64  batch 1  64x64\n")
 
 
-def test_measure_cli_measures_a_variant(tmp_path):
+def test_measure_cli_measures_a_variant(tmp_path, run_program):
     out = tmp_path / "out"
-    result = _cli("measure", "--models=resnet18:width=0.25,resolution=32,resnet18:resolution=32,width=0.250",
+    result = run_program("measure", "--models=resnet18:width=0.25,resolution=32,resnet18:resolution=32,width=0.250",
                   "--batch_sizes=1", "--min_time=0", "--repeats=1", "--warmup=0", f"--out={out}")
     assert result.returncode == 0, result.stderr
     assert "[1/1] resnet18:width=0.25,resolution=32 batch 1:" in result.stderr
@@ -217,8 +210,8 @@ def test_measure_cli_measures_a_variant(tmp_path):
     ("measure", ["--models=resnet18:depths=1-x"], "depths must be integers joined by '-'"),
     ("measure", ["--models=enet:resolution=64", "--resolution=32"], "sets resolution 64 but --resolution=32"),
 ])
-def test_clis_refuse_bad_variants_in_one_line(tmp_path, module, flags, message):
-    result = _cli(module, *flags, *([f"--out={tmp_path}/out"] if module == "measure" else []))
+def test_clis_refuse_bad_variants_in_one_line(tmp_path, run_program, module, flags, message):
+    result = run_program(module, *flags, *([f"--out={tmp_path}/out"] if module == "measure" else []))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

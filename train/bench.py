@@ -21,15 +21,21 @@ from measure import cost, timing
 from train import config as config_lib
 from train import distributed, input_pipeline, optim, tfds_input, train
 
-_NETWORKS = flags.DEFINE_list("networks", ["enet", "resnet50"], "Networks whose training step is timed.")
-_RESOLUTIONS = flags.DEFINE_list("resolutions", ["224", "64"], "Input sides the training step is timed at.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch of the timed training steps.", lower_bound=1)
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+_NETWORKS = flags.DEFINE_list("networks", ["enet", "resnet50"], "Networks whose training step is timed.",
+                              flag_values=FLAGS)
+_RESOLUTIONS = flags.DEFINE_list("resolutions", ["224", "64"], "Input sides the training step is timed at.",
+                                 flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch of the timed training steps.", lower_bound=1,
+                                   flag_values=FLAGS)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(config_lib.PRECISIONS),
-                               "Compute precision of the timed steps (bfloat16 for accelerators).")
-_MIN_TIME = flags.DEFINE_float("min_time", 3.0, "Fewest seconds of timed steps per figure.", lower_bound=0)
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds of the harness and the bare loop.", lower_bound=1)
+                               "Compute precision of the timed steps (bfloat16 for accelerators).", flag_values=FLAGS)
+_MIN_TIME = flags.DEFINE_float("min_time", 3.0, "Fewest seconds of timed steps per figure.", lower_bound=0,
+                               flag_values=FLAGS)
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds of the harness and the bare loop.", lower_bound=1,
+                               flag_values=FLAGS)
 _JPEGS = flags.DEFINE_integer("jpegs", 512, "Synthetic ImageNet-sized JPEGs the input pipeline reads.",
-                              lower_bound=64)
+                              lower_bound=64, flag_values=FLAGS)
 cli.require_finite(_MIN_TIME)
 
 HARNESS_MODEL = "resnet18:width=0.25,resolution=32"  # small, so per-step host work would show
@@ -197,4 +203,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)

@@ -28,10 +28,14 @@ def init_state(module: nn.Module, tx: optax.GradientTransformation, image_shape:
     """A fresh state: the module's initialisers drawn from `seed`, float32 throughout.
 
     Initialised in training mode, which builds what only training uses (Inception-v3's auxiliary
-    head); Flax leaves BatchNorm's statistics at their initial values during init.
+    head); Flax leaves BatchNorm's statistics at their initial values during init. The weights
+    are drawn with JAX's classic threefry: its hash compiles in a fraction of the partitionable
+    one's time (BUILD.md has the figures), and the state is replicated on
+    every device, so partitioning its random numbers buys nothing.
     """
     key = jax.random.key(seed)
-    variables = module.init({"params": key, "dropout": key}, jnp.zeros(image_shape, jnp.float32), train=True)
+    with jax.threefry_partitionable(False):
+        variables = module.init({"params": key, "dropout": key}, jnp.zeros(image_shape, jnp.float32), train=True)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                       opt_state=tx.init(params))

@@ -9,21 +9,26 @@ from core import cli
 from core.errors import UserError
 from measure import cost as cost_lib
 
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _MODEL = flags.DEFINE_string("model", "resnet50", "Network or variant to count (e.g. resnet50:width=0.5), or "
-                             "'all' for the 14 networks.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Images per batch.", lower_bound=1)
+                             "'all' for the 14 networks.", flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Images per batch.", lower_bound=1, flag_values=FLAGS)
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Input side in pixels (default: the variant's, else the "
-                                   "network's own).")
+                                   "network's own).", flag_values=FLAGS)
 _CONVENTION = flags.DEFINE_enum("convention", "flops", cost_lib.CONVENTIONS,
-                                "Operation convention of the table (see measure/cost/rules.py).")
-_REAL_TAPS = flags.DEFINE_bool("real_taps", False, "flops: count only kernel taps on real input, as XLA does.")
-_DENSE_GROUPS = flags.DEFINE_bool("dense_groups", False, "paper: count grouped convolutions as dense.")
-_PER_LAYER = flags.DEFINE_bool("per_layer", False, "Print the per-module breakdown.")
-_DEPTH = flags.DEFINE_integer("depth", 2, "Module path levels kept in the per-layer breakdown.", lower_bound=1)
+                                "Operation convention of the table (see measure/cost/rules.py).", flag_values=FLAGS)
+_REAL_TAPS = flags.DEFINE_bool("real_taps", False, "flops: count only kernel taps on real input, as XLA does.",
+                               flag_values=FLAGS)
+_DENSE_GROUPS = flags.DEFINE_bool("dense_groups", False, "paper: count grouped convolutions as dense.",
+                                  flag_values=FLAGS)
+_PER_LAYER = flags.DEFINE_bool("per_layer", False, "Print the per-module breakdown.", flag_values=FLAGS)
+_DEPTH = flags.DEFINE_integer("depth", 2, "Module path levels kept in the per-layer breakdown.", lower_bound=1,
+                              flag_values=FLAGS)
 _SORT = flags.DEFINE_enum("sort", "order", ["order", "ops", "params", "activations", "path"],
-                          "Order of the per-layer rows.")
-_TRAIN = flags.DEFINE_bool("train", False, "Also count one training step (loss value and gradient).")
-_JSON = flags.DEFINE_bool("json", False, "Print JSON (an object, or a list for --model=all) instead of tables.")
+                          "Order of the per-layer rows.", flag_values=FLAGS)
+_TRAIN = flags.DEFINE_bool("train", False, "Also count one training step (loss value and gradient).", flag_values=FLAGS)
+_JSON = flags.DEFINE_bool("json", False, "Print JSON (an object, or a list for --model=all) instead of tables.",
+                          flag_values=FLAGS)
 
 
 def _options() -> dict:
@@ -101,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)

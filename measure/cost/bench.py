@@ -15,8 +15,11 @@ import models
 from core import cli
 from measure import cost
 
-_VARIANTS = flags.DEFINE_integer("variants", 200, "ResNet-18 width variants to count for the rate.", lower_bound=1)
-_COMPILE = flags.DEFINE_bool("compile", True, "Also time lower + compile + cost analysis, for the ratio.")
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+_VARIANTS = flags.DEFINE_integer("variants", 200, "ResNet-18 width variants to count for the rate.", lower_bound=1,
+                                 flag_values=FLAGS)
+_COMPILE = flags.DEFINE_bool("compile", True, "Also time lower + compile + cost analysis, for the ratio.",
+                             flag_values=FLAGS)
 
 _PEAK_RSS_SCRIPT = """
 import resource
@@ -82,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, FLAGS)
