@@ -328,13 +328,18 @@ def powered(rows: Sequence[results.Row]) -> bool:
     return any(fits.has_power(r) for r in fits.ok_rows(rows))
 
 
+def file_names(rows: Sequence[results.Row]) -> list[str]:
+    """The files draw_all writes for these rows, in its order."""
+    return [f"{stem}.{ext}" for stem in FIGURES if stem != POWER_FIGURE or powered(rows) for ext in plotting.FORMATS]
+
+
 def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG), power only where a point has it; returns the names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for stem, (draw, _) in FIGURES.items():
         if stem == POWER_FIGURE and not powered(rows):
-            for ext in ("png", "svg"):  # one left by an earlier run would show power these rows do not have
+            for ext in plotting.FORMATS:  # one left by an earlier run would show power these rows do not have
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(out_dir, f"{stem}.{ext}"))
             continue

@@ -190,7 +190,7 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     finally:
         if meter is not None:
             meter.close()
-    written = _draw(stored, out)
+    written = _draw(stored, out, setting)
     report.write_report(stored, out, written)
     log(f"wrote results.csv, results.json, {len(written)} figure files and report.md/html in {out}")
     return stored
@@ -208,14 +208,21 @@ def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
     return results.point_key(name, batch_size, resolution, config.precision, device)
 
 
-def _draw(stored: results.Results, out: str) -> list[str]:
-    """Every setting's figures under figures/<setting>/; returns their paths relative to out."""
+def _draw(stored: results.Results, out: str, measured: results.Setting) -> list[str]:
+    """Every setting's figures under figures/<setting>/; returns their paths relative to out.
+
+    Only the setting this run measured has new points: another setting's figures are drawn again
+    only where one is missing (the same points draw the same files).
+    """
     written = []
     for setting in stored.settings:
         directory = os.path.join(FIGURES_DIR, setting.slug)
+        rows, names = stored.rows_of(setting), figures.file_names(stored.rows_of(setting))
+        if setting != measured and all(os.path.isfile(os.path.join(out, directory, name)) for name in names):
+            written += [os.path.join(directory, name) for name in names]
+            continue
         os.makedirs(os.path.join(out, directory), exist_ok=True)
-        written += [os.path.join(directory, f) for f in figures.draw_all(stored.rows_of(setting),
-                                                                           os.path.join(out, directory))]
+        written += [os.path.join(directory, f) for f in figures.draw_all(rows, os.path.join(out, directory))]
     return written
 
 

@@ -9,7 +9,6 @@ import textwrap
 import time
 
 import pytest
-from absl import flags
 
 _PROGRAM = textwrap.dedent("""
     import os, sys, time

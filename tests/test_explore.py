@@ -49,6 +49,7 @@ def test_the_same_seed_plans_the_same_variants_and_other_settings_are_refused(tm
     assert [p.variant for p in again] == [p.variant for p in first]
 
 
+@pytest.mark.slow
 def test_sweep_resumes_after_sigkill_and_every_job_is_recorded_once(tmp_path):
     out = str(tmp_path / "sweep")
     process = subprocess.Popen([sys.executable, "-m", "explore", f"--out={out}", *TINY, "--grid_points=2",
@@ -75,6 +76,7 @@ def test_sweep_resumes_after_sigkill_and_every_job_is_recorded_once(tmp_path):
     assert again.returncode == 0 and "run: 2 jobs" in again.stdout and "[1/" not in again.stdout
 
 
+@pytest.mark.slow
 def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(tmp_path):
     out = str(tmp_path / "sharded")
     shards = [subprocess.Popen([sys.executable, "-m", "explore", f"--out={out}", *TINY, "--num_shards=2",

@@ -19,17 +19,6 @@ SWEEP = ["--spaces=resnet_basic", "--ranges=width=0.25:0.25,depth_1=1:1,depth_2=
          "--train_steps=30", "--train_batch_size=16"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for this module's processes: each network compiles once."""
-    names = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla-cache")),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    os.environ.update(names)
-    yield
-    for name in names:
-        os.environ.pop(name)
-
-
 def _start(program: str, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", program, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

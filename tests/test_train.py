@@ -11,31 +11,12 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import models
 from train import checkpoint, optim, steps, train
 from train.config import TrainConfig
 
 SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """A persistent XLA cache for this module only: its runs compile the same steps again and again.
-
-    Switched off after, so no other test module runs on cached programs.
-    """
-    settings = {"jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla-cache")),
-                "jax_persistent_cache_min_compile_time_secs": 0, "jax_persistent_cache_min_entry_size_bytes": 0}
-    before = {name: getattr(jax.config, name) for name in settings}
-    for name, value in settings.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 def _config(**overrides) -> TrainConfig:
@@ -49,6 +30,7 @@ def _leaves(state) -> list[np.ndarray]:
                                                                           state.opt_state)))]
 
 
+@pytest.mark.slow
 def test_digits_reaches_95_percent():
     """A small ResNet on scikit-learn's digits, 8 epochs of cosine SGD, in memory only."""
     result = train.fit(_config(batch_size=64, steps=None, epochs=8, learning_rate=0.1, schedule="cosine"))
@@ -101,6 +83,7 @@ _DEVICES_PROGRAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one(tmp_path):
     """Data parallel over 4 forced CPU devices: the same loss, BatchNorm statistics and parameters as 1.
 
@@ -127,6 +110,7 @@ def test_four_devices_equal_one(tmp_path):
         np.testing.assert_allclose(one[name], four[name], rtol=0, atol=1e-4 * scale, err_msg=name)
 
 
+@pytest.mark.slow
 def test_enet_trains_on_mock_imagenet_through_tf_data():
     """A few ENet steps on tfds's mock imagenet2012: JPEG decode, random crop, flip, 1000 classes."""
     tfds = pytest.importorskip("tensorflow_datasets")

@@ -15,18 +15,6 @@ import pytest
 SMALL = ["--model=resnet18:width=0.25,resolution=32", "--dataset=digits", "--batch_size=32"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for this module's processes: the same model compiles once, not 8 times."""
-    cache = tmp_path_factory.mktemp("xla-cache")
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    yield
-    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                 "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
-        os.environ.pop(name)
-
-
 def _train(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=300,
                           **kwargs)
@@ -35,24 +23,6 @@ def _train(*args, **kwargs) -> subprocess.CompletedProcess:
 def _start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-
-
-_FLAG_HELPS = """
-import json, sys
-from absl import flags
-from train import main
-print(json.dumps({f.name: f.help for f in flags.FLAGS.get_key_flags_for_module(sys.modules["train.main"])}))
-"""
-
-
-def test_every_flag_has_a_one_line_help():
-    helps = json.loads(subprocess.run([sys.executable, "-c", _FLAG_HELPS], capture_output=True, text=True,
-                                      check=True).stdout)
-    listed = _train("--help").stdout
-    assert len(helps) >= 25 and {"model", "preset", "workdir", "precision", "process_id"} <= set(helps)
-    for name, text in helps.items():
-        assert f"--{name}:" in listed or f"--[no]{name}:" in listed, name
-        assert text and "\n" not in text and text.rstrip().endswith((".", ")")), name
 
 
 @pytest.mark.parametrize("args, message", [
@@ -97,41 +67,42 @@ def test_every_flag_has_a_one_line_help():
     (["--process_id=3", "--num_processes=2", "--coordinator_address=localhost:1"],
      "--process_id=3 must be below --num_processes=2"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_program, args, message):
     workdir = tmp_path / "work"
-    result = _train(*SMALL, "--steps=1", f"--workdir={workdir}", *args)
+    result = run_program("train", *SMALL, "--steps=1", f"--workdir={workdir}", *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr, \
         result.stderr
     assert not workdir.exists()
 
 
-def test_missing_imagenet_points_at_build_md(tmp_path):
-    result = _train("--dataset=imagenet2012", f"--data_dir={tmp_path}", "--steps=1")
+def test_missing_imagenet_points_at_build_md(tmp_path, run_program):
+    result = run_program("train", "--dataset=imagenet2012", f"--data_dir={tmp_path}", "--steps=1")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "BUILD.md" in result.stderr, result.stderr
 
 
-def test_workdir_on_a_file_is_refused(tmp_path):
+def test_workdir_on_a_file_is_refused(tmp_path, run_program):
     (tmp_path / "file").write_text("x")
-    result = _train(*SMALL, "--steps=1", f"--workdir={tmp_path / 'file'}")
+    result = run_program("train", *SMALL, "--steps=1", f"--workdir={tmp_path / 'file'}")
     assert result.returncode == 2 and "exists and is not a directory" in result.stderr
-    below = _train(*SMALL, "--steps=1", f"--workdir={tmp_path / 'file' / 'sub'}")
+    below = run_program("train", *SMALL, "--steps=1", f"--workdir={tmp_path / 'file' / 'sub'}")
     assert below.returncode == 2 and below.stderr == (f"error: cannot create --workdir={tmp_path / 'file' / 'sub'}: "
                                                       "Not a directory; choose a writable location\n"), below.stderr
 
 
-def test_a_run_refused_by_the_checkpoints_there_leaves_the_work_directory_as_it_was(tmp_path):
-    first = _train(*SMALL, "--steps=2", f"--workdir={tmp_path}")
+def test_a_run_refused_by_the_checkpoints_there_leaves_the_work_directory_as_it_was(tmp_path, run_program):
+    first = run_program("train", *SMALL, "--steps=2", f"--workdir={tmp_path}")
     assert first.returncode == 0, first.stderr
     before = (tmp_path / "config.json").read_text()
-    refused = _train(*SMALL, "--steps=2", "--seed=7", f"--workdir={tmp_path}")
+    refused = run_program("train", *SMALL, "--steps=2", "--seed=7", f"--workdir={tmp_path}")
     assert refused.returncode == 2 and "is of another run: seed 0 (this run: 7)" in refused.stderr, refused.stderr
     assert (tmp_path / "config.json").read_text() == before and '"seed": 0' in before
     assert "--seed" not in (tmp_path / "flags.txt").read_text()  # the refused run's flags are not recorded
 
 
-def test_flags_override_the_preset(tmp_path):
-    result = _train("--preset=enet_imagenet", *SMALL, "--steps=1", "--log_every=1", f"--workdir={tmp_path}")
+def test_flags_override_the_preset(tmp_path, run_program):
+    result = run_program("train", "--preset=enet_imagenet", *SMALL, "--steps=1", "--log_every=1",
+                         f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["schedule"], config["lr_decay"], config["weight_decay_until_epoch"]) == ("exponential", 0.95, 7.0)
@@ -231,8 +202,8 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
     assert not [line for line in _flag_lines(tmp_path) if "process" in line or "coordinator" in line]
 
 
-def test_a_diverging_run_is_one_line_naming_the_step(tmp_path):
-    result = _train(*SMALL, "--steps=40", "--learning_rate=1000", "--log_every=1", "--checkpoint_every=2",
+def test_a_diverging_run_is_one_line_naming_the_step(tmp_path, run_program):
+    result = run_program("train", *SMALL, "--steps=40", "--learning_rate=1000", "--log_every=1", "--checkpoint_every=2",
                     f"--workdir={tmp_path}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert re.fullmatch(r"error: the (loss became (nan|inf)|parameters became infinite or NaN) at step \d+; stopped, "

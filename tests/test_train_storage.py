@@ -14,7 +14,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from core import files
 from core.errors import UserError
@@ -25,27 +24,6 @@ from train.metrics import METRICS_FILE, MetricsLog, TENSORBOARD_DIR
 
 TINY = "resnet18:depths=1-1-1-1,width=0.125,resolution=32"  # the smallest checkpoint that is still a ResNet
 PAGE = 4096  # tmpfs allocates whole pages
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for this module's fits and processes; switched off after."""
-    cache = str(tmp_path_factory.mktemp("xla-cache"))
-    settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0,
-                "jax_persistent_cache_min_entry_size_bytes": 0}
-    before = {name: getattr(jax.config, name) for name in settings}
-    for name, value in settings.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    environment = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    os.environ.update(environment)
-    yield
-    for name in environment:
-        os.environ.pop(name)
-    for name, value in before.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 def _config(**overrides) -> TrainConfig:

@@ -140,10 +140,13 @@ def shifted(x: str, x0: float, unit: str = "", fmt: str = "{:.3g}") -> str:
     return f"{x} {'−' if x0 >= 0 else '+'} {fmt.format(abs(x0))}{unit}"
 
 
+FORMATS = ("png", "svg")
+
+
 def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
     """Saves a figure as stem.png and stem.svg, each written atomically; returns the names."""
     names = []
-    for ext in ("png", "svg"):
+    for ext in FORMATS:
         data = io.BytesIO()
         # No date in the SVG, so redrawing the same points gives the same file.
         fig.savefig(data, format=ext, dpi=110, metadata={"Date": None} if ext == "svg" else None)
