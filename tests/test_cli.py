@@ -82,7 +82,7 @@ def test_each_cli_as_a_process_refuses_a_bad_flag_in_one_line_with_exit_2(progra
 
 
 def test_a_cli_called_twice_in_one_process_starts_from_the_defaults(run_program):
-    listed = run_program("models", "--models=enet")
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
-    again = run_program("models")
-    assert again.returncode == 0 and len(again.stdout.splitlines()) == 15
+    listed = run_program("models", "--models=enet,resnet18")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3
+    again = run_program("models", "--models=enet")
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 2 and "ResNet" not in again.stdout

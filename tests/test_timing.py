@@ -208,7 +208,7 @@ def test_peak_probe_is_two_n_cubed_over_the_median_matmul_time(monkeypatch):
     assert timing.peak_flops_per_s("float32", size=64, min_time_s=0.01, min_repeats=3) == 2 * 64**3 / 0.002
 
 
-@pytest.mark.networks("resnet34", "enet")  # neutral statistics blow up from ResNet-34 on (ResNet-18 stays in range)
+@pytest.mark.networks("resnet34")  # neutral statistics blow up from ResNet-34 on (ResNet-18 stays in range)
 def test_timing_weights_keep_every_network_finite_in_every_precision(network):
     name = network
     # Neutral BatchNorm statistics let ResNet-152's float32 logits reach about 1e9 (NaN in float16).
