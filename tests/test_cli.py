@@ -1,6 +1,7 @@
 """The shared command-line front: bad input in one line (exit 2), bugs with their traceback, SIGTERM as Ctrl-C;
 every CLI in-process and once as a real process."""
 
+import json
 import os
 import signal
 import subprocess
@@ -82,7 +83,7 @@ def test_each_cli_as_a_process_refuses_a_bad_flag_in_one_line_with_exit_2(progra
 
 
 def test_a_cli_called_twice_in_one_process_starts_from_the_defaults(run_program):
-    listed = run_program("models", "--models=enet,resnet18")
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3
-    again = run_program("models", "--models=enet")
-    assert again.returncode == 0 and len(again.stdout.splitlines()) == 2 and "ResNet" not in again.stdout
+    first = run_program("measure.cost", "--model=enet", "--batch_size=4", "--json")
+    assert first.returncode == 0 and json.loads(first.stdout)["batch_size"] == 4
+    again = run_program("measure.cost", "--model=enet", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["batch_size"] == 1
