@@ -26,27 +26,31 @@ _PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), 
                                flag_values=FLAGS)
 _POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no "
                                   "meter reads (labelled modelled).", lower_bound=0, flag_values=FLAGS)
-_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 16, 0.2 s per point.", flag_values=FLAGS)
+_QUICK = flags.DEFINE_bool("quick", False, "Small preset: batch sizes 1 and 4, at least 3 timed calls and 0.1 s "
+                           "per point, 1 warm-up call or more (flags set explicitly win).", flag_values=FLAGS)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results already in --out instead of resuming.",
                                flag_values=FLAGS)
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Measure again the points that failed or crashed.",
                                   flag_values=FLAGS)
 cli.require_finite(_MIN_TIME, _POWER_WATTS)
 
-QUICK = {"batch_sizes": ["1", "16"], "min_time": 0.2}
+# A first look in about two minutes on a 2-core CPU (BUILD.md): two batch sizes, and each point's
+# median of at least 3 timed calls, after one warm-up call or more until two agree.
+QUICK = {"batch_sizes": ["1", "4"], "min_time": 0.1, "repeats": 3, "warmup": 1}
 
 
 def main(argv):
     """Builds the configuration from the flags (the --quick preset fills flags left unset) and runs."""
     del argv
-    runtime.configure()  # before anything starts a JAX backend
-    value = {name: FLAGS[name].value for name in ("batch_sizes", "min_time")}
+    value = {name: FLAGS[name].value for name in QUICK}
     if _QUICK.value:
         value.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
-    options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=_REPEATS.value, warmup=_WARMUP.value)
+    options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=value["repeats"], warmup=value["warmup"])
     variants = tuple(str(v) for v in models.variant_list(_MODELS.value))  # knob=value items rejoined
+    batch_sizes = values.positive_integers("batch_sizes", value["batch_sizes"])
+    runtime.configure()  # after the checks of the flags, before anything starts a JAX backend
     config = job.Config(
-        models=variants, batch_sizes=values.positive_integers("batch_sizes", value["batch_sizes"]),
+        models=variants, batch_sizes=batch_sizes,
         out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
         resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)

@@ -168,6 +168,8 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     todo = [(n, b) for n in names for b in sorted(config.batch_sizes)
             if _key(n, b, config, here["device"]) not in done]
     log(f"device: {here['device']}; {len(todo)} points to measure, {len(stored.rows)} already in {out}")
+    log(f"timing: batch sizes {', '.join(map(str, sorted(config.batch_sizes)))}; "
+        f"{timing.describe(config.timing_options)}")
     if here["xla_flags"] or here.get("runtime_notes"):
         log(f"runtime: XLA_FLAGS={here['xla_flags'] or '(none)'}" + (f"; {here['runtime_notes']}"
                                                                      if here.get("runtime_notes") else ""))
@@ -251,7 +253,7 @@ def _measure_all(todo, config: Config, stored: results.Results, device: str, met
             try:
                 if name not in weights:  # one network's weights on the device at a time
                     weights.clear()
-                    weights[name] = variant_variables(name, config)
+                    weights[name] = variant_variables(name, config, counted[name].variables)
                 if isinstance(weights[name], timing.MeasureFailed):
                     failure = weights[name]
                     row = unmeasured(failure.status, f"making the weights: {failure.message}")
@@ -337,10 +339,14 @@ def measure_point(name: str, batch_size: int, config: Config, row: results.Row, 
     return dataclasses.replace(row, **fields)
 
 
-def variant_variables(name: str, config: Config):
-    """The variant's weights on the device, or the MeasureFailed that stopped making them."""
+def variant_variables(name: str, config: Config, abstract=None):
+    """The variant's weights on the device, or the MeasureFailed that stopped making them.
+
+    `abstract`: the variables' shapes from the variant's cost count, which traced them already.
+    """
     try:
-        return timing.device_variables(models.variant(name).module(), _input_shape(name, 1, config), config.precision)
+        return timing.device_variables(models.variant(name).module(), _input_shape(name, 1, config), config.precision,
+                                       abstract=abstract)
     except timing.MeasureFailed as failure:
         return failure
 

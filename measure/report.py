@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from measure import figures, fits, results
+from measure import figures, fits, results, timing
 from measure.analysis import document, fitting
 
 # Where this device is said to disagree with the paper.
@@ -203,8 +203,10 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
     counts = [[r.display_name, r.family, f"{fits.params_m(r):.2f}", f"{fits.gops_per_image(r):.2f}",
                _n(top1(r), "{:.2f}"),
                _n(top1(r) / fits.params_m(r) if top1(r) and fits.params_m(r) else None, "{:.2f}")] for r in at_batch]
-    times = [[r.display_name, ms(r.time_per_image_s), ms(r.throughput_time_per_image_s), _n(r.images_per_s, "{:.1f}"),
-              ms(r.dispatch_s)] for r in at_batch]
+    quartiles = lambda r: f"{ms(r.time_per_image_p25_s)}–{ms(r.time_per_image_p75_s)}" if r.status == results.OK \
+        else ms(None)
+    times = [[r.display_name, ms(r.time_per_image_s), quartiles(r), ms(r.throughput_time_per_image_s),
+              _n(r.images_per_s, "{:.1f}"), ms(r.dispatch_s)] for r in at_batch]
     memory_power = [[r.display_name, mb(r.memory_xla_total_bytes), mb(r.memory_analytical_bytes),
                      _n(r.power_w, "{:.1f}") + (" (modelled)" if r.power_source == "modelled" and r.power_w else ""),
                      _n(r.energy_per_image_j and r.energy_per_image_j * 1e3, "{:.3g}")] for r in at_batch]
@@ -216,10 +218,12 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
               ("p", "Networks: parameters, operations per image (paper convention) and the paper's top-1 accuracy."),
               ("table", ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "top-1 / M-params"],
                counts),
-              ("p", "Time per image. Latency: each batch dispatched and waited for, median over calls. Throughput: "
+              ("p", "Time per image. Latency: each batch dispatched and waited for, median and quartiles over "
+                    "calls. Throughput: "
                     "batches dispatched back to back and waited for once. Dispatch: the host's time for a call to "
                     "return."),
-              ("table", ["network", "latency [ms]", "throughput [ms]", "images/s", "dispatch [ms/call]"], times),
+              ("table", ["network", "latency [ms]", "p25–p75 [ms]", "throughput [ms]", "images/s",
+                         "dispatch [ms/call]"], times),
               ("p", "Memory: XLA's total (measured) and the analytical estimate; power and energy per image."),
               ("table", ["network", "memory XLA [MB]", "memory analytical [MB]", "power [W]", "energy/image [mJ]"],
                memory_power)]
@@ -283,6 +287,19 @@ def _precisions(contents: results.Results) -> list:
     return [("h", 2, "Precisions compared")] + blocks if blocks else []
 
 
+def _how_timed(contents: results.Results) -> list:
+    """How the points were timed: the options of the last run and the calls the points took."""
+    options = contents.environment.get("timing")
+    measured = [r for r in contents.rows if r.status == results.OK]
+    if not options or not measured:
+        return []
+    calls = sorted(r.latency_calls for r in measured)
+    batches = ", ".join(map(str, sorted({r.batch_size for r in measured})))
+    described = timing.describe(timing.TimingOptions(**options))
+    return [("p", f"How it was timed: batch sizes {batches}; each point {described}. The latencies here are medians of {calls[0]} to {calls[-1]} timed calls per point; the tables "
+                  "give their quartiles.")]
+
+
 def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
     """The whole report as blocks: title, environment, then a section per setting."""
     environment = contents.environment
@@ -292,6 +309,7 @@ def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:
                     "Accuracies are the paper's reference numbers, never measured here; times, memory and power "
                     "are measured on this device. One section per setting (precision and resolution): no fit, "
                     "figure or table mixes two.")]
+    blocks += _how_timed(contents)
     blocks += _environment(environment)
     for setting in contents.settings:
         in_setting = [f for f in figure_files if f.split(os.sep)[-2:-1] == [setting.slug]]

@@ -108,6 +108,15 @@ class Timing:
         return fields
 
 
+def describe(options: TimingOptions) -> str:
+    """What a point's timing consists of under `options`, in one sentence for logs and reports."""
+    calls = lambda n: f"{n} call{'s' if n != 1 else ''}"  # noqa: E731
+    return (f"at least {calls(options.warmup)} of warm-up, more until two agree within {options.settle:.0%} "
+            f"(at most {options.max_warmup} or {options.min_time_s:g} s); latency: the median and quartiles of at "
+            f"least {calls(options.min_repeats)} and {options.min_time_s:g} s, each waited for; throughput: as many "
+            "calls dispatched back to back")
+
+
 def warm_up(run: Callable[[], Any], options: TimingOptions) -> int:
     """Runs untimed calls until the time per call settles (see the module docstring); returns how many."""
     if options.warmup == 0:
@@ -221,14 +230,16 @@ def _calibrate_statistics(module: nn.Module, variables, shape: tuple[int, ...], 
     return {**variables, "batch_stats": jax.tree_util.tree_map_with_path(batch_value, updated)}
 
 
-def timing_weights(module: nn.Module, shape: tuple[int, ...], seed: int = 0):
+def timing_weights(module: nn.Module, shape: tuple[int, ...], seed: int = 0, abstract=None):
     """Float32 NumPy weights for timing `module` on inputs of `shape`, BatchNorm statistics calibrated.
 
     He-normal kernels, and BatchNorm statistics calibrated on random images at this resolution
     (see _calibrate_statistics), so activations stay in range in every precision. They do not
-    depend on the batch size: make them once for every batch size.
+    depend on the batch size: make them once for every batch size. `abstract`: the variables'
+    shapes where a trace already made them (a cost count's), else traced here.
     """
-    abstract = models.abstract_variables(module, (1, *shape[1:]))
+    if abstract is None:
+        abstract = models.abstract_variables(module, (1, *shape[1:]))
     variables = _draw_weights(abstract, seed)
     if "batch_stats" in variables:
         with failures.classified(compiling=False):
@@ -245,12 +256,12 @@ def to_device(weights, precision: str, device: Optional[jax.Device] = None):
 
 
 def device_variables(module: nn.Module, shape: tuple[int, ...], precision: str = "float32", seed: int = 0,
-                     device: Optional[jax.Device] = None):
+                     device: Optional[jax.Device] = None, abstract=None):
     """Weights for timing `module` on inputs of `shape` (see timing_weights), in `precision` on the device."""
     device = device or jax.devices()[0]
     precision_dtype(precision)
     with jax.default_device(device):
-        return to_device(timing_weights(module, shape, seed), precision, device)
+        return to_device(timing_weights(module, shape, seed, abstract), precision, device)
 
 
 def time_forward(module: nn.Module, shape: tuple[int, ...], precision: str = "float32",

@@ -109,7 +109,7 @@ def test_end_to_end_with_measured_power(tmp_path):
     spread = fits.power_spread(rows)
     assert f"spread (max − min) / mean = {spread.range_fraction:.1%}" in md
     assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 30.50 |" in md  # the batch-1 tables
-    assert "| Tiny-A | 1.000 | 1.000 | 1000.0 | 0.010 |" in md and "| Tiny-A | 8.9 | 9.0 | 40.2 | 40.2 |" in md
+    assert "| Tiny-A | 1.000 | 0.980–1.020 | 1.000 | 1000.0 | 0.010 |" in md and "| Tiny-A | 8.9 | 9.0 | 40.2 | 40.2 |" in md
     bound = fits.energy_bound(rows, fits.energy_budgets(rows)[0])
     assert f"| {bound.budget_j * 1e3:.3g} | 1 of 2 |" in md and f"- {bound.budget_j * 1e3:.3g} mJ/image: " \
                                                                  f"{bound.networks[0]}\n" in md
@@ -394,3 +394,18 @@ def test_no_comparison_without_float32_at_the_same_setting(tmp_path):
     report.write_report(contents(half, settings=(results.Setting("float16", 32),)), str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "Precisions compared" not in md and "faster" not in md and "latency of float32" not in md
+
+
+def test_the_report_says_how_the_points_were_timed(tmp_path):
+    rows = make_rows(power="nvml")
+    rows[0].latency_calls = 3
+    timed = {**ENVIRONMENT, "timing": {"min_time_s": 0.1, "min_repeats": 3, "warmup": 1, "max_warmup": 20,
+                                       "settle": 0.1}}
+    report.write_report(contents(rows, environment=timed), str(tmp_path), [])
+    md = (tmp_path / "report.md").read_text()
+    batches = ", ".join(str(b) for b in sorted({r.batch_size for r in rows if r.status == results.OK}))
+    assert (f"How it was timed: batch sizes {batches}; each point at least 1 call of warm-up, more until two agree "
+            "within 10% (at most 20 or 0.1 s); latency: the median and quartiles of at least 3 calls and 0.1 s") in md
+    assert "medians of 3 to 10 timed calls per point" in md
+    report.write_report(contents(rows), str(tmp_path), [])  # results without their timing options: no claim
+    assert "How it was timed" not in (tmp_path / "report.md").read_text()

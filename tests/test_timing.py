@@ -62,20 +62,35 @@ def test_defaults_are_a_careful_benchmarks():
     assert options.warmup >= 2 and options.min_repeats >= 5 and options.min_time_s >= 1.0
 
 
-def test_warm_up_goes_on_until_the_time_settles():
+class FakeClock:
+    """A perf_counter that moves only when a fake call takes its time: timing logic without the scheduler's noise."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_warm_up_goes_on_until_the_time_settles(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
     # Calls take 80, 60, 40, 20, 20 ms...: the time settles from the fifth call.
     durations = iter([0.08, 0.06, 0.04, 0.02] + [0.02] * 30)
     ran = []
 
     def run():
         ran.append(1)
-        time.sleep(next(durations))
+        clock.now += next(durations)
 
     options = timing.TimingOptions(min_time_s=10.0, min_repeats=1, warmup=2, settle=0.3)
     assert timing.warm_up(run, options) == 5
     # Never settling, it stops at max_warmup; with warm-up off it makes no call.
-    assert timing.warm_up(lambda: time.sleep(0.001 * len(ran) ** 2) or ran.append(1),
-                           timing.TimingOptions(min_time_s=10.0, warmup=2, max_warmup=4, settle=0.0)) == 4
+    def slower():
+        ran.append(1)
+        clock.now += 0.001 * len(ran) ** 2
+
+    assert timing.warm_up(slower, timing.TimingOptions(min_time_s=10.0, warmup=2, max_warmup=4, settle=0.0)) == 4
     assert timing.warm_up(run, timing.TimingOptions(warmup=0)) == 0
 
 

@@ -44,6 +44,9 @@ class Cost:
     model: Optional[str] = None
     batch_size: Optional[int] = None
     resolution: Optional[int] = None
+    # The variables' shapes and dtypes as the trace made them: timing draws its weights for these
+    # instead of tracing the network again.
+    variables: Optional[dict] = dataclasses.field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def total(self) -> rules.Tally:
@@ -327,7 +330,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
         scope_params[scope] = scope_params.get(scope, 0) + rules.size(leaf)
     return Cost(breakdown, input_bytes=memory.nbytes(x), scope_params=scope_params, peak_activation_bytes=peak,
                 param_bytes=_bytes(params), batch_stats=sum(rules.size(leaf) for leaf in jax.tree.leaves(state)),
-                batch_stats_bytes=_bytes(state))
+                batch_stats_bytes=_bytes(state), variables=variables)
 
 
 def count_model(name: str, batch_size: int = 1, resolution: Optional[int] = None, train: bool = False,
