@@ -1,7 +1,7 @@
 """Flags of `python -m explore`: the spaces and sampler, what to run per variant, shards and budgets.
 
 With no flags it runs the offline demo: two small ResNet spaces on the digits, sampled, timed on
-this device, trained briefly, analysed and reported, in 7 to 8 minutes on two CPU cores.
+this device, trained briefly, analysed and reported (BUILD.md gives its wall time on two CPU cores).
 """
 
 import dataclasses

@@ -15,8 +15,8 @@ dtypes and the other arguments' values), so a module's call may depend on nothin
 the `models` blocks and of Flax's layers, whose fields are plain data and initialisers.
 
 The memo is opt-in (`count_module(..., memo=)`): a network counted once from a cold memo gains
-only where calls repeat (ResNet-152 about 3x faster) and pays a standalone trace per distinct
-call where few do (VGG-16 about a third slower). Sweeps over variants count through `SHARED`.
+only where calls repeat (deep stacks of identical blocks) and pays a standalone trace per
+distinct call where few do (BUILD.md has the developers' figures). Sweeps over variants count through `SHARED`.
 """
 
 import collections
