@@ -5,7 +5,6 @@ share an axis with them. The 14 networks appear only where no accuracy is drawn:
 operations, for context.
 """
 
-import os
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -168,8 +167,4 @@ FIGURES = {
 
 def draw_all(analysis: analyse_lib.Analysis, out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG); returns the file names written."""
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for stem, (draw, _) in FIGURES.items():
-        written += plotting.save(draw(analysis), out_dir, stem)
-    return written
+    return plotting.draw_all(FIGURES, analysis, out_dir)

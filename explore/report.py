@@ -15,8 +15,7 @@ import os
 from core import files
 from explore import analyse as analyse_lib
 from explore import figures
-from measure import report as main_report
-from measure.analysis import document, plotting
+from measure.analysis import document, plotting, verdicts
 
 NAMES = ("report.md", "report.html")
 CSV_NAME, JSON_NAME = "variants.csv", "analysis.json"
@@ -32,13 +31,12 @@ def _hyperbola_blocks(name: str, fit, held, x: str, unit: str) -> list:
             f"R² = {fit.r2:.3f} over "
             f"{fit.n} variants{held_text}." + (" x0 reached the search limit: the data show no curvature."
                                                 if fit.t0_at_limit else ""))
-    if fit.n <= 3:
+    if not verdicts.hyperbola_judged(fit):
         verdict = "Too few variants to judge: three parameters pass through any three points."
-    elif fit.k > 0 and fit.r2 >= main_report.MIN_R2:
-        verdict = f"The hyperbola is visible here: accuracy rises with {x} and R² ≥ {main_report.MIN_R2}."
+    elif verdicts.hyperbola_holds(fit):
+        verdict = f"The hyperbola is visible here: accuracy rises with {x} and R² ≥ {verdicts.MIN_R2}."
     else:
-        why = f"accuracy does not rise with {x}" if fit.k <= 0 else f"R² = {fit.r2:.3f} < {main_report.MIN_R2}"
-        verdict = f"The hyperbola is not visible here ({why})."
+        verdict = f"The hyperbola is not visible here ({verdicts.hyperbola_failure(fit, x)})."
     return [("p", text), ("verdict", verdict)]
 
 
@@ -46,7 +44,7 @@ def _finding4(analysis: analyse_lib.Analysis) -> list:
     """Time against operations over the variants, next to the 14 networks' fit."""
     blocks = [("h", 2, "Finding 4 on variants: operations predict inference time"),
               ("p", f"Fitted: time per image [ms] = a × GFLOPs per image + b over every timed variant, at each batch "
-                    f"size; criterion: R² ≥ {main_report.MIN_R2}. The paper's networks, where the main job measured "
+                    f"size; criterion: R² ≥ {verdicts.MIN_R2}. The paper's networks, where the main job measured "
                     "them on this device, are fitted the same way for comparison.")]
     items = []
     for batch, fit in analysis.time_vs_ops.items():
@@ -58,8 +56,8 @@ def _finding4(analysis: analyse_lib.Analysis) -> list:
     if not items:
         return blocks + [("p", "Not fitted: no variant was timed (or too few).")]
     worst = min(analysis.time_vs_ops.values(), key=lambda f: f.r2)
-    verdict = ("Operations predict time here" if worst.r2 >= main_report.MIN_R2 else
-               f"Operations predict time poorly here (R² = {worst.r2:.3f} < {main_report.MIN_R2})")
+    verdict = ("Operations predict time here" if verdicts.line_holds(worst) else
+               f"Operations predict time poorly here (R² = {worst.r2:.3f} < {verdicts.MIN_R2})")
     return blocks + [("ul", items), ("verdict", verdict + ".")]
 
 
@@ -146,7 +144,7 @@ def write(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict, ou
                     "the paper's ImageNet accuracies are never mixed with them."),
               ("h", 2, "Finding 2 on variants: accuracy against operations and time"),
               ("p", f"Fitted: top-1 = a_max − k / (x − x0), as the main job fits the paper's networks; criterion: "
-                    f"k > 0 and R² ≥ {main_report.MIN_R2} over at least four variants.")]
+                    f"k > 0 and R² ≥ {verdicts.MIN_R2} over at least four variants.")]
     blocks += _hyperbola_blocks("Against operations", analysis.hyperbola_ops, analysis.hyperbola_ops_held_out,
                                 "GFLOPs", "")
     blocks += _hyperbola_blocks(f"Against time per image at batch {analysis.batch}", analysis.hyperbola_time,

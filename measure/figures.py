@@ -6,8 +6,6 @@ written, saying so in its axes, except the power figure where no point has power
 says how to model it instead.
 """
 
-import contextlib
-import os
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -335,13 +333,4 @@ def file_names(rows: Sequence[results.Row]) -> list[str]:
 
 def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG), power only where a point has it; returns the names written."""
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for stem, (draw, _) in FIGURES.items():
-        if stem == POWER_FIGURE and not powered(rows):
-            for ext in plotting.FORMATS:  # one left by an earlier run would show power these rows do not have
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(out_dir, f"{stem}.{ext}"))
-            continue
-        written += plotting.save(draw(rows), out_dir, stem)
-    return written
+    return plotting.draw_all(FIGURES, rows, out_dir, left_out=() if powered(rows) else (POWER_FIGURE,))

@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from measure import figures, fits, results, timing
-from measure.analysis import document, fitting
+from measure.analysis import document, fitting, verdicts
+from measure.analysis.verdicts import MIN_R2
 
 # Where this device is said to disagree with the paper.
-MIN_R2 = 0.8
 MAX_POWER_SPREAD = 0.20
 MIN_ENERGY_RHO = 0.7  # rank correlation of energy per image with operations
 PAPER = "Canziani, Paszke and Culurciello 2017 (arXiv 1605.07678)"
@@ -94,14 +94,14 @@ def _finding2(rows: Sequence[results.Row]) -> list:
         note += " Only three networks: three parameters pass through any three points." if fit.n == 3 else ""
         items.append(f"batch {batch}: a_max = {fit.a_max:.4g} %, k = {fit.k:.4g} %·ms, t0 = {fit.t0:.4g} ms, "
                      f"R² = {fit.r2:.3f} ({fit.n} networks).{note}")
-        judged |= fit.n > 3
-        if fit.n > 3 and (fit.r2 < MIN_R2 or fit.k <= 0):
+        judged |= verdicts.hyperbola_judged(fit)
+        if verdicts.hyperbola_judged(fit) and not verdicts.hyperbola_holds(fit):
             worst = fit if worst is None or fit.r2 < worst.r2 else worst
     if not items:
         return blocks + [("p", "Here: not fitted: no network was timed successfully.")]
     blocks.append(("ul", items))
     if worst is not None:
-        why = "accuracy does not rise with time" if worst.k <= 0 else f"R² = {worst.r2:.3f} < {MIN_R2}"
+        why = verdicts.hyperbola_failure(worst, "time")
         blocks.append(("verdict", f"This device disagrees with the paper: the hyperbola fits poorly ({why})."))
     elif judged:
         blocks.append(("verdict", f"This device agrees with the paper: the hyperbola fits with R² ≥ {MIN_R2}."))
@@ -170,8 +170,8 @@ def _finding4(rows: Sequence[results.Row]) -> list:
         note = " Only two networks: any line through two points has R² = 1." if fit.n == 2 else ""
         items.append(f"batch {batch}: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, "
                      f"R² = {fit.r2:.3f} ({fit.n} networks).{note}")
-        judged |= fit.n > 2
-        if fit.r2 < MIN_R2 and fit.n > 2:
+        judged |= verdicts.line_judged(fit)
+        if verdicts.line_judged(fit) and not verdicts.line_holds(fit):
             poor.append(f"batch {batch}: R² = {fit.r2:.3f}")
     if not items:
         return blocks + [("p", "Here: not fitted: no network was timed successfully.")]
@@ -296,8 +296,8 @@ def _how_timed(contents: results.Results) -> list:
     calls = sorted(r.latency_calls for r in measured)
     batches = ", ".join(map(str, sorted({r.batch_size for r in measured})))
     described = timing.describe(timing.TimingOptions(**options))
-    return [("p", f"How it was timed: batch sizes {batches}; each point {described}. The latencies here are medians of {calls[0]} to {calls[-1]} timed calls per point; the tables "
-                  "give their quartiles.")]
+    return [("p", f"How it was timed: batch sizes {batches}; each point {described}. The latencies here are "
+                  f"medians of {calls[0]} to {calls[-1]} timed calls per point; the tables give their quartiles.")]
 
 
 def _blocks(contents: results.Results, figure_files: Sequence[str]) -> list:

@@ -1,9 +1,11 @@
 """The analysis layer: held-out error, Pareto and budget frontiers, EDFs and budgets on hand-made points."""
 
+import types
+
 import numpy as np
 import pytest
 
-from measure.analysis import document, fitting
+from measure.analysis import document, fitting, verdicts
 
 
 def test_held_out_error_is_zero_on_an_exact_hyperbola_and_names_its_folds():
@@ -89,3 +91,14 @@ def test_document_renders_one_set_of_blocks_to_markdown_and_html(tmp_path):
     md, page = (tmp_path / "r.md").read_text(), (tmp_path / "r.html").read_text()
     assert md.startswith("# Title <x>\n") and "**yes**" in md and "| a\\|b | 1 |" in md and "- two" in md
     assert "<title>Title &lt;x&gt;</title>" in page and "figure missing: missing.png" in page
+
+
+def test_verdict_criteria_shared_by_both_reports():
+    fit = lambda n, k, r2: types.SimpleNamespace(n=n, k=k, r2=r2)  # noqa: E731
+    assert not verdicts.hyperbola_judged(fit(3, 1.0, 0.99)) and verdicts.hyperbola_judged(fit(4, 1.0, 0.99))
+    assert verdicts.hyperbola_holds(fit(5, 1.0, 0.8)) and not verdicts.hyperbola_holds(fit(5, 1.0, 0.79))
+    assert not verdicts.hyperbola_holds(fit(5, -1.0, 0.99))
+    assert verdicts.hyperbola_failure(fit(5, -1.0, 0.99), "time") == "accuracy does not rise with time"
+    assert verdicts.hyperbola_failure(fit(5, 1.0, 0.5), "time") == "R² = 0.500 < 0.8"
+    assert not verdicts.line_judged(fit(2, None, 1.0)) and verdicts.line_judged(fit(3, None, 0.1))
+    assert verdicts.line_holds(fit(3, None, 0.8)) and not verdicts.line_holds(fit(3, None, 0.79))

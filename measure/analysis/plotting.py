@@ -5,9 +5,11 @@ nothing is ever shown. Every figure is saved as PNG and SVG, each written atomic
 """
 
 import colorsys
+import contextlib
 import functools
 import io
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colors as mcolors
@@ -141,6 +143,24 @@ def shifted(x: str, x0: float, unit: str = "", fmt: str = "{:.3g}") -> str:
 
 
 FORMATS = ("png", "svg")
+
+
+def draw_all(figures: dict, data, out_dir: str, left_out: Sequence[str] = ()) -> list[str]:
+    """Draws each figure of `figures` (stem: (draw(data), caption)) into out_dir; returns the names written.
+
+    A stem in `left_out` is not drawn, and a file of it an earlier run left is removed: it would
+    show what these data do not have.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for stem, (draw, _) in figures.items():
+        if stem in left_out:
+            for ext in FORMATS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, f"{stem}.{ext}"))
+            continue
+        written += save(draw(data), out_dir, stem)
+    return written
 
 
 def save(fig: Figure, out_dir: str, stem: str) -> list[str]:
