@@ -47,6 +47,9 @@ def test_names_and_specs():
         assert {"width", "depths", "num_classes"} <= set(models.spec(family_member).knobs)
 
 
+NEUTRAL_STATISTICS_GROW = ("resnet101", "resnet152", "inception_v4")
+
+
 def test_real_forward_pass_at_min_resolution(network):
     module = models.get(network, num_classes=10)
     resolution = models.spec(network).min_resolution
@@ -56,14 +59,18 @@ def test_real_forward_pass_at_min_resolution(network):
     apply_eval = jax.jit(functools.partial(module.apply, train=False))
     logits = apply_eval(variables, x)
     assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
-    # Initialised to train: unit-scale inputs give logits of unit scale up to a few tens, not far
-    # beyond (GoogLeNet's old initialisation read 30); Inception-v3 at 75 px reads 5 to 15 over seeds.
-    assert 1e-3 < float(jnp.std(logits)) < 20
     np.testing.assert_array_equal(logits, apply_eval(variables, x))  # eval is deterministic
     apply_train = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
     out, updates = apply_train(variables, x, rngs={"dropout": jax.random.key(2)})
     out = out[0] if isinstance(out, tuple) else out
     assert out.shape == (2, 10)
+    # Initialised to train: unit-scale inputs give logits of unit scale up to a few tens, not far
+    # beyond (GoogLeNet's old initialisation read 30); Inception-v3 at 75 px reads 5 to 15 over seeds.
+    # The deepest networks are judged in training mode: in eval mode their fresh, neutral BatchNorm
+    # statistics normalise nothing and activations grow with depth (hundreds to 1e4 here; timing
+    # calibrates the statistics for that reason, measure/timing.py).
+    judged = out if network in NEUTRAL_STATISTICS_GROW else logits
+    assert 1e-3 < float(jnp.std(judged)) < 20
     if "batch_stats" in variables:  # train mode moves the running statistics
         old, new = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updates["batch_stats"])
         assert any(not np.allclose(a, b) for a, b in zip(old, new))
