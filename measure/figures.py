@@ -326,11 +326,17 @@ def powered(rows: Sequence[results.Row]) -> bool:
     return any(fits.has_power(r) for r in fits.ok_rows(rows))
 
 
+def _left_out(rows: Sequence[results.Row]) -> tuple[str, ...]:
+    """The figures these rows do not draw: power where no point has it."""
+    return () if powered(rows) else (POWER_FIGURE,)
+
+
 def file_names(rows: Sequence[results.Row]) -> list[str]:
     """The files draw_all writes for these rows, in its order."""
-    return [f"{stem}.{ext}" for stem in FIGURES if stem != POWER_FIGURE or powered(rows) for ext in plotting.FORMATS]
+    left_out = _left_out(rows)
+    return [f"{stem}.{ext}" for stem in FIGURES if stem not in left_out for ext in plotting.FORMATS]
 
 
 def draw_all(rows: Sequence[results.Row], out_dir: str) -> list[str]:
     """Draws every figure into out_dir (PNG and SVG), power only where a point has it; returns the names written."""
-    return plotting.draw_all(FIGURES, rows, out_dir, left_out=() if powered(rows) else (POWER_FIGURE,))
+    return plotting.draw_all(FIGURES, rows, out_dir, left_out=_left_out(rows))

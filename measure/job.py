@@ -219,7 +219,8 @@ def _draw(stored: results.Results, out: str, measured: results.Setting) -> list[
     written = []
     for setting in stored.settings:
         directory = os.path.join(FIGURES_DIR, setting.slug)
-        rows, names = stored.rows_of(setting), figures.file_names(stored.rows_of(setting))
+        rows = stored.rows_of(setting)
+        names = figures.file_names(rows)
         if setting != measured and all(os.path.isfile(os.path.join(out, directory, name)) for name in names):
             written += [os.path.join(directory, name) for name in names]
             continue

@@ -219,9 +219,8 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
               ("table", ["network", "family", "params [M]", "G-Ops", "top-1 [%] (paper)", "top-1 / M-params"],
                counts),
               ("p", "Time per image. Latency: each batch dispatched and waited for, median and quartiles over "
-                    "calls. Throughput: "
-                    "batches dispatched back to back and waited for once. Dispatch: the host's time for a call to "
-                    "return."),
+                    "calls. Throughput: batches dispatched back to back and waited for once. Dispatch: the host's "
+                    "time for a call to return."),
               ("table", ["network", "latency [ms]", "p25–p75 [ms]", "throughput [ms]", "images/s",
                          "dispatch [ms/call]"], times),
               ("p", "Memory: XLA's total (measured) and the analytical estimate; power and energy per image."),
