@@ -48,11 +48,6 @@ def draw_variants(count: int, seed: int) -> list[variants.Variant]:
     return list(drawn.values())
 
 
-def count_variant(variant: variants.Variant, memo=None) -> cost.Cost:
-    """The variant's costs at batch 1, through `memo` (None: uncached)."""
-    return cost.count_model(variant.name, resolution=variant.resolution, memo=memo, **dict(variant.knobs))
-
-
 def per_minute(seconds: float, variants_counted: int) -> str:
     """A rate in variants per minute, with the time each took."""
     return (f"{variants_counted / seconds * 60:.0f} variants per minute "
@@ -77,7 +72,7 @@ def uncached_rate(drawn: list[variants.Variant], memoised_seconds: float) -> Non
     """Prints the rate of counting the same variants without the memo, and the memo's speed-up."""
     start = time.perf_counter()
     for variant in drawn:
-        counted = count_variant(variant)
+        counted = cost.count_variant(variant)
         counted.ops("flops"), counted.ops("macs"), counted.params, counted.total.activations
     seconds = (time.perf_counter() - start) / len(drawn)
     print(f"uncached, the first {len(drawn)}: {per_minute(seconds * len(drawn), len(drawn))}: "
@@ -87,7 +82,8 @@ def uncached_rate(drawn: list[variants.Variant], memoised_seconds: float) -> Non
 def verification(drawn: list[variants.Variant]) -> None:
     """Prints how many variants, counted through a fresh memo, equal their uncached count in every count."""
     memo = memo_lib.Memo()
-    equal = sum(count_lib.every_count(count_variant(v, memo)) == count_lib.every_count(count_variant(v)) for v in drawn)
+    equal = sum(count_lib.every_count(cost.count_variant(v, memo=memo)) == count_lib.every_count(cost.count_variant(v))
+                for v in drawn)
     print(f"{equal} of {len(drawn)} variants equal in every count (every convention, option, table and byte)")
 
 

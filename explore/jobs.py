@@ -10,10 +10,11 @@ never reads as done. Results are plain JSON objects, one line each in the sweep'
 import dataclasses
 from typing import Optional
 
+import models
 from core import failures
 from explore import plan as plan_lib
-from measure import job as job_lib
-from measure import power, results, timing
+from measure import device as device_lib
+from measure import points, results, timing
 from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 
 MEASURE, TRAIN = "measure", "train"
@@ -80,46 +81,23 @@ class Runner:
 
     def __init__(self, settings: RunSettings, device, log=print):
         self.settings, self.device, self.log = settings, device, log
-        self.device_name = job_lib.device_name(device)
-        self.meter, self._session = None, None
-        self.config = job_lib.Config(models=(), batch_sizes=settings.batch_sizes, out_dir="",
-                                     precision=settings.precision, power_watts=settings.power_watts,
-                                     timing_options=timing.TimingOptions(min_time_s=settings.min_time_s))
+        self.device_name = device_lib.device_name(device)
+        self.measure_settings = points.Settings(precision=settings.precision, power_watts=settings.power_watts,
+                                                timing_options=timing.TimingOptions(min_time_s=settings.min_time_s))
+        self._session: Optional[points.Session] = None
 
     def __call__(self, payload: dict) -> dict:
         """The result of one job."""
         return self._measure(payload["variant"]) if payload["kind"] == MEASURE else self._train(payload)
 
-    def _open(self) -> tuple:
-        """(idle power, power window, peak FLOP/s), opening the meter on first use."""
-        if self._session is None:
-            self.meter, note = power.open_meter(self.device)
-            window_s, idle_w = job_lib.power_baseline(self.meter, self.config)
-            peak = timing.peak_flops_per_s(self.settings.precision, device=self.device)
-            self.log(f"measure: power {self.meter.name if self.meter else 'not measured'} ({note}); peak "
-                     f"{peak / 1e9:.1f} GFLOP/s ({self.settings.precision} matmul probe)")
-            self._session = (idle_w, window_s, peak)
-        return self._session
-
     def _measure(self, variant: str) -> dict:
-        """Every batch size of the variant; larger batches are skipped once one runs out of memory."""
-        idle_w, window_s, peak = self._open()
-        counted = job_lib.count_variant(variant, self.config)
-        variables = job_lib.variant_variables(variant, self.config)
-        rows, too_big = [], None
-        for batch in self.settings.batch_sizes:
-            row = job_lib.base_row(variant, batch, self.config, self.device_name, counted)
-            if too_big is not None:
-                row = job_lib.failed_row(row, results.OUT_OF_MEMORY, f"skipped: batch {too_big} ran out of memory")
-            elif isinstance(variables, timing.MeasureFailed):
-                row = job_lib.failed_row(row, variables.status, f"making the weights: {variables.message}")
-            else:
-                row = job_lib.measure_point(variant, batch, self.config, row, self.meter, idle_w, window_s,
-                                            variables, peak)
-            if row.status == results.OUT_OF_MEMORY and too_big is None:
-                too_big = batch
-            rows.append(dataclasses.asdict(row))
-        return {"kind": MEASURE, "variant": variant, "device": self.device_name, "rows": rows}
+        """Every batch size of the variant, as the main job measures its points."""
+        if self._session is None:
+            self._session = points.Session(self.measure_settings, self.device, self.device_name)
+            self.log(f"measure: {self._session.describe()}")
+        rows = self._session.points(models.variant(variant), self.settings.batch_sizes)
+        return {"kind": MEASURE, "variant": variant, "device": self.device_name,
+                "rows": [dataclasses.asdict(row) for row in rows]}
 
     def _train(self, payload: dict) -> dict:
         """Top-1 after the budget, or the reason training stopped (divergence, out of memory)."""
@@ -139,6 +117,6 @@ class Runner:
 
     def close(self) -> None:
         """Closes the power meter, if one was opened."""
-        if self.meter is not None:
-            self.meter.close()
-            self.meter = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None

@@ -15,7 +15,7 @@ from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import run as run_lib
 from explore import sample, sweep
-from measure import job, timing
+from measure import device, job, timing
 
 _RUN = jobs_lib.RunSettings()
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
@@ -123,7 +123,7 @@ def settings_from_flags() -> run_lib.Settings:
         energy_budgets_j=budgets, networks_dir=_NETWORKS.value, overwrite=_OVERWRITE.value)
     run_lib.check(settings)  # every input, before the default below starts a JAX backend to name the device
     if settings.networks_dir is None and "analyse" in steps:
-        default = job.default_out_dir(job.default_device())
+        default = job.default_out_dir(device.default_device())
         if os.path.exists(os.path.join(default, "results.json")):
             settings = dataclasses.replace(settings, networks_dir=default)
     return settings

@@ -18,7 +18,8 @@ from explore import analyse as analyse_lib
 from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import report, sweep
-from measure import job, results
+from measure import device as device_lib
+from measure import results
 
 STEPS = ("sample", "run", "collect", "analyse")
 LOG_NAME = analyse_lib.LOG_NAME
@@ -109,9 +110,9 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
         planned = plan_lib.load_or_make(settings.plan, out, log)
     if "run" in settings.steps:
         planned = planned or plan_lib.read(out)[1]
-        device = job.default_device()
-        _check_same_run(settings.run, job.device_name(device), out)
-        todo = jobs_lib.job_list(planned, settings.run, job.device_name(device))
+        device = device_lib.default_device()
+        _check_same_run(settings.run, device_lib.device_name(device), out)
+        todo = jobs_lib.job_list(planned, settings.run, device_lib.device_name(device))
         log(f"run: {len(todo)} jobs for {len(planned)} variants; shard {settings.shard_index} of {settings.num_shards}")
         runner = jobs_lib.Runner(settings.run, device, log)
         try:

@@ -65,8 +65,7 @@ class _Ticker:
 
 def costs(variant: variants.Variant) -> dict:
     """The variant's flops, macs, params and activations at batch 1, from measure.cost (its shared memo)."""
-    counted = cost.count_model(variant.name, batch_size=1, resolution=variant.resolution, memo=cost_memo.SHARED,
-                               **dict(variant.knobs))
+    counted = cost.count_variant(variant, memo=cost_memo.SHARED)
     return {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
             "activations": counted.total.activations}
 

@@ -4,7 +4,7 @@ from absl import flags
 
 import models
 from core import cli, runtime, values
-from measure import job, timing
+from measure import device, job, points, timing
 from models import registry
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
@@ -46,13 +46,13 @@ def main(argv):
     if _QUICK.value:
         value.update({k: v for k, v in QUICK.items() if not FLAGS[k].present})
     options = timing.TimingOptions(min_time_s=value["min_time"], min_repeats=value["repeats"], warmup=value["warmup"])
-    variants = tuple(str(v) for v in models.variant_list(_MODELS.value))  # knob=value items rejoined
+    variants = tuple(models.variant_list(_MODELS.value))  # knob=value items rejoined
     batch_sizes = values.positive_integers("batch_sizes", value["batch_sizes"])
     runtime.configure()  # after the checks of the flags, before anything starts a JAX backend
     config = job.Config(
-        models=variants, batch_sizes=batch_sizes,
-        out_dir=_OUT.value or job.default_out_dir(job.default_device()), precision=_PRECISION.value,
-        resolution=_RESOLUTION.value, timing_options=options, power_watts=_POWER_WATTS.value,
+        models=variants, batch_sizes=batch_sizes, out_dir=_OUT.value or job.default_out_dir(device.default_device()),
+        measure=points.Settings(precision=_PRECISION.value, resolution=_RESOLUTION.value, timing_options=options,
+                                power_watts=_POWER_WATTS.value),
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)
     try:
         job.run(config)

@@ -8,15 +8,13 @@ a row that says so, and the rerun goes on past it.
 """
 
 import dataclasses
-import functools
-import math
 import os
 import platform
 import re
 import shutil
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import jax
 import jaxlib
@@ -24,109 +22,58 @@ import jaxlib
 import models
 from core import cli, files, runtime, values
 from core.errors import UserError
-from measure import cost, figures, memory, power, report, results, timing
+from measure import device as device_lib
+from measure import figures, points, report, results, timing
 
 FIGURES_DIR = "figures"
 # Environment entries that must match for rows to share a directory: anything else mixes results.
 SAME_RUNTIME_KEYS = ("device", "platform", "jax", "jaxlib", "xla_flags", "glibc_tunables")
-IDLE_WINDOW_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """What to measure and where to write it."""
+    """What to measure, how, and where to write it."""
 
-    models: tuple[str, ...]  # networks or variant strings ("resnet50:width=0.5"); see models.variant
+    models: tuple[Union[models.Variant, str], ...]  # networks or variants ("resnet50:width=0.5"): models.variant
     batch_sizes: tuple[int, ...]
     out_dir: str
-    precision: str = "float32"
-    resolution: Optional[int] = None  # None: each variant's own input size (its network's unless it sets one)
-    timing_options: timing.TimingOptions = timing.TimingOptions()
-    power_watts: Optional[float] = None  # a modelled constant, used only where no meter reads
-    power_window_s: float = 1.0
-    idle_settle_s: float = 2.0  # sleep before the idle power is read, so the device has settled
+    measure: points.Settings = points.Settings()
     overwrite: bool = False
     retry_failed: bool = False  # measure again the points that failed or crashed
 
 
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: Optional[jax.Device] = None) -> str:
-    """A readable name of the device: the GPU's kind, or the CPU's model with its core count."""
-    device = device or jax.devices()[0]
-    if device.platform == "cpu":
-        return f"cpu: {_cpu_model()}, {os.cpu_count()} cores"
-    return device.device_kind
-
-
-def default_device() -> jax.Device:
-    """JAX's default device; a backend that cannot start is the user's to fix (UserError)."""
-    try:
-        return jax.devices()[0]
-    except Exception as error:  # pylint: disable=broad-except  # JAX raises RuntimeError or a bare AssertionError
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        platforms = os.environ.get("JAX_PLATFORMS", "")
-        raise UserError(f"JAX cannot start its backend{f' (JAX_PLATFORMS={platforms})' if platforms else ''}: "
-                        f"{first}; check JAX_PLATFORMS and the installed jaxlib (pip install -e '.[cuda]' for "
-                        "NVIDIA GPUs)") from None
-
-
 def default_out_dir(device: Optional[jax.Device] = None) -> str:
     """results/<device>/, the device's name made safe for a path."""
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", device_lib.device_name(device).lower()).strip("-")
     return os.path.join("results", slug)
 
 
 def environment(device: jax.Device) -> dict:
     """Where the numbers come from: device, software versions, runtime configuration, host."""
-    return {"device": device_name(device), "platform": device.platform, "device_count": jax.device_count(),
+    return {"device": device_lib.device_name(device), "platform": device.platform, "device_count": jax.device_count(),
             "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
             **runtime.in_force(),
             "host": platform.node(), "os": platform.platform()}
 
 
-def check_config(config: Config) -> tuple[str, ...]:
-    """The variants to measure as canonical strings, each once in the given order; UserError on any bad input."""
-    names = tuple(dict.fromkeys(str(models.variant(name)) for name in config.models))
-    if not names:
+def check_config(config: Config) -> tuple[models.Variant, ...]:
+    """The variants to measure, each once in the given order; UserError on any bad input."""
+    variants = tuple(dict.fromkeys(models.variant(name) for name in config.models))
+    if not variants:
         raise UserError("no networks to measure: give --models a comma-separated list, e.g. --models=resnet50")
     if not config.batch_sizes:
         raise UserError("no batch sizes to measure at: give --batch_sizes, e.g. --batch_sizes=1,16")
-    timing.precision_dtype(config.precision)
-    for name, value in (("power_watts", config.power_watts), ("power_window_s", config.power_window_s)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{name} must be a finite number >= 0; got {value}")
-    for name in names:
-        variant = models.variant(name)
-        if None not in (variant.resolution, config.resolution) and variant.resolution != config.resolution:
-            raise UserError(f"{variant} sets resolution {variant.resolution} but --resolution={config.resolution}; "
-                            "leave one of them out (or measure that variant in a run of its own)")
+    for variant in variants:
+        sized = config.measure.sized(variant)  # UserError when the variant's side and --resolution differ
         for batch_size in config.batch_sizes:
-            _input_shape(name, batch_size, config)
-    return names
-
-
-def _input_shape(name: str, batch_size: int, config: Config) -> tuple[int, ...]:
-    """A variant's input shape at the job's resolution, or at its own when it sets one."""
-    variant = models.variant(name)
-    return models.input_shape(variant.name, batch_size,
-                              config.resolution if variant.resolution is None else variant.resolution)
+            sized.input_shape(batch_size)
+    return variants
 
 
 def run(config: Config, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> results.Results:
     """Checks everything, then measures every missing point under the directory's lock, then reports."""
     names = check_config(config)
-    device = default_device()
+    device = device_lib.default_device()
     files.prepare_out_dir(config.out_dir)
     with files.DirectoryLock(config.out_dir, "`python -m measure`"):
         return _run_locked(config, names, device, log)
@@ -144,9 +91,9 @@ def _check_same_runtime(stored: results.Results, here: dict, out_dir: str) -> No
                             "choose another --out or pass --overwrite")
 
 
-def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log) -> results.Results:
+def _run_locked(config: Config, variants: tuple[models.Variant, ...], device: jax.Device, log) -> results.Results:
     """The job proper, holding the directory's lock."""
-    out = config.out_dir
+    out, settings = config.out_dir, config.measure
     files.sweep_temporaries(out)
     files.check_replaceable(out, (results.JSON_NAME, results.CSV_NAME) + report.NAMES)
     figures_dir = os.path.join(out, FIGURES_DIR)
@@ -157,7 +104,7 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     stored = results.Results() if config.overwrite else results.read(out)
     here = environment(device)
     _check_same_runtime(stored, here, out)
-    setting = results.Setting(config.precision, config.resolution)
+    setting = results.Setting(settings.precision, settings.resolution)
     if setting not in stored.settings:
         stored.settings.append(setting)
     peaks = dict(stored.environment.get("peak_flops_per_s", {}))
@@ -165,49 +112,31 @@ def _run_locked(config: Config, names: tuple[str, ...], device: jax.Device, log)
     results.write(out, stored)  # results.csv is rebuilt from results.json on every run
 
     done = {r.key for r in stored.rows if r.status == results.OK or not config.retry_failed}
-    todo = [(n, b) for n in names for b in sorted(config.batch_sizes)
-            if _key(n, b, config, here["device"]) not in done]
-    log(f"device: {here['device']}; {len(todo)} points to measure, {len(stored.rows)} already in {out}")
-    log(f"timing: batch sizes {', '.join(map(str, sorted(config.batch_sizes)))}; "
-        f"{timing.describe(config.timing_options)}")
+    batch_sizes = tuple(sorted(config.batch_sizes))
+    todo = {v: tuple(b for b in batch_sizes if _key(v, b, settings, here["device"]) not in done) for v in variants}
+    todo = {v: batches for v, batches in todo.items() if batches}
+    log(f"device: {here['device']}; {sum(map(len, todo.values()))} points to measure, "
+        f"{len(stored.rows)} already in {out}")
+    log(f"timing: batch sizes {', '.join(map(str, batch_sizes))}; {timing.describe(settings.timing_options)}")
     if here["xla_flags"] or here.get("runtime_notes"):
         log(f"runtime: XLA_FLAGS={here['xla_flags'] or '(none)'}" + (f"; {here['runtime_notes']}"
                                                                      if here.get("runtime_notes") else ""))
-
-    meter, meter_note = power.open_meter(device)
-    try:
-        window_s, idle_w = power_baseline(meter, config)
-        if config.precision not in peaks:
-            peaks[config.precision] = timing.peak_flops_per_s(config.precision, device=device)
-        log(f"peak: {peaks[config.precision] / 1e9:.1f} GFLOP/s ({config.precision} matmul probe)")
-        if meter is None:
-            log(f"power: not measured ({meter_note})" + (f"; modelled as {config.power_watts} W"
-                                                         if config.power_watts is not None else ""))
-        stored.environment.update(
-            power_meter=meter.name if meter else "none", power_note=meter_note, idle_power_w=idle_w,
-            power_window_s=window_s, power_watts_modelled=config.power_watts,
-            timing=dataclasses.asdict(config.timing_options))
+    with points.Session(settings, device, here["device"], peaks.get(settings.precision)) as session:
+        peaks[settings.precision] = session.peak_flops
+        log(session.describe())
+        stored.environment.update(session.environment())
         results.write(out, stored)
-        _measure_all(todo, config, stored, here["device"], meter, idle_w, window_s, log)
-    finally:
-        if meter is not None:
-            meter.close()
+        _measure_all(todo, config, stored, session, log)
     written = _draw(stored, out, setting)
     report.write_report(stored, out, written)
     log(f"wrote results.csv, results.json, {len(written)} figure files and report.md/html in {out}")
     return stored
 
 
-def power_baseline(meter: Optional[power.Meter], config: Config) -> tuple[float, Optional[float]]:
-    """(power window in s, idle power in W, None without a meter), read before the peak probe heats the device."""
-    window_s = power.window_s(meter, config.power_window_s) if meter else config.power_window_s
-    idle_w = power.idle_power(meter, max(IDLE_WINDOW_S, window_s), config.idle_settle_s) if meter else None
-    return window_s, idle_w
-
-
-def _key(name: str, batch_size: int, config: Config, device: str) -> tuple:
-    resolution = _input_shape(name, batch_size, config)[1]
-    return results.point_key(name, batch_size, resolution, config.precision, device)
+def _key(variant: models.Variant, batch_size: int, settings: points.Settings, device: str) -> tuple:
+    """The results key of one point: the variant, batch size and side it is measured at, precision, device."""
+    side = settings.sized(variant).input_shape(batch_size)[1]
+    return results.point_key(str(variant), batch_size, side, settings.precision, device)
 
 
 def _draw(stored: results.Results, out: str, measured: results.Setting) -> list[str]:
@@ -229,127 +158,52 @@ def _draw(stored: results.Results, out: str, measured: results.Setting) -> list[
     return written
 
 
-def _measure_all(todo, config: Config, stored: results.Results, device: str, meter, idle_w, window_s, log) -> None:
-    """Measures the points in order, recording each attempt before it starts."""
-    counted = {n: count_variant(n, config) for n in dict.fromkeys(n for n, _ in todo)}
-    flops = {(n, b): counted[n].ops("flops") * b for n, b in todo}
+def _measure_all(todo: dict, config: Config, stored: results.Results, session: points.Session, log) -> None:
+    """Measures the points in order, recording each attempt as crashed before it starts."""
+    counted = {v: session.count(v) for v in todo}
+    flops = [counted[v].ops("flops") * b for v, batches in todo.items() for b in batches]
     # A larger batch cannot fit where a smaller one ran out of memory or killed the process.
     too_big = {}
     for row in [] if config.retry_failed else stored.rows:
-        if row.status in (results.OUT_OF_MEMORY, results.CRASHED) and row.precision == config.precision:
+        if row.status in (results.OUT_OF_MEMORY, results.CRASHED) and row.precision == config.measure.precision:
             too_big[(row.model, row.resolution)] = min(row.batch_size, too_big.get((row.model, row.resolution), 1e9))
-    eta, weights, out = _Eta(config.timing_options), {}, config.out_dir
-    for i, (name, batch_size) in enumerate(todo, 1):
-        cli.check_stop()  # between points: every point measured so far is recorded
-        started = time.perf_counter()
-        row = base_row(name, batch_size, config, device, counted[name])
-        unmeasured = functools.partial(failed_row, row)
-        limit = too_big.get((name, row.resolution))
-        if limit is not None and batch_size > limit:
-            row = unmeasured(results.OUT_OF_MEMORY, f"skipped: batch {limit} ran out of memory or crashed")
-        else:
-            stored.put(unmeasured(results.CRASHED, "the process died while measuring this point (killed, e.g. by "
-                                                   "the out-of-memory killer); --retry_failed measures it again"))
-            results.write(out, stored)
-            try:
-                if name not in weights:  # one network's weights on the device at a time
-                    weights.clear()
-                    weights[name] = variant_variables(name, config, counted[name].variables)
-                if isinstance(weights[name], timing.MeasureFailed):
-                    failure = weights[name]
-                    row = unmeasured(failure.status, f"making the weights: {failure.message}")
-                else:
-                    row = measure_point(name, batch_size, config, row, meter, idle_w, window_s, weights[name],
-                                        stored.environment["peak_flops_per_s"][config.precision])
-            except KeyboardInterrupt:
-                stored.remove(row.key)  # interrupted, not crashed: the rerun measures it
-                results.write(out, stored)
-                raise
-            except Exception as error:  # a bug: recorded as what it is, then raised with its traceback
-                stored.put(unmeasured(results.ERROR, f"{type(error).__name__}: {error}"))
-                results.write(out, stored)
-                raise
-            if row.status == results.OUT_OF_MEMORY:
-                too_big[(name, row.resolution)] = batch_size
-        stored.put(row)
+    eta, out, done, attempt = _Eta(config.measure.timing_options), config.out_dir, 0, []
+
+    def starting(row: results.Row) -> None:
+        """Records the attempt first: a process killed mid-point leaves a row that says so."""
+        cli.check_stop()  # a safe point: every point measured so far is recorded
+        attempt[:] = [row]
+        stored.put(points.failed_row(row, results.CRASHED, "the process died while measuring this point (killed, "
+                                     "e.g. by the out-of-memory killer); --retry_failed measures it again"))
         results.write(out, stored)
-        eta.add(row, time.perf_counter() - started)
-        summary = (f"{row.time_per_image_s * 1e3:.2f} ms/image latency, {row.images_per_s:.1f} images/s"
-                   if row.status == results.OK else f"{row.status}: {row.error[:100]}")
-        log(f"[{i}/{len(todo)}] {name} batch {batch_size}: {summary} (left: {eta.left([flops[p] for p in todo[i:]])})")
 
-
-def count_variant(name: str, config: Config) -> cost.Cost:
-    """The analytical cost of a variant at batch 1, at the resolution it is measured at."""
-    variant = models.variant(name)
-    return cost.count_model(variant.name, 1, _input_shape(name, 1, config)[1], **dict(variant.knobs))
-
-
-def base_row(name: str, batch_size: int, config: Config, device: str, counted: cost.Cost) -> results.Row:
-    """A row with the variant's identity, its analytical costs and the paper's reference numbers.
-
-    `counted` is the variant's cost at batch 1: in eval every operation count and every live
-    activation scales exactly with the batch (tests/test_cost_models.py pins it), parameters not.
-    The paper's numbers (accuracy above all) belong to its networks as they are: a variant that
-    overrides a knob or the resolution has none (0.0, as a network the paper did not measure).
-    """
-    variant = models.variant(name)
-    spec = models.spec(variant.name)
-    paper = spec.paper if variant.is_default else None
-    per_batch = counted.input_bytes + counted.peak_activation_bytes
-    return results.Row(
-        model=name, display_name=variant.display_name, family=spec.family, batch_size=batch_size,
-        resolution=counted.resolution, native_resolution=variant.resolution or spec.input_size,
-        precision=config.precision,
-        device=device, params=counted.params, macs_per_image=counted.ops("macs"),
-        flops_per_image=counted.ops("flops"), paper_ops_per_image=counted.ops("paper", dense_groups=True),
-        activations_per_image=counted.total.activations,
-        # Counted in float32; every value (weights, input, activations) is cast to the precision.
-        memory_analytical_bytes=(counted.memory_bytes - per_batch + batch_size * per_batch)
-        * timing.precision_dtype(config.precision).itemsize // 4,
-        top1_percent_paper=paper.top1_percent if paper else 0.0, gops_paper=paper.gops_paper if paper else 0.0,
-        params_m_paper=paper.params_m_paper if paper else 0.0)
-
-
-def failed_row(row: results.Row, status: str, message: str) -> results.Row:
-    """A point that could not be measured: its counts, its status and the first line of why."""
-    return dataclasses.replace(row, status=status, error=message.splitlines()[0][:300] if message else "")
-
-
-def measure_point(name: str, batch_size: int, config: Config, row: results.Row, meter: Optional[power.Meter],
-                  idle_w: Optional[float], window_s: float, variables, peak_flops: float) -> results.Row:
-    """Times and meters one variant at one batch size; failures become the row's status."""
-    peak_before = memory.device_peak_bytes()
-    try:
-        measured = timing.time_forward(models.variant(name).module(), _input_shape(name, batch_size, config),
-                                       config.precision, config.timing_options, variables=variables)
-    except timing.MeasureFailed as failure:
-        return failed_row(row, failure.status, failure.message)
-    fields = measured.row_fields(row.flops_per_image, peak_flops)
-    fields.update(memory.compiled_memory(measured.compiled).row_fields())
-    peak_after = memory.device_peak_bytes()
-    # The allocator's peak never resets: it is this point's only when this point raised it.
-    if peak_after is not None and (peak_before is None or peak_after > peak_before):
-        fields["memory_device_peak_bytes"] = peak_after
-    if meter is not None:
-        reading = power.measure_power(meter, measured.run_batch, window_s)
-        fields.update(reading.row_fields(meter.name, batch_size, idle_w))
-    elif config.power_watts is not None:
-        fields.update(power_source="modelled", power_w=config.power_watts,
-                      energy_per_image_j=config.power_watts * measured.median_per_image_s)
-    return dataclasses.replace(row, **fields)
-
-
-def variant_variables(name: str, config: Config, abstract=None):
-    """The variant's weights on the device, or the MeasureFailed that stopped making them.
-
-    `abstract`: the variables' shapes from the variant's cost count, which traced them already.
-    """
-    try:
-        return timing.device_variables(models.variant(name).module(), _input_shape(name, 1, config), config.precision,
-                                       abstract=abstract)
-    except timing.MeasureFailed as failure:
-        return failure
+    for variant, batch_sizes in todo.items():
+        side = config.measure.sized(variant).input_shape(1)[1]
+        rows = session.points(variant, batch_sizes, counted=counted[variant],
+                              too_big=too_big.get((str(variant), side)), starting=starting)
+        started = time.perf_counter()
+        try:
+            for row in rows:
+                attempt.clear()
+                stored.put(row)
+                results.write(out, stored)
+                eta.add(row, time.perf_counter() - started)
+                done += 1
+                summary = (f"{row.time_per_image_s * 1e3:.2f} ms/image latency, {row.images_per_s:.1f} images/s"
+                           if row.status == results.OK else f"{row.status}: {row.error[:100]}")
+                log(f"[{done}/{len(flops)}] {variant} batch {row.batch_size}: {summary} "
+                    f"(left: {eta.left(flops[done:])})")
+                started = time.perf_counter()
+        except KeyboardInterrupt:
+            if attempt:  # interrupted, not crashed: the rerun measures it
+                stored.remove(attempt[0].key)
+                results.write(out, stored)
+            raise
+        except Exception as error:  # a bug: recorded as what it is, then raised with its traceback
+            if attempt:
+                stored.put(points.failed_row(attempt[0], results.ERROR, f"{type(error).__name__}: {error}"))
+                results.write(out, stored)
+            raise
 
 
 class _Eta:

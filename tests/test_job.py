@@ -16,11 +16,11 @@ import pytest
 import models
 from core import files
 from core.errors import UserError
-from measure import job, power, results, timing
+from measure import job, points, power, results, timing
 
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
-TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), resolution=32, timing_options=FAST, power_window_s=0.05,
-            idle_settle_s=0.0)
+MEASURE = points.Settings(resolution=32, timing_options=FAST, power_window_s=0.05, idle_settle_s=0.0)
+TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), measure=MEASURE)
 
 
 class FakeMeter(power.Meter):
@@ -92,8 +92,9 @@ def test_rows_files_and_environment(metered_run):
 def test_resume_measures_only_missing_points(metered_run, monkeypatch):
     out, contents, _ = metered_run
     measured = []
-    real = job.measure_point
-    monkeypatch.setattr(job, "measure_point", lambda name, b, *a: measured.append((name, b)) or real(name, b, *a))
+    real = points.measure_point
+    monkeypatch.setattr(points, "measure_point",
+                        lambda sized, row, *a: measured.append((sized.name, row.batch_size)) or real(sized, row, *a))
     no_meter(monkeypatch)
     more = run_quietly(job.Config(out_dir=out, **{**TINY, "batch_sizes": (1, 2, 4)}))
     assert measured == [("enet", 4), ("resnet18", 4)]
@@ -113,7 +114,7 @@ def test_repeated_names_are_measured_once_and_empty_lists_refused(tmp_path, monk
 
 
 def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
-    real, calls = job.measure_point, []
+    real, calls = points.measure_point, []
 
     def interrupted_second_time(*args):
         calls.append(args[:2])
@@ -121,7 +122,7 @@ def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(job, "measure_point", interrupted_second_time)
+    monkeypatch.setattr(points, "measure_point", interrupted_second_time)
     no_meter(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
@@ -158,17 +159,17 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypa
 
 _DIES_AT_SECOND_POINT = textwrap.dedent("""
     import os, signal, sys
-    from measure import job, power, timing
-    calls, real = [], job.measure_point
+    from measure import job, points, power, timing
+    calls, real = [], points.measure_point
     def dying(*args):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
         return real(*args)
-    job.measure_point = dying
+    points.measure_point = dying
     power.open_meter = lambda device=None: (None, "no meter here")
-    job.run(job.Config(models=("enet",), batch_sizes=(1, 2, 4), resolution=32, out_dir=sys.argv[1],
-                       timing_options=timing.TimingOptions(0.0, 2, 1), idle_settle_s=0.0))
+    job.run(job.Config(models=("enet",), batch_sizes=(1, 2, 4), out_dir=sys.argv[1], measure=points.Settings(
+        resolution=32, timing_options=timing.TimingOptions(0.0, 2, 1), idle_settle_s=0.0)))
 """)
 
 
@@ -181,8 +182,8 @@ def test_a_point_that_killed_the_process_is_recorded_as_crashed_and_skipped(tmp_
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (2, "crashed")]
     assert "process died while measuring" in rows[1].error
     no_meter(monkeypatch)
-    measured, real = [], job.measure_point
-    monkeypatch.setattr(job, "measure_point", lambda name, b, *a: measured.append(b) or real(name, b, *a))
+    measured, real = [], points.measure_point
+    monkeypatch.setattr(points, "measure_point", lambda sized, row, *a: measured.append(row.batch_size) or real(sized, row, *a))
     rerun = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)}))
     assert measured == []  # the crashing point is not tried again, nor a larger one
     assert [(r.batch_size, r.status) for r in rerun.rows] == [(1, "ok"), (2, "crashed"), (4, "out_of_memory")]
@@ -215,13 +216,13 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
                         real_probe(precision, size=64, min_time_s=0.0, **kw))
     base = {**TINY, "models": ("enet",), "batch_sizes": (1,)}
     run_quietly(job.Config(out_dir=str(tmp_path), **base))
-    run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "precision": "float16"}))
+    run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "measure": dataclasses.replace(MEASURE, precision="float16")}))
     # Figures of settings a run did not measure are kept as drawn, and one missing is drawn again.
     kept = {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()}
     (tmp_path / "figures" / "float16-32" / "fig_c_time_vs_batch.svg").unlink()
     # Each network at its own resolution: a variant's own, cheaper to time than ENet's native 224.
     contents = run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "models": ("enet:resolution=48",),
-                                                                 "resolution": None}))
+                                                                 "measure": dataclasses.replace(MEASURE, resolution=None)}))
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()} == kept
     assert probes == ["float32", "float16"]  # stored per precision, reused, never shared across precisions
     assert set(contents.environment["peak_flops_per_s"]) == {"float32", "float16"}
@@ -288,8 +289,8 @@ def test_csv_is_rebuilt_and_stale_temporaries_swept(tmp_path, monkeypatch):
 
 def test_modelled_power_without_a_meter(tmp_path, monkeypatch):
     no_meter(monkeypatch)
-    rows = run_quietly(job.Config(out_dir=str(tmp_path), power_watts=10.0,
-                                  **{**TINY, "models": ("enet",), "batch_sizes": (1,)})).rows
+    rows = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,),
+                                                             "measure": dataclasses.replace(MEASURE, power_watts=10.0)})).rows
     row = rows[0]
     assert row.power_source == "modelled" and row.power_w == 10.0
     assert row.energy_per_image_j == pytest.approx(10.0 * row.time_per_image_s)
@@ -371,7 +372,7 @@ def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(t
     def broken(*args):
         raise ZeroDivisionError("a bug in the harness")
 
-    monkeypatch.setattr(job, "measure_point", broken)
+    monkeypatch.setattr(points, "measure_point", broken)
     with pytest.raises(ZeroDivisionError):
         run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
     (row,) = results.read(str(tmp_path)).rows

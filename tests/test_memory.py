@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from measure import memory, results, timing
+from measure import device_memory, results, timing
 
 FLOAT32_BYTES = 4
 
@@ -17,7 +17,7 @@ def _compiled(fn, *args):
 
 def test_matmul_arguments_and_output_are_counted():
     a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
-    analysis = memory.compiled_memory(_compiled(lambda a, b: a @ b, a, b))
+    analysis = device_memory.compiled_memory(_compiled(lambda a, b: a @ b, a, b))
     assert analysis.argument_bytes >= (64 * 32 + 32 * 16) * FLOAT32_BYTES
     assert analysis.output_bytes >= 64 * 16 * FLOAT32_BYTES
     assert analysis.temp_bytes >= 0
@@ -28,14 +28,14 @@ def test_matmul_arguments_and_output_are_counted():
 def test_temporaries_grow_with_intermediate_size():
     x = jnp.ones((256, 256))
     # A sort forces a materialised intermediate between two reductions XLA cannot fuse through.
-    small = memory.compiled_memory(_compiled(lambda x: jnp.sort(x[:8] * 2.0, axis=0).sum(), x))
-    large = memory.compiled_memory(_compiled(lambda x: jnp.sort(x * 2.0, axis=0).sum(), x))
+    small = device_memory.compiled_memory(_compiled(lambda x: jnp.sort(x[:8] * 2.0, axis=0).sum(), x))
+    large = device_memory.compiled_memory(_compiled(lambda x: jnp.sort(x * 2.0, axis=0).sum(), x))
     assert large.temp_bytes > small.temp_bytes
     assert large.argument_bytes == small.argument_bytes == 256 * 256 * FLOAT32_BYTES
 
 
 def test_row_fields_match_the_schema():
-    analysis = memory.compiled_memory(_compiled(lambda x: x + 1, jnp.ones(8)))
+    analysis = device_memory.compiled_memory(_compiled(lambda x: x + 1, jnp.ones(8)))
     fields = analysis.row_fields()
     assert set(fields) <= set(results.FIELDS)
     assert fields["memory_xla_total_bytes"] == analysis.total_bytes
@@ -54,7 +54,7 @@ class Dense(nn.Module):
 def test_timed_module_reports_its_weights_and_batch():
     options = timing.TimingOptions(min_time_s=0.0, min_repeats=1, warmup=0)
     result = timing.time_forward(Dense(10), (2, 1, 1, 5), options=options)
-    analysis = memory.compiled_memory(result.compiled)
+    analysis = device_memory.compiled_memory(result.compiled)
     weights_and_batch = (5 * 10 + 10 + 2 * 5) * FLOAT32_BYTES
     assert analysis.argument_bytes >= weights_and_batch
     assert analysis.output_bytes >= 2 * 10 * FLOAT32_BYTES
@@ -70,20 +70,20 @@ def test_backends_without_analysis_give_none():
             raise NotImplementedError
 
     for compiled in (NoAnalysis(), Unsupported()):
-        analysis = memory.compiled_memory(compiled)
-        assert analysis == memory.CompiledMemory()
+        analysis = device_memory.compiled_memory(compiled)
+        assert analysis == device_memory.CompiledMemory()
         assert analysis.total_bytes is None
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU keeps no allocator statistics")
 def test_cpu_has_no_device_peak():
-    assert memory.device_peak_bytes() is None
-    assert memory.device_bytes_in_use() is None
+    assert device_memory.device_peak_bytes() is None
+    assert device_memory.device_bytes_in_use() is None
 
 
 @pytest.mark.skipif(jax.default_backend() == "cpu", reason="needs a GPU or TPU allocator")
 def test_accelerator_peak_covers_a_live_array():
     x = jnp.ones((1024, 1024))
     x.block_until_ready()
-    assert memory.device_bytes_in_use() >= x.nbytes
-    assert memory.device_peak_bytes() >= memory.device_bytes_in_use()
+    assert device_memory.device_bytes_in_use() >= x.nbytes
+    assert device_memory.device_peak_bytes() >= device_memory.device_bytes_in_use()

@@ -9,7 +9,7 @@ import pytest
 
 import models
 from core.errors import UserError
-from measure import fits, job, results
+from measure import fits, job, points, results
 from models import variants
 
 RESNET50_KNOBS = "its knobs are: block, depths, width, num_classes, resolution"
@@ -141,10 +141,11 @@ def test_list_flags_rejoin_a_variants_knobs():
 def test_job_measures_equal_variants_once_and_refuses_two_resolutions(tmp_path):
     config = job.Config(models=("resnet18:width=0.25,resolution=32", "resnet18:resolution=32,width=0.250", "enet"),
                         batch_sizes=(1,), out_dir=str(tmp_path))
-    assert job.check_config(config) == ("resnet18:width=0.25,resolution=32", "enet")
-    assert job.check_config(dataclasses.replace(config, resolution=32)) == ("resnet18:width=0.25,resolution=32", "enet")
+    assert [str(v) for v in job.check_config(config)] == ["resnet18:width=0.25,resolution=32", "enet"]
+    at_32 = dataclasses.replace(config, measure=points.Settings(resolution=32))
+    assert [str(v) for v in job.check_config(at_32)] == ["resnet18:width=0.25,resolution=32", "enet"]
     with pytest.raises(UserError, match="sets resolution 32 but --resolution=64"):
-        job.check_config(dataclasses.replace(config, resolution=64))
+        job.check_config(dataclasses.replace(config, measure=points.Settings(resolution=64)))
     with pytest.raises(UserError, match="unknown knob 'wdth' for resnet18"):
         job.check_config(dataclasses.replace(config, models=("resnet18:wdth=2",)))
 

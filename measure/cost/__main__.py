@@ -46,9 +46,9 @@ def _resolution(variant: models.Variant) -> int | None:
 
 def _count(variant: models.Variant, train: bool = False) -> cost_lib.Cost:
     """The cost of a variant, named by its canonical string."""
-    cost = cost_lib.count_model(variant.name, _BATCH_SIZE.value, _resolution(variant), train=train,
-                                **dict(variant.knobs))
-    cost.model = str(variant)
+    sized = models.from_knobs(variant.name, _resolution(variant), **dict(variant.knobs))
+    cost = cost_lib.count_variant(sized, _BATCH_SIZE.value, train=train)
+    cost.model = str(variant)  # the variant asked for, not the one --resolution sized
     return cost
 
 

@@ -333,10 +333,16 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
                 batch_stats_bytes=_bytes(state), variables=variables)
 
 
+def count_variant(variant: models.Variant, batch_size: int = 1, train: bool = False, dtype=jnp.float32,
+                  memo: Optional[memo_lib.Memo] = None) -> Cost:
+    """Costs of a variant (a registered network with its knobs and resolution) at a batch size (memo: see count_module)."""
+    shape = variant.input_shape(batch_size)
+    cost = count_module(variant.module(), shape, train=train, dtype=dtype, memo=memo)
+    cost.model, cost.batch_size, cost.resolution = str(variant), batch_size, shape[1]
+    return cost
+
+
 def count_model(name: str, batch_size: int = 1, resolution: Optional[int] = None, train: bool = False,
                 dtype=jnp.float32, memo: Optional[memo_lib.Memo] = None, **overrides) -> Cost:
-    """Costs of a registered network at a batch size, resolution and knob overrides (a memo: see count_module)."""
-    shape = models.input_shape(name, batch_size, resolution)
-    cost = count_module(models.get(name, **overrides), shape, train=train, dtype=dtype, memo=memo)
-    cost.model, cost.batch_size, cost.resolution = name, batch_size, shape[1]
-    return cost
+    """Costs of a registered network at a batch size, resolution and knob overrides: `count_variant` of that variant."""
+    return count_variant(models.from_knobs(name, resolution, **overrides), batch_size, train, dtype, memo)
