@@ -16,7 +16,7 @@ import numpy as np
 
 from explore import jobs, sweep
 from explore import plan as plan_lib
-from measure import fits, results
+from measure import findings, results
 from measure.analysis import fitting
 
 HELD_OUT_FOLDS = 5
@@ -53,7 +53,7 @@ class VariantResult:
     @property
     def energy_j(self) -> Optional[float]:
         """The least energy per image over the batch sizes measured, None without power."""
-        energies = [e for e in map(fits.energy_per_image_j, self.rows.values()) if e is not None]
+        energies = [e for e in map(findings.energy_per_image_j, self.rows.values()) if e is not None]
         return min(energies) if energies else None
 
 
@@ -124,7 +124,7 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
         points = [v for v in variants if v.time_ms(b) is not None]
         _linear(out.time_vs_ops, b, [v.gflops for v in points], [v.time_ms(b) for v in points], out.notes,
                 f"time vs operations of the variants at batch {b}")
-        networks = fits.ok_rows(network_rows, b)
+        networks = findings.ok_rows(network_rows, b)
         _linear(out.networks_time_vs_ops, b, [r.flops_per_image / 1e9 for r in networks],
                 [r.time_per_image_s * 1e3 for r in networks], out.notes, f"time vs operations of the networks at batch {b}")
     # Fronts and budgets are found over subsets and reported as indices into `variants`.

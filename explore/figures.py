@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from explore import analyse as analyse_lib
-from measure import fits
+from measure import findings
 from measure.analysis import fitting, plotting
 
 ACCURACY_LABEL = "top-1 accuracy [%] (trained here)"
@@ -74,12 +74,12 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
     inside = _front(ax, analysis, "time", lambda v: v.time_ms(batch))
     inside += _curve(ax, analysis.hyperbola_time, analysis.hyperbola_time_held_out,
                      [v.time_ms(batch) for v in timed], " ms", "t")
-    powered = [v.rows[batch] for v in timed if fits.energy_per_image_j(v.rows[batch]) is not None]
+    powered = [v.rows[batch] for v in timed if findings.energy_per_image_j(v.rows[batch]) is not None]
     if powered:
         # With power near constant (finding 1), a budget of energy per image bounds time: t = E / P. The
         # budgets span this batch size's energies, so the lines cross the points drawn.
         watts = float(np.mean([r.power_w for r in powered]))
-        for budget in fitting.log_budgets([fits.energy_per_image_j(r) for r in powered]):
+        for budget in fitting.log_budgets([findings.energy_per_image_j(r) for r in powered]):
             plotting.budget_line(ax, budget / watts * 1e3, f"{budget * 1e3:.3g} mJ/img")
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
@@ -109,7 +109,7 @@ def time_vs_ops(analysis: analyse_lib.Analysis) -> Figure:
             grid = np.linspace(0, max(xs) * 1.05, 50)
             inside += ax.plot(grid, fit.predict(grid), linestyle="--", color=next(greys),
                               label=f"batch {batch}: " + plotting.line_label(fit, "t [ms]", "GFLOPs", "variants"))
-    for row in fits.ok_rows(analysis.network_rows, analysis.batch):
+    for row in findings.ok_rows(analysis.network_rows, analysis.batch):
         ax.scatter(row.flops_per_image / 1e9, row.time_per_image_s * 1e3, marker="x", color="#707070", zorder=2)
         ax.annotate(row.display_name, (row.flops_per_image / 1e9, row.time_per_image_s * 1e3), fontsize="x-small",
                     xytext=(3, 3), textcoords="offset points", color="#707070")

@@ -25,7 +25,7 @@ from absl import flags
 import models
 from core import cli, runtime, values
 from core.errors import UserError
-from measure import fits, results, timing
+from measure import findings, results, timing
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _NETWORKS = flags.DEFINE_list("networks", ["resnet18", "resnet50", "vgg16", "inception_v3"],
@@ -187,7 +187,7 @@ def fraction_of_peak(out_dir: str) -> None:
           + ", ".join(f"{p}: {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
     print(f"  {'network':<14}{'precision':>10}{'res':>5}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     best = {}
-    for row in fits.ok_rows(contents.rows):
+    for row in findings.ok_rows(contents.rows):
         key = (row.model, row.precision, row.resolution)
         if key not in best or row.images_per_s > best[key].images_per_s:
             best[key] = row

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import models
-from measure import fits, results
+from measure import findings, results
 from measure.analysis import fitting, plotting
 
 SIZE_LEGEND_M = (5, 35, 65, 95, 125, 155)  # the paper's blob legend, millions of parameters
@@ -55,7 +55,7 @@ def _first_rows(rows: Sequence[results.Row]) -> dict[str, results.Row]:
 
 def _pick_batch(rows: Sequence[results.Row], preferred: int) -> Optional[int]:
     """The preferred batch size if measured, else the nearest measured one (None if none)."""
-    present = fits.batch_sizes(rows)
+    present = findings.batch_sizes(rows)
     return min(present, key=lambda b: (abs(np.log2(b / preferred)), b)) if present else None
 
 
@@ -93,16 +93,16 @@ def top1_vs_ops(rows: Sequence[results.Row]) -> Figure:
     """(b) Top-1 vs G-Ops per image (paper convention); blob area proportional to parameters."""
     fig, ax = plotting.axes("Top-1 accuracy vs operations (blob area ∝ parameters)",
                     "operations [G-Ops per image, paper convention]", "top-1 accuracy [%] (paper's reference)")
-    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.gops_per_image(r) > 0]
+    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and findings.gops_per_image(r) > 0]
     if not nets:
         plotting.no_data(ax, "no network has both operations and a reference accuracy")
         return fig
     palette = styles(rows)
     for r in nets:
-        ax.scatter(fits.gops_per_image(r), r.top1_percent_paper, s=fits.params_m(r) * POINTS2_PER_M,
+        ax.scatter(findings.gops_per_image(r), r.top1_percent_paper, s=findings.params_m(r) * POINTS2_PER_M,
                    color=palette[r.model].colour, marker=palette[r.model].marker, alpha=0.6, edgecolors="black",
                    linewidths=0.5)
-        ax.annotate(r.display_name, (fits.gops_per_image(r), r.top1_percent_paper), fontsize="small",
+        ax.annotate(r.display_name, (findings.gops_per_image(r), r.top1_percent_paper), fontsize="small",
                     xytext=(4, 4), textcoords="offset points")
     ax.margins(0.15)
     handles = [ax.scatter([], [], s=m * POINTS2_PER_M, color="#bbbbbb", edgecolors="black", label=f"{m}M")
@@ -137,7 +137,7 @@ def _finish_batch_figure(fig, ax, rows: Sequence[results.Row]) -> None:
 def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(c) Inference time per image vs batch size, log y."""
     fig, ax = plotting.axes("Inference time per image vs batch size", "batch size", "time per image [ms]")
-    ok = fits.ok_rows(rows)
+    ok = findings.ok_rows(rows)
     if not _per_batch_lines(ax, ok, lambda r: r.time_per_image_s * 1e3):
         plotting.no_data(ax, "no network was timed successfully")
         return fig
@@ -149,7 +149,7 @@ def time_vs_batch(rows: Sequence[results.Row]) -> Figure:
 def power_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(d) Power vs batch size; says so when power was not measured, labels modelled power."""
     fig, ax = plotting.axes("Power vs batch size", "batch size", "power [W]")
-    powered = [r for r in fits.ok_rows(rows) if fits.has_power(r)]
+    powered = [r for r in findings.ok_rows(rows) if findings.has_power(r)]
     if not powered:
         plotting.no_data(ax, "power not measured on this device")
         return fig
@@ -170,7 +170,7 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
     """(e) Memory vs batch size: XLA's measured total (solid) and the analytical estimate (dashed)."""
     fig, ax = plotting.axes("Memory vs batch size (solid: XLA total, measured; dashed: analytical)", "batch size",
                     "memory [MB]")
-    measured = _per_batch_lines(ax, fits.ok_rows(rows), lambda r: r.memory_xla_total_bytes / MB
+    measured = _per_batch_lines(ax, findings.ok_rows(rows), lambda r: r.memory_xla_total_bytes / MB
                                 if r.memory_xla_total_bytes else None)
     analytical = [r for r in rows if r.memory_analytical_bytes > 0]
     palette = styles(rows)
@@ -194,7 +194,7 @@ def memory_vs_batch(rows: Sequence[results.Row]) -> Figure:
 def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
     """(f) Memory vs parameters at batch 1 (else the smallest batch), with a linear fit."""
     batch = _pick_batch(rows, 1) or 1
-    points = [r for r in fits.ok_rows(rows, batch) if r.memory_xla_total_bytes]
+    points = [r for r in findings.ok_rows(rows, batch) if r.memory_xla_total_bytes]
     source = "XLA total, measured"
     if not points:
         points, source = [r for r in rows if r.batch_size == batch and r.memory_analytical_bytes > 0], "analytical"
@@ -205,11 +205,11 @@ def memory_vs_params(rows: Sequence[results.Row]) -> Figure:
     memory = lambda r: (r.memory_xla_total_bytes if source != "analytical" else r.memory_analytical_bytes) / MB
     palette = styles(rows)
     for r in points:
-        ax.scatter(fits.params_m(r), memory(r), color=palette[r.model].colour, marker=palette[r.model].marker,
+        ax.scatter(findings.params_m(r), memory(r), color=palette[r.model].colour, marker=palette[r.model].marker,
                    label=r.display_name, zorder=3)
     try:
-        fit = fitting.linear_fit([fits.params_m(r) for r in points], [memory(r) for r in points])
-        x = np.linspace(0, max(fits.params_m(r) for r in points) * 1.05, 50)
+        fit = fitting.linear_fit([findings.params_m(r) for r in points], [memory(r) for r in points])
+        x = np.linspace(0, max(findings.params_m(r) for r in points) * 1.05, 50)
         line, = ax.plot(x, fit.predict(x), color="black", linestyle="--",
                         label=plotting.line_label(fit, "memory [MB]", "M-params"))
         plotting.legend_outside(ax, inside=[line])
@@ -223,25 +223,25 @@ def ops_vs_time(rows: Sequence[results.Row]) -> Figure:
     """(g) Operations vs inference time, with the linear fit time = a·ops + b at batch 1 and 16."""
     fig, ax = plotting.axes("Operations vs inference time per image", "time per image [ms]",
                     "operations [G-Ops per image, paper convention]")
-    batches = fits.headline_batches(rows)
+    batches = findings.headline_batches(rows)
     if not batches:
         plotting.no_data(ax, "no network was timed successfully")
         return fig
     palette, lines = styles(rows), []
     # The marker is the family's: the first batch size is drawn filled, the second hollow.
     for batch, filled in zip(batches, ("filled", "hollow")):
-        points = fits.ok_rows(rows, batch)
+        points = findings.ok_rows(rows, batch)
         for r in points:
             colour = palette[r.model].colour
-            ax.scatter(r.time_per_image_s * 1e3, fits.gops_per_image(r), marker=palette[r.model].marker,
+            ax.scatter(r.time_per_image_s * 1e3, findings.gops_per_image(r), marker=palette[r.model].marker,
                        facecolors=colour if filled == "filled" else "none", edgecolors=colour,
                        label=r.display_name if batch == batches[0] else None, zorder=3)
         try:
-            fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+            fit = fitting.linear_fit([findings.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
             lines += ax.plot([], [], " ", label=f"batch {batch} ({filled}): no fit, {error}")
             continue
-        gops = np.linspace(0, max(fits.gops_per_image(r) for r in points) * 1.05, 50)
+        gops = np.linspace(0, max(findings.gops_per_image(r) for r in points) * 1.05, 50)
         lines += ax.plot(fit.predict(gops), gops, linestyle="--", color="black" if batch == batches[0] else "grey",
                          label=f"batch {batch} ({filled}): " + plotting.line_label(fit, "time [ms]", "G-Ops"))
     plotting.legend_outside(ax, inside=lines)
@@ -253,7 +253,7 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
     batch = _pick_batch(rows, 16)
     fig, ax = plotting.axes(f"Top-1 accuracy vs images per second (batch {batch})", "images per second",
                     "top-1 accuracy [%] (paper's reference)")
-    points = [r for r in fits.ok_rows(rows, batch) if r.images_per_s and r.top1_percent_paper > 0]
+    points = [r for r in findings.ok_rows(rows, batch) if r.images_per_s and r.top1_percent_paper > 0]
     if not points:
         plotting.no_data(ax, "no network was timed successfully")
         return fig
@@ -263,12 +263,12 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
                    label=r.display_name, zorder=3)
     plotting.log_axis(ax.xaxis)
     _hyperbola(ax, points)
-    powered, xs = [r for r in points if fits.has_power(r)], [r.images_per_s for r in points]
+    powered, xs = [r for r in points if findings.has_power(r)], [r.images_per_s for r in points]
     if powered:
         # With power about constant (finding 1), energy per image = P / rate: a budget is a vertical line.
         watts = float(np.mean([r.power_w for r in powered]))
         kind = "modelled" if all(r.power_source == "modelled" for r in powered) else "measured"
-        for budget in fits.energy_budgets(powered):
+        for budget in findings.energy_budgets(powered):
             xs.append(watts / budget)
             plotting.budget_line(ax, watts / budget, f"{budget * 1e3:.3g} mJ/img")
         ax.plot([], [], color="grey", linestyle=":", label=f"iso-energy at mean {kind} power {watts:.1f} W")
@@ -281,7 +281,7 @@ def top1_vs_speed(rows: Sequence[results.Row]) -> Figure:
 
 
 def _hyperbola(ax, points: Sequence[results.Row]) -> None:
-    """Draws the fitted accuracy = a_max - k / (t - t0) against images per second, when it fits."""
+    """Draws the fitted accuracy = a_max - k / (t - t0) against images per second, when it findings."""
     times = np.array([r.time_per_image_s for r in points]) * 1e3
     try:
         fit = fitting.hyperbola_fit(times, [r.top1_percent_paper for r in points])
@@ -296,11 +296,11 @@ def _hyperbola(ax, points: Sequence[results.Row]) -> None:
 def accuracy_per_param(rows: Sequence[results.Row]) -> Figure:
     """(i) Accuracy density: top-1 % per million parameters."""
     fig, ax = plotting.axes("Accuracy per parameter", "", "top-1 accuracy per parameter [% / M-params]")
-    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and fits.params_m(r) > 0]
+    nets = [r for r in _first_rows(rows).values() if r.top1_percent_paper > 0 and findings.params_m(r) > 0]
     if not nets:
         plotting.no_data(ax, "no network has both parameters and a reference accuracy")
         return fig
-    _bars(ax, nets, [r.top1_percent_paper / fits.params_m(r) for r in nets], "{:.2f}")
+    _bars(ax, nets, [r.top1_percent_paper / findings.params_m(r) for r in nets], "{:.2f}")
     return fig
 
 
@@ -323,7 +323,7 @@ POWER_FIGURE = "fig_d_power_vs_batch"
 
 def powered(rows: Sequence[results.Row]) -> bool:
     """Whether any measured point has power, read by a meter or modelled."""
-    return any(fits.has_power(r) for r in fits.ok_rows(rows))
+    return any(findings.has_power(r) for r in findings.ok_rows(rows))
 
 
 def _left_out(rows: Sequence[results.Row]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from measure import figures, fits, results, timing
+from measure import figures, findings, results, timing
 from measure.analysis import document, fitting, verdicts
 from measure.analysis.verdicts import MIN_R2
 
@@ -57,7 +57,7 @@ def _finding1(rows: Sequence[results.Row]) -> list:
                     "(its figure's watts are not available here, only the claim). Criterion: this device agrees when "
                     f"power varies by at most {MAX_POWER_SPREAD:.0%} ((max − min) / mean) over every measured point.")]
     try:
-        spread = fits.power_spread(rows)
+        spread = findings.power_spread(rows)
     except ValueError as error:
         return blocks + [("p", f"Here: not measured ({error}). This finding cannot be checked on this device.")]
     text = (f"Here: {spread.n} points ({spread.networks} networks, source: {', '.join(spread.sources)}): "
@@ -83,8 +83,8 @@ def _finding2(rows: Sequence[results.Row]) -> list:
                     f"device agrees when, at batch 1 and 16, the fit over at least four networks has R² ≥ {MIN_R2} "
                     "and k > 0 (accuracy rises with time).")]
     items, worst, judged = [], None, False
-    for batch in fits.headline_batches(rows):
-        points = [r for r in fits.ok_rows(rows, batch) if r.top1_percent_paper > 0]
+    for batch in findings.headline_batches(rows):
+        points = [r for r in findings.ok_rows(rows, batch) if r.top1_percent_paper > 0]
         try:
             fit = fitting.hyperbola_fit([r.time_per_image_s * 1e3 for r in points], [r.top1_percent_paper for r in points])
         except ValueError as error:
@@ -120,7 +120,7 @@ def _finding3(rows: Sequence[results.Row]) -> list:
                     f"correlation ρ ≥ {MIN_ENERGY_RHO}) and the most frugal network is not the most accurate one, "
                     "so that the smallest budget leaves the best accuracy out of reach.")]
     try:
-        bounds = [fits.energy_bound(rows, budget) for budget in fits.energy_budgets(rows)]
+        bounds = [findings.energy_bound(rows, budget) for budget in findings.energy_budgets(rows)]
     except ValueError as error:
         return blocks + [("p", f"Here: not measured ({error}). This finding cannot be checked on this device.")]
     table = [[f"{b.budget_j * 1e3:.3g}", f"{len(b.networks)} of {b.measured_networks}",
@@ -129,11 +129,11 @@ def _finding3(rows: Sequence[results.Row]) -> list:
     blocks.append(("table", ["budget [mJ/image]", "networks within", "most G-Ops", "best top-1 [%]"], table))
     # The names listed apart: with all 14 networks within a budget they would widen the table past a screen.
     blocks.append(("ul", [f"{b.budget_j * 1e3:.3g} mJ/image: {', '.join(b.networks) or 'none'}" for b in bounds]))
-    if any(r.power_source == "modelled" for r in fits.ok_rows(rows) if fits.has_power(r)):
+    if any(r.power_source == "modelled" for r in findings.ok_rows(rows) if findings.has_power(r)):
         blocks.append(("p", "Energies use modelled power (a constant wattage given by the user): energy is then "
                             "time × power, and this finding restates findings 2 and 4."))
     try:
-        order = fits.energy_order(rows)
+        order = findings.energy_order(rows)
     except ValueError as error:
         return blocks + [("verdict", f"Too few networks to judge ({error}): measure at least three.")]
     blocks.append(("p", f"Here: ρ(energy per image, G-Ops) = {order.rho_gops:.2f} over {order.n} networks; the most "
@@ -160,10 +160,10 @@ def _finding4(rows: Sequence[results.Row]) -> list:
                     "= a × G-Ops (paper convention) + b, by least squares. Criterion: this device agrees when, at "
                     f"batch 1 and 16, the fit over at least three networks has R² ≥ {MIN_R2}.")]
     items, poor, judged = [], [], False
-    for batch in fits.headline_batches(rows):
-        points = fits.ok_rows(rows, batch)
+    for batch in findings.headline_batches(rows):
+        points = findings.ok_rows(rows, batch)
         try:
-            fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+            fit = fitting.linear_fit([findings.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         except ValueError as error:
             items.append(f"batch {batch}: not fitted ({error}; {len(points)} networks).")
             continue
@@ -200,9 +200,9 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
     mb = lambda v: _n(v / 1e6 if v else None, "{:.1f}")
     ms = lambda v: _n(v and v * 1e3, "{:.3f}")
     top1 = lambda r: r.top1_percent_paper or None  # a variant has no paper accuracy: an em dash
-    counts = [[r.display_name, r.family, f"{fits.params_m(r):.2f}", f"{fits.gops_per_image(r):.2f}",
+    counts = [[r.display_name, r.family, f"{findings.params_m(r):.2f}", f"{findings.gops_per_image(r):.2f}",
                _n(top1(r), "{:.2f}"),
-               _n(top1(r) / fits.params_m(r) if top1(r) and fits.params_m(r) else None, "{:.2f}")] for r in at_batch]
+               _n(top1(r) / findings.params_m(r) if top1(r) and findings.params_m(r) else None, "{:.2f}")] for r in at_batch]
     quartiles = lambda r: f"{ms(r.time_per_image_p25_s)}–{ms(r.time_per_image_p75_s)}" if r.status == results.OK \
         else ms(None)
     times = [[r.display_name, ms(r.time_per_image_s), quartiles(r), ms(r.throughput_time_per_image_s),
@@ -233,7 +233,7 @@ def _batch_table(rows: Sequence[results.Row]) -> list:
 
 def _section(setting: results.Setting, rows: Sequence[results.Row], figure_files: Sequence[str]) -> list:
     """One setting's findings, table and figures."""
-    ok = fits.ok_rows(rows)
+    ok = findings.ok_rows(rows)
     blocks = [("h", 2, setting.title),
               ("p", f"{len({r.model for r in rows})} networks, batch sizes "
                     f"{', '.join(str(b) for b in sorted({r.batch_size for r in rows})) or 'none'}; {len(ok)} of "
@@ -265,10 +265,10 @@ def _precisions(contents: results.Results) -> list:
         reference = results.Setting("float32", setting.resolution)
         if setting.precision == "float32" or reference not in contents.settings:
             continue
-        base = {(r.model, r.batch_size): r for r in fits.ok_rows(contents.rows_of(reference))}
+        base = {(r.model, r.batch_size): r for r in findings.ok_rows(contents.rows_of(reference))}
         # Speed-up over float32 at each point measured in both: float32's time over this precision's.
         speedups = sorted(((base[(r.model, r.batch_size)].time_per_image_s / r.time_per_image_s, r)
-                           for r in fits.ok_rows(contents.rows_of(setting)) if (r.model, r.batch_size) in base),
+                           for r in findings.ok_rows(contents.rows_of(setting)) if (r.model, r.batch_size) in base),
                           key=lambda placed: placed[0])
         if not speedups:
             continue

@@ -12,7 +12,7 @@ from matplotlib import colors as mcolors
 
 import models
 from core import files
-from measure import figures, fits, report, results
+from measure import figures, findings, report, results
 from measure.analysis import fitting, plotting
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,8 +91,8 @@ def check_findings_and_fits(md, rows):
     for n in (1, 2, 3, 4):
         assert f"Finding {n}:" in md
     for batch in (1, 16):
-        points = fits.ok_rows(rows, batch)
-        fit = fitting.linear_fit([fits.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
+        points = findings.ok_rows(rows, batch)
+        fit = fitting.linear_fit([findings.gops_per_image(r) for r in points], [r.time_per_image_s * 1e3 for r in points])
         equation = f"time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f}"
         assert f"batch {batch}: {equation}" in md
     assert "Only two networks" in md and "Too few networks to judge" in md
@@ -106,11 +106,11 @@ def test_end_to_end_with_measured_power(tmp_path):
     md, page = run(rows, tmp_path)
     check_findings_and_fits(md, rows)
     check_html_is_self_contained(page)
-    spread = fits.power_spread(rows)
+    spread = findings.power_spread(rows)
     assert f"spread (max − min) / mean = {spread.range_fraction:.1%}" in md
     assert "| Tiny-A | resnet | 2.00 | 0.50 | 61.00 | 30.50 |" in md  # the batch-1 tables
     assert "| Tiny-A | 1.000 | 0.980–1.020 | 1.000 | 1000.0 | 0.010 |" in md and "| Tiny-A | 8.9 | 9.0 | 40.2 | 40.2 |" in md
-    bound = fits.energy_bound(rows, fits.energy_budgets(rows)[0])
+    bound = findings.energy_bound(rows, findings.energy_budgets(rows)[0])
     assert f"| {bound.budget_j * 1e3:.3g} | 1 of 2 |" in md and f"- {bound.budget_j * 1e3:.3g} mJ/image: " \
                                                                  f"{bound.networks[0]}\n" in md
     for stem in figures.FIGURES:
@@ -183,7 +183,7 @@ def test_hyperbola_and_disagreements_are_reported(tmp_path):
     rows[3].power_w = 200.0
     report.write_report(contents(rows), str(tmp_path), [])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    ok = fits.ok_rows(rows, 1)
+    ok = findings.ok_rows(rows, 1)
     fit = fitting.hyperbola_fit([r.time_per_image_s * 1e3 for r in ok], [r.top1_percent_paper for r in ok])
     assert f"a_max = {fit.a_max:.4g} %, k = {fit.k:.4g} %·ms, t0 = {fit.t0:.4g} ms, R² = {fit.r2:.3f}" in md
     assert "This device disagrees with the paper: power varies by" in md
@@ -267,7 +267,7 @@ def test_the_result_tables_fit_a_laptop_screen_with_all_14_networks(tmp_path):
         assert md.count(f"| {models.spec(name).display_name} |") == 3, name
     assert "| Inception-v4 | 280.9 | 281.0 | 50.0 (modelled) | 700 |" in md
     assert f"Not measured at batch 1: AlexNet: out_of_memory ({failed.error})." in md
-    for bound in (fits.energy_bound(rows, budget) for budget in fits.energy_budgets(rows)):
+    for bound in (findings.energy_bound(rows, budget) for budget in findings.energy_budgets(rows)):
         assert f"| {bound.budget_j * 1e3:.3g} | {len(bound.networks)} of 14 |" in md
         assert f"- {bound.budget_j * 1e3:.3g} mJ/image: {', '.join(bound.networks)}\n" in md
 
@@ -353,8 +353,8 @@ def test_settings_are_reported_apart_and_never_fitted_together(tmp_path):
     sections = md.split("\n## ")[2:]
     assert [s.splitlines()[0] for s in sections] == ["float32, 32x32", "float16, 32x32", "Precisions compared"]
     for section, rows in zip(sections, (fast, half)):
-        ok = fits.ok_rows(rows, 1)
-        fit = fitting.linear_fit([fits.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
+        ok = findings.ok_rows(rows, 1)
+        fit = fitting.linear_fit([findings.gops_per_image(r) for r in ok], [r.time_per_image_s * 1e3 for r in ok])
         assert f"batch 1: time = {fit.slope:.4g} ms/G-Op × G-Ops + {fit.intercept:.4g} ms, R² = {fit.r2:.3f} " \
                f"(6 networks)" in section
 

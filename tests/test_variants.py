@@ -9,7 +9,7 @@ import pytest
 
 import models
 from core.errors import UserError
-from measure import fits, job, points, results
+from measure import findings, job, points, results
 from models import variants
 
 RESNET50_KNOBS = "its knobs are: block, depths, width, num_classes, resolution"
@@ -161,12 +161,12 @@ def _row(model, energy_mj, gops, top1):
 def test_accuracy_fits_skip_variants_without_the_papers_accuracy():
     rows = [_row("resnet18:width=0.25", 1.0, 0.1, 0.0), _row("resnet18", 10.0, 1.8, 69.6),
             _row("resnet50", 20.0, 4.1, 76.0)]
-    order = fits.energy_order(rows)
+    order = findings.energy_order(rows)
     assert order.n == 3 and (order.frugal_network, order.best_network) == ("resnet18", "resnet50")
-    bound = fits.energy_bound(rows, 0.005)
+    bound = findings.energy_bound(rows, 0.005)
     assert bound.networks == ("resnet18:width=0.25",) and bound.best_top1_percent is None
     with pytest.raises(ValueError, match="no network measured has the paper's accuracy"):
-        fits.energy_order([_row(f"resnet18:width=0.{i}", i, i, 0.0) for i in (2, 3, 4)])
+        findings.energy_order([_row(f"resnet18:width=0.{i}", i, i, 0.0) for i in (2, 3, 4)])
 
 
 def test_models_cli_lists_variants(run_program):

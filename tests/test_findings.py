@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from measure import fits, results
+from measure import findings, results
 from measure.analysis import fitting
 
 
@@ -106,59 +106,59 @@ def energy_rows():
 
 
 def test_energy_bound_uses_each_networks_most_frugal_batch():
-    bound = fits.energy_bound(energy_rows(), 0.015)
+    bound = findings.energy_bound(energy_rows(), 0.015)
     assert bound.networks == ("SMALL", "MID")
     assert (bound.max_gops, bound.max_gops_network) == (4.0, "MID")
     assert (bound.best_top1_percent, bound.best_network) == (70.0, "MID")
     assert bound.measured_networks == 3
-    everything = fits.energy_bound(energy_rows(), 1.0)
+    everything = findings.energy_bound(energy_rows(), 1.0)
     assert everything.networks == ("SMALL", "MID", "BIG")
     assert (everything.max_gops_network, everything.best_network) == ("BIG", "MID")  # complexity ≠ accuracy
 
 
 def test_energy_bound_at_one_batch_size_and_when_nothing_fits():
-    assert fits.energy_bound(energy_rows(), 0.015, batch_size=1).networks == ("SMALL",)
-    empty = fits.energy_bound(energy_rows(), 0.001)
+    assert findings.energy_bound(energy_rows(), 0.015, batch_size=1).networks == ("SMALL",)
+    empty = findings.energy_bound(energy_rows(), 0.001)
     assert empty.networks == () and empty.max_gops is None and empty.best_top1_percent is None
 
 
 def test_energy_falls_back_to_power_over_rate():
     rows = [row("a", 1, time_ms=4.0, power_w=5.0), row("b", 1, time_ms=1.0, power_w=5.0)]
-    assert fits.energy_per_image_j(rows[0]) == pytest.approx(0.02)
-    assert fits.energy_bound(rows, 0.01).networks == ("B",)
+    assert findings.energy_per_image_j(rows[0]) == pytest.approx(0.02)
+    assert findings.energy_bound(rows, 0.01).networks == ("B",)
 
 
 def test_energy_bound_refuses_missing_power_and_bad_budgets():
     unpowered = [row("a", 1, 1.0), row("b", 1, 2.0)]
     with pytest.raises(ValueError, match="power was not measured"):
-        fits.energy_bound(unpowered, 1.0)
+        findings.energy_bound(unpowered, 1.0)
     with pytest.raises(ValueError, match="positive"):
-        fits.energy_bound(energy_rows(), 0.0)
+        findings.energy_bound(energy_rows(), 0.0)
 
 
 def test_energy_budgets_span_the_networks():
-    budgets = fits.energy_budgets(energy_rows(), count=4)
+    budgets = findings.energy_budgets(energy_rows(), count=4)
     assert budgets == sorted(budgets) and len(budgets) == 4
-    assert fits.energy_bound(energy_rows(), budgets[0]).networks == ("SMALL",)
-    assert len(fits.energy_bound(energy_rows(), budgets[-1]).networks) == 3
+    assert findings.energy_bound(energy_rows(), budgets[0]).networks == ("SMALL",)
+    assert len(findings.energy_bound(energy_rows(), budgets[-1]).networks) == 3
 
 
 def test_power_spread():
     rows = [row("a", 1, 1.0, 9.0), row("a", 8, 1.0, 11.0), row("b", 1, 1.0, 10.0),
             row("b", 8, status=results.OUT_OF_MEMORY), row("c", 1, 1.0)]
-    spread = fits.power_spread(rows)
+    spread = findings.power_spread(rows)
     assert (spread.n, spread.networks, spread.sources) == (3, 2, ("nvml",))
     assert spread.mean_w == pytest.approx(10.0)
     assert spread.range_fraction == pytest.approx(0.2)
     assert spread.cv == pytest.approx(np.std([9.0, 11.0, 10.0]) / 10.0)
     with pytest.raises(ValueError, match="not measured"):
-        fits.power_spread([row("c", 1, 1.0)])
+        findings.power_spread([row("c", 1, 1.0)])
 
 
 def test_headline_batches_prefer_1_and_16():
-    assert fits.headline_batches([row("a", b, 1.0) for b in (1, 4, 16, 64)]) == [1, 16]
-    assert fits.headline_batches([row("a", b, 1.0) for b in (2, 4)]) == [2]
-    assert fits.headline_batches([row("a", 1, status=results.ERROR)]) == []
+    assert findings.headline_batches([row("a", b, 1.0) for b in (1, 4, 16, 64)]) == [1, 16]
+    assert findings.headline_batches([row("a", b, 1.0) for b in (2, 4)]) == [2]
+    assert findings.headline_batches([row("a", 1, status=results.ERROR)]) == []
 
 
 def test_rank_correlation_is_spearmans():
@@ -171,7 +171,7 @@ def test_rank_correlation_is_spearmans():
 
 
 def test_energy_order_reads_each_networks_most_frugal_batch():
-    order = fits.energy_order(energy_rows())
+    order = findings.energy_order(energy_rows())
     assert order.n == 3 and order.rho_gops == pytest.approx(1.0)  # 5 < 12 < 40 mJ as 1 < 4 < 30 G-Ops
     assert (order.frugal_network, order.frugal_top1_percent) == ("SMALL", 60.0)
     assert (order.best_network, order.best_top1_percent) == ("MID", 70.0)

@@ -141,19 +141,22 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
     """Networks whose energy per image (at their most frugal batch size) fits the budget, and the best."""
     if not energy_per_image_j > 0:
         raise ValueError(f"the energy budget must be positive, got {energy_per_image_j}")
-    best = _least_energy(rows, batch_size)
-    within = sorted((v for v in best.values() if v[0] <= energy_per_image_j), key=lambda v: v[0])
-    fitting = [row for _, row in within]
-    most_ops = max(fitting, key=gops_per_image, default=None)
-    most_accurate = max(rated(fitting), key=lambda r: r.top1_percent_paper, default=None)
+    energies, least = zip(*_least_energy(rows, batch_size).values())
+    # Networks without the paper's accuracy (0.0) can fit the budget but are never the best of it.
+    (point,) = fitting.budget_frontier(energies,
+                                       [r.top1_percent_paper for r in least], [gops_per_image(r) for r in least],
+                                       [energy_per_image_j])
+    most_ops = None if point.most_complex is None else least[point.most_complex]
+    best = None if point.best is None else least[point.best]
+    best = best if best is not None and has_paper_accuracy(best) else None
     return EnergyBound(
         budget_j=float(energy_per_image_j),
-        networks=tuple(r.display_name for r in fitting),
+        networks=tuple(least[i].display_name for i in point.within),
         max_gops=gops_per_image(most_ops) if most_ops else None,
         max_gops_network=most_ops.display_name if most_ops else None,
-        best_top1_percent=most_accurate.top1_percent_paper if most_accurate else None,
-        best_network=most_accurate.display_name if most_accurate else None,
-        measured_networks=len(best))
+        best_top1_percent=best.top1_percent_paper if best else None,
+        best_network=best.display_name if best else None,
+        measured_networks=len(least))
 
 
 def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
