@@ -7,19 +7,30 @@ collector's, XLA's), where Python prints "Exception ignored" and carries on, so 
 lost. Instead SIGINT and SIGTERM set a request that its loops honour at safe points
 (`stop_requested`, `check_stop`); a second signal stops at once. The run then ends with one
 `interrupted: ...` line and the conventional exit status 128 + the signal's number.
+
+A setting a program takes from a dataclass gets its flag from the field (`define_flags`): name,
+type, default, and one-line help, bounds and choices in its metadata; `config_kwargs` reads the
+parsed flags back as the dataclass's keyword arguments. Nothing about a field is written twice.
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
 import sys
 import threading
+import types
+import typing
 from typing import Optional
 
 from absl import flags, logging
 
+from core import values
 from core.errors import UserError
+
+# The flags define_flags defines belong to the module calling it, where --help lists them.
+flags.disclaim_key_flags()
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -97,6 +108,92 @@ def require_finite(*holders) -> None:
     for holder in holders:
         flags.register_validator(holder, lambda value: value is None or math.isfinite(value),
                                  message=f"--{holder.name} must be a finite number")
+
+
+_SCALAR_FLAGS = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                 str: flags.DEFINE_string}
+_LIST_ITEMS = (int, float, str)  # tuple[<one of these>, ...] fields take a comma-separated list flag
+
+
+def _fields(config_type, only, skip) -> list[dataclasses.Field]:
+    """The fields of dataclass `config_type` named in `only` (default: all) less those in `skip`, in order."""
+    fields = dataclasses.fields(config_type)
+    unknown = (set(only or ()) | set(skip)) - {field.name for field in fields}
+    if unknown:
+        raise TypeError(f"{config_type.__name__} has no field {', '.join(sorted(unknown))}")
+    return [field for field in fields if (only is None or field.name in only) and field.name not in skip]
+
+
+def _flag_type(config_type, field: dataclasses.Field) -> tuple[type, Optional[type]]:
+    """(bool, int, float, str or tuple, the item type of a tuple) of a field's annotation, Optional left out."""
+    annotation = typing.get_type_hints(config_type)[field.name]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kept = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation = kept[0] if len(kept) == 1 else annotation
+    items = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(items) == 2 and items[1] is ... and items[0] in _LIST_ITEMS:
+        return tuple, items[0]
+    if annotation in _SCALAR_FLAGS:
+        return annotation, None
+    raise TypeError(f"{config_type.__name__}.{field.name}: no flag type for {annotation}; declare its flag by hand")
+
+
+def _item_text(item) -> str:
+    """A list flag's default item as a user writes it: 30.0 as 30, yet never a digit lost."""
+    return f"{item:g}" if isinstance(item, float) and float(f"{item:g}") == item else str(item)
+
+
+def define_flags(config_type, flag_values: flags.FlagValues, *, only=None, skip=(),
+                 rename: Optional[dict] = None) -> dict:
+    """Defines a flag per field of dataclass `config_type`; returns their FlagHolders by field name.
+
+    The fields are those named in `only` (default: all) less those in `skip`. A flag is named as
+    its field or by `rename` ({field: flag}), typed by the field's annotation (bool, int, float,
+    str, Optional of those, or a tuple of int, float or str items as a list flag), defaults to the
+    field's default, and takes from the field's metadata its one-line `help`, its `choices` (an
+    enum) and its `lower_bound` and `upper_bound` (numbers). Float flags refuse NaN and infinity.
+    A field no flag can be made from (no help, no default, another type) is a TypeError: a bug.
+    """
+    holders = {}
+    for field in _fields(config_type, only, skip):
+        name = (rename or {}).get(field.name, field.name)
+        kind, item = _flag_type(config_type, field)
+        if "help" not in field.metadata or field.default is dataclasses.MISSING:
+            raise TypeError(f"{config_type.__name__}.{field.name} needs a default and a metadata help for --{name}")
+        default, help_text = field.default, field.metadata["help"]
+        bounds = {key: field.metadata[key] for key in ("lower_bound", "upper_bound") if key in field.metadata}
+        if "choices" in field.metadata:
+            holder = flags.DEFINE_enum(name, default, list(field.metadata["choices"]), help_text,
+                                       flag_values=flag_values)
+        elif kind is tuple:
+            holder = flags.DEFINE_list(name, None if default is None else [_item_text(x) for x in default],
+                                       help_text, flag_values=flag_values)
+        else:
+            holder = _SCALAR_FLAGS[kind](name, default, help_text, flag_values=flag_values, **bounds)
+        if kind is float:
+            require_finite(holder)
+        holders[field.name] = holder
+    return holders
+
+
+def config_kwargs(config_type, flag_values: flags.FlagValues, *, only=None, skip=(),
+                  rename: Optional[dict] = None, parsers: Optional[dict] = None) -> dict:
+    """The parsed values of the flags `define_flags` defined (same `only`, `skip` and `rename`), by field name.
+
+    A list flag's items become a tuple of the field's item type (a one-line UserError naming the
+    flag on anything else, by core.values), or whatever `parsers[field](flag name, items)` makes.
+    """
+    kwargs = {}
+    for field in _fields(config_type, only, skip):
+        name = (rename or {}).get(field.name, field.name)
+        value = flag_values[name].value
+        item = _flag_type(config_type, field)[1]
+        if field.name in (parsers or {}):
+            value = parsers[field.name](name, value)
+        elif item is not None and value is not None:
+            value = tuple(value) if item is str else values.numbers(name, value, item)
+        kwargs[field.name] = value
+    return kwargs
 
 
 def _interrupt(signum, frame):

@@ -2,7 +2,7 @@
 
 A sweep's job list holds, per planned variant, one `measure` job (inference time, memory and energy
 per image at each batch size, as the main job measures a point) and one `train` job per seed (top-1
-on the data set's evaluation split after a fixed budget, through `train.train.fit`). Each job's key
+on the data set's evaluation split after a fixed budget, through `train.trainer.fit`). Each job's key
 names everything its result depends on, device included, so a changed setting is a new job and
 never reads as done. Results are plain JSON objects, one line each in the sweep's log.
 """
@@ -24,19 +24,32 @@ MEASURE, TRAIN = "measure", "train"
 class RunSettings:
     """What the run step computes per variant."""
 
-    measure: bool = True
-    batch_sizes: tuple[int, ...] = (1, 16)
-    precision: str = "float32"
-    min_time_s: float = 0.2
-    power_watts: Optional[float] = None  # modelled power where no meter reads
-    train: bool = True
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    train_steps: int = 60
-    train_batch_size: int = 32
-    learning_rate: float = 0.05
-    seeds: tuple[int, ...] = (0,)
-    precise_bn_images: int = train_config_lib.TrainConfig.precise_bn_images  # evaluation's BatchNorm statistics
+    measure: bool = dataclasses.field(default=True, metadata={
+        "help": "Time each variant on the device (memory and energy too)."})
+    batch_sizes: tuple[int, ...] = dataclasses.field(default=(1, 16), metadata={"help": "Batch sizes to time at."})
+    precision: str = dataclasses.field(default="float32", metadata={
+        "help": "Precision of the timing.", "choices": timing.PRECISIONS})
+    min_time_s: float = dataclasses.field(default=0.2, metadata={
+        "help": "Fewest seconds of timed calls per batch size.", "lower_bound": 0})
+    power_watts: Optional[float] = dataclasses.field(default=None, metadata={  # modelled power where no meter reads
+        "help": "Model energy with this constant power where no meter reads (labelled modelled).", "lower_bound": 0})
+    train: bool = dataclasses.field(default=True, metadata={
+        "help": "Train each variant for the budget and record its top-1."})
+    dataset: str = dataclasses.field(default="digits", metadata={
+        "help": "digits (offline) or any data set python -m train reads."})
+    data_dir: Optional[str] = dataclasses.field(default=None, metadata={
+        "help": "tensorflow-datasets data directory (default: tfds's own)."})
+    train_steps: int = dataclasses.field(default=60, metadata={
+        "help": "Training budget per variant, in steps.", "lower_bound": 1})
+    train_batch_size: int = dataclasses.field(default=32, metadata={"help": "Training batch size.", "lower_bound": 1})
+    learning_rate: float = dataclasses.field(default=0.05, metadata={
+        "help": "Peak learning rate (SGD, cosine).", "lower_bound": 0})
+    seeds: tuple[int, ...] = dataclasses.field(default=(0,), metadata={
+        "help": "Training seeds; accuracy is their mean."})
+    precise_bn_images: int = dataclasses.field(  # evaluation's BatchNorm statistics
+        default=train_config_lib.TrainConfig.precise_bn_images, metadata={
+            "help": "Training images on which each train job's evaluation re-estimates BatchNorm statistics "
+                    "(0: the running averages).", "lower_bound": 0})
 
     def train_config(self, variant: str, seed: int):
         """The training configuration of one (variant, seed) job."""
@@ -101,15 +114,15 @@ class Runner:
 
     def _train(self, payload: dict) -> dict:
         """Top-1 after the budget, or the reason training stopped (divergence, out of memory)."""
-        from train import train  # the train extra: only a sweep that trains imports it
+        from train import trainer  # the train extra: only a sweep that trains imports it
         s = self.settings
         base = {"kind": TRAIN, "variant": payload["variant"], "seed": payload["seed"], "device": self.device_name,
                 "dataset": s.dataset, "budget": s.budget()}
         try:
-            fitted = train.fit(s.train_config(payload["variant"], payload["seed"]), stop_when_asked=False)
-        except train.Diverged as error:
+            fitted = trainer.fit(s.train_config(payload["variant"], payload["seed"]), stop_when_asked=False)
+        except trainer.Diverged as error:
             return {**base, "status": failures.DIVERGED, "error": str(error)}
-        except train.OutOfMemory as error:  # this variant does not fit; the others may
+        except trainer.OutOfMemory as error:  # this variant does not fit; the others may
             return {**base, "status": results.OUT_OF_MEMORY, "error": str(error)}
         return {**base, "status": results.OK, "top1": fitted["eval_top1"], "top5": fitted["eval_top5"],
                 "eval_loss": fitted["eval_loss"], "train_loss": fitted.get("train_loss"),

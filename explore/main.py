@@ -15,9 +15,8 @@ from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import run as run_lib
 from explore import sample, sweep
-from measure import device, job, timing
+from measure import device, main_job
 
-_RUN = jobs_lib.RunSettings()
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
 DEMO_RANGES = ["width=0.25:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
 
@@ -32,42 +31,20 @@ _SPACES = flags.DEFINE_list("spaces", DEMO_SPACES, "Design spaces (resnet_basic,
 _RANGES = flags.DEFINE_list("ranges", DEMO_RANGES, "knob=low:high items narrowing every space with that knob "
                             "(width, depth_<stage>, resolution; default: the demo's, only with its spaces).",
                             flag_values=FLAGS)
-_SAMPLER = flags.DEFINE_enum("sampler", "random", list(plan_lib.SAMPLERS), "random (seeded draws) or grid.",
-                             flag_values=FLAGS)
-_SAMPLES = flags.DEFINE_integer("samples", 8, "Variants drawn per space by the random sampler.", lower_bound=1,
-                                flag_values=FLAGS)
-_GRID_POINTS = flags.DEFINE_integer("grid_points", 2, "Values per knob of the grid sampler (at most the knob's own "
-                                    "count).", lower_bound=1, flag_values=FLAGS)
-_SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Seed of the random sampler.", lower_bound=0, flag_values=FLAGS)
-_MAX_VARIANTS = flags.DEFINE_integer("max_variants", plan_lib.MAX_VARIANTS, "Most variants the sample step may cost "
-                                     "(the grid's size, or --samples times the spaces); raise it for larger plans.",
-                                     lower_bound=1, flag_values=FLAGS)
 _CONSTRAINTS = flags.DEFINE_list("constraints", [], "metric=low:high items (metrics: flops, macs, params, "
                                  "activations at batch 1; either end may be empty), e.g. flops=:1e9.",
                                  flag_values=FLAGS)
-_MEASURE = flags.DEFINE_bool("measure", True, "Time each variant on the device (memory and energy too).",
-                             flag_values=FLAGS)
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", [str(b) for b in _RUN.batch_sizes], "Batch sizes to time at.",
-                                 flag_values=FLAGS)
-_PRECISION = flags.DEFINE_enum("precision", _RUN.precision, list(timing.PRECISIONS), "Precision of the timing.",
-                               flag_values=FLAGS)
-_MIN_TIME = flags.DEFINE_float("min_time", _RUN.min_time_s, "Fewest seconds of timed calls per batch size.",
-                               lower_bound=0, flag_values=FLAGS)
-_POWER_WATTS = flags.DEFINE_float("power_watts", None, "Model energy with this constant power where no meter "
-                                  "reads (labelled modelled).", lower_bound=0, flag_values=FLAGS)
-_TRAIN = flags.DEFINE_bool("train", True, "Train each variant for the budget and record its top-1.", flag_values=FLAGS)
-_DATASET = flags.DEFINE_string("dataset", _RUN.dataset, "digits (offline) or any data set python -m train reads.",
-                               flag_values=FLAGS)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (default: tfds's own).",
-                                flag_values=FLAGS)
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", _RUN.train_steps, "Training budget per variant, in steps.",
-                                    lower_bound=1, flag_values=FLAGS)
-_TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", _RUN.train_batch_size, "Training batch size.",
-                                         lower_bound=1, flag_values=FLAGS)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", _RUN.learning_rate, "Peak learning rate (SGD, cosine).",
-                                    lower_bound=0, flag_values=FLAGS)
-_SEEDS = flags.DEFINE_list("seeds", [str(s) for s in _RUN.seeds], "Training seeds; accuracy is their mean.",
-                           flag_values=FLAGS)
+# The other settings of the plan and of the run step have a flag per field, made from the field
+# (core.cli.define_flags) and named as it is but where renamed here; the plan fields above parse
+# lists of items and default to the demo's, so their flags are declared by hand.
+PLAN_FIELDS_BY_HAND = ("spaces", "ranges", "constraints")
+PLAN_FLAG_NAMES = {"seed": "sample_seed"}
+RUN_FLAG_NAMES = {"min_time_s": "min_time"}
+cli.define_flags(plan_lib.PlanSettings, FLAGS, skip=PLAN_FIELDS_BY_HAND, rename=PLAN_FLAG_NAMES)
+cli.define_flags(jobs_lib.RunSettings, FLAGS, rename=RUN_FLAG_NAMES)
+# Lists read beyond their items' type: batch sizes positive, distinct and ascending; seeds each once.
+_RUN_PARSERS = {"batch_sizes": values.positive_integers,
+                "seeds": lambda flag, items: tuple(dict.fromkeys(values.numbers(flag, items, int)))}
 _ENERGY_BUDGETS = flags.DEFINE_list("energy_budgets_mj", [], "Energy budgets per image in mJ for the frontier "
                                     "(default: log-spaced over the variants).", flag_values=FLAGS)
 _POWER_BUDGET = flags.DEFINE_float("power_budget_w", None, "With --fps: the budget is this power at that frame "
@@ -81,7 +58,7 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards the variants are 
                                    lower_bound=1, flag_values=FLAGS)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard the sweep in --out instead of resuming it.",
                                flag_values=FLAGS)
-cli.require_finite(_MIN_TIME, _POWER_WATTS, _LEARNING_RATE, _POWER_BUDGET, _FPS)
+cli.require_finite(_POWER_BUDGET, _FPS)
 
 
 def settings_from_flags() -> run_lib.Settings:
@@ -111,19 +88,15 @@ def settings_from_flags() -> run_lib.Settings:
     steps = tuple(_STEPS.value) if _STEPS.value is not None else (run_lib.STEPS if num_shards == 1 else ("sample", "run"))
     settings = run_lib.Settings(
         out_dir=_OUT.value, steps=steps, shard_index=shard_index, num_shards=num_shards,
-        plan=plan_lib.PlanSettings(spaces=tuple(_SPACES.value), ranges=tuple(ranges), sampler=_SAMPLER.value,
-                                   samples=_SAMPLES.value, grid_points=_GRID_POINTS.value, seed=_SAMPLE_SEED.value,
-                                   constraints=constraints, max_variants=_MAX_VARIANTS.value),
-        run=jobs_lib.RunSettings(
-            measure=_MEASURE.value, batch_sizes=values.positive_integers("batch_sizes", _BATCH_SIZES.value),
-            precision=_PRECISION.value, min_time_s=_MIN_TIME.value, power_watts=_POWER_WATTS.value,
-            train=_TRAIN.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value, train_steps=_TRAIN_STEPS.value,
-            train_batch_size=_TRAIN_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-            seeds=tuple(dict.fromkeys(values.numbers("seeds", _SEEDS.value, int)))),
+        plan=plan_lib.PlanSettings(spaces=tuple(_SPACES.value), ranges=tuple(ranges), constraints=constraints,
+                                   **cli.config_kwargs(plan_lib.PlanSettings, FLAGS, skip=PLAN_FIELDS_BY_HAND,
+                                                       rename=PLAN_FLAG_NAMES)),
+        run=jobs_lib.RunSettings(**cli.config_kwargs(jobs_lib.RunSettings, FLAGS, rename=RUN_FLAG_NAMES,
+                                                     parsers=_RUN_PARSERS)),
         energy_budgets_j=budgets, networks_dir=_NETWORKS.value, overwrite=_OVERWRITE.value)
     run_lib.check(settings)  # every input, before the default below starts a JAX backend to name the device
     if settings.networks_dir is None and "analyse" in steps:
-        default = job.default_out_dir(device.default_device())
+        default = main_job.default_out_dir(device.default_device())
         if os.path.exists(os.path.join(default, "results.json")):
             settings = dataclasses.replace(settings, networks_dir=default)
     return settings

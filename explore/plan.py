@@ -28,17 +28,25 @@ MAX_VARIANTS = 2000  # the most variants a plan may cost unless --max_variants r
 
 @dataclasses.dataclass(frozen=True)
 class PlanSettings:
-    """What decides a sweep's variants, and the most variants the sample step may cost to find them."""
+    """What decides a sweep's variants, and the most variants the sample step may cost to find them.
+
+    A field with a metadata help has a flag of `python -m explore` made from it (core.cli.define_flags).
+    """
 
     spaces: tuple[str, ...]  # registered spaces (explore.space.SPACES) or scaling series "base/rule"
     ranges: tuple[tuple[str, float, float], ...] = ()  # (knob, low, high) narrowing every space that has it
-    sampler: str = "random"
-    samples: int = 8  # per space, random sampler
-    grid_points: int = 2  # per knob, grid sampler
-    seed: int = 0
+    sampler: str = dataclasses.field(default="random", metadata={
+        "help": "random (seeded draws) or grid.", "choices": SAMPLERS})
+    samples: int = dataclasses.field(default=8, metadata={
+        "help": "Variants drawn per space by the random sampler.", "lower_bound": 1})
+    grid_points: int = dataclasses.field(default=2, metadata={
+        "help": "Values per knob of the grid sampler (at most the knob's own count).", "lower_bound": 1})
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the random sampler.", "lower_bound": 0})
     constraints: tuple[tuple[str, Optional[float], Optional[float]], ...] = ()  # (metric, low, high)
     # A guard, not a choice of variants: plan.json leaves it out, so raising it keeps a stored plan valid.
-    max_variants: int = dataclasses.field(default=MAX_VARIANTS, compare=False)
+    max_variants: int = dataclasses.field(default=MAX_VARIANTS, compare=False, metadata={
+        "help": "Most variants the sample step may cost (the grid's size, or --samples times the spaces); raise it "
+                "for larger plans.", "lower_bound": 1})
 
 
 @dataclasses.dataclass(frozen=True)

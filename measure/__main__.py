@@ -4,7 +4,7 @@ from absl import flags
 
 import models
 from core import cli, runtime, values
-from measure import device, job, points, timing
+from measure import device, main_job, points, timing
 from models import registry
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
@@ -49,13 +49,14 @@ def main(argv):
     variants = tuple(models.variant_list(_MODELS.value))  # knob=value items rejoined
     batch_sizes = values.positive_integers("batch_sizes", value["batch_sizes"])
     runtime.configure()  # after the checks of the flags, before anything starts a JAX backend
-    config = job.Config(
-        models=variants, batch_sizes=batch_sizes, out_dir=_OUT.value or job.default_out_dir(device.default_device()),
+    config = main_job.Config(
+        models=variants, batch_sizes=batch_sizes,
+        out_dir=_OUT.value or main_job.default_out_dir(device.default_device()),
         measure=points.Settings(precision=_PRECISION.value, resolution=_RESOLUTION.value, timing_options=options,
                                 power_watts=_POWER_WATTS.value),
         overwrite=_OVERWRITE.value, retry_failed=_RETRY_FAILED.value)
     try:
-        job.run(config)
+        main_job.run(config)
     except KeyboardInterrupt as interrupt:
         raise cli.Stopped.after(interrupt, f"every point measured so far is in {config.out_dir}; "
                                 "run the same command again to resume") from None

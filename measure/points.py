@@ -1,6 +1,6 @@
 """A variant's points on the device: its counted row, its weights, and each batch size's time, memory and power.
 
-The one way both the main job (measure/run.py) and the explorer's run step (explore/jobs.py)
+The one way both the main job (measure/main_job.py) and the explorer's run step (explore/jobs.py)
 measure a variant. A `Session` opens the device's power meter, reads idle power and the peak
 FLOP/s once, then `Session.points` yields one results.Row per batch size: the variant's weights
 are made once for all of them, and once a batch runs out of memory the larger ones are skipped.
@@ -38,16 +38,8 @@ class Settings:
                 raise UserError(f"{name} must be a finite number >= 0; got {value}")
 
     def sized(self, variant: models.Variant) -> models.Variant:
-        """The variant at the side it is measured at: its own when it sets one, else these settings'.
-
-        UserError when both set one and they differ: the point would not be the variant asked for.
-        """
-        if self.resolution is None or variant.resolution == self.resolution:
-            return variant
-        if variant.resolution is not None:
-            raise UserError(f"{variant} sets resolution {variant.resolution} but --resolution={self.resolution}; "
-                            "leave one of them out (or measure that variant in a run of its own)")
-        return models.from_knobs(variant.name, self.resolution, **dict(variant.knobs))
+        """The variant at the side it is measured at: its own when it sets one, else these settings'."""
+        return variant.sized(self.resolution)
 
 
 def base_row(variant: models.Variant, batch_size: int, settings: Settings, device: str,

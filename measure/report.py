@@ -24,7 +24,7 @@ NAMES = ("report.md", "report.html")
 POWER_HINT = ("Power vs batch size is not drawn: no power meter read on this device. Rerun with --power_watts=W "
               "to model energy at a constant W watts (labelled modelled); points already measured keep their rows, "
               "so measure them again with --overwrite or into a new --out.")
-# Readable labels of the environment keys measure.job records (others show under their own name).
+# Readable labels of the environment keys measure.main_job records (others show under their own name).
 _ENVIRONMENT_LABELS = {"device": "device", "jax": "JAX", "jaxlib": "jaxlib", "xla_flags": "XLA flags in force",
                        "xla_flags_chosen": "XLA flags chosen by this project", "host": "host",
                        "peak_flops_per_s": "peak (matmul probe)", "idle_power_w": "idle power [W]"}

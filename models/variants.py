@@ -54,6 +54,15 @@ class Variant:
         """The Flax module with this variant's knobs; `extra` knobs are added (and win over the variant's)."""
         return registry.get(self.name, **{**dict(self.knobs), **extra})
 
+    def sized(self, resolution: int | None) -> "Variant":
+        """This variant at `resolution` (--resolution) where it sets none; UserError where it sets another."""
+        if resolution is None or self.resolution == resolution:
+            return self
+        if self.resolution is not None:
+            raise UserError(f"{self} sets resolution {self.resolution} but --resolution={resolution}; leave one "
+                            "of them out (or run that variant on its own)")
+        return from_knobs(self.name, resolution, **dict(self.knobs))
+
     def input_shape(self, batch_size: int = 1) -> tuple[int, ...]:
         """The NHWC input shape at this variant's resolution (the network's own when it sets none)."""
         return registry.input_shape(self.name, batch_size, self.resolution)

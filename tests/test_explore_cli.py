@@ -1,6 +1,12 @@
 """`python -m explore` on hostile input: one line on stderr, exit code 2, nothing written, before any work."""
 
+import dataclasses
+
 import pytest
+
+from core import cli
+from explore import jobs as jobs_lib
+from explore import plan as plan_lib
 
 _GRID = ["--spaces=resnet_basic,resnet_bottleneck", "--sampler=grid", "--grid_points=50"]
 
@@ -59,6 +65,7 @@ BAD_INPUTS = [
     (["--min_time=nan"], "--min_time must be a finite number"),
     (["--learning_rate=inf"], "--learning_rate must be a finite number"),
     (["--train_batch_size=5000"], "--train_batch_size 5000 is larger than digits's 1437 training examples"),
+    (["--precise_bn_images=-1"], "flag --precise_bn_images=-1: -1 is not a non-negative integer"),
     (["--dataset=nosuch"], "unknown data set 'nosuch'"),
     # shards
     (["--num_shards=0", "--shard_index=0"], "flag --num_shards=0: 0 is not a positive integer"),
@@ -94,3 +101,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_program, 
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
     assert not out.exists() or not any(out.iterdir())
 
+
+
+def test_every_plan_and_run_setting_has_a_flag_with_its_default_and_help(run_program):
+    """A flag per field, made from it, but for the plan's lists of items: declared by hand, with the demo's defaults."""
+    module = run_program.module("explore")
+    assert module.PLAN_FIELDS_BY_HAND == ("spaces", "ranges", "constraints")
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["explore"])
+    for settings, renamed, by_hand in ((plan_lib.PlanSettings, module.PLAN_FLAG_NAMES, module.PLAN_FIELDS_BY_HAND),
+                                       (jobs_lib.RunSettings, module.RUN_FLAG_NAMES, ())):
+        parsed = cli.config_kwargs(settings, module.FLAGS, skip=by_hand, rename=renamed)
+        # (an enum's help starts with its <choices>)
+        for field in dataclasses.fields(settings):
+            flag = module.FLAGS[renamed.get(field.name, field.name)]
+            if field.name not in by_hand:
+                assert parsed[field.name] == field.default and flag.help.endswith(field.metadata["help"]), field.name
+    assert module.FLAGS["min_time"].default == jobs_lib.RunSettings.min_time_s  # renamed flags keep their names
+    assert module.FLAGS["sample_seed"].default == plan_lib.PlanSettings.seed

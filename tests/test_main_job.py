@@ -16,7 +16,7 @@ import pytest
 import models
 from core import files
 from core.errors import UserError
-from measure import job, points, power, results, timing
+from measure import main_job, points, power, results, timing
 
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
 MEASURE = points.Settings(resolution=32, timing_options=FAST, power_window_s=0.05, idle_settle_s=0.0)
@@ -34,7 +34,7 @@ class FakeMeter(power.Meter):
 
 def run_quietly(config, lines=None):
     """Runs the job, collecting its progress lines."""
-    return job.run(config, log=(lines.append if lines is not None else lambda line: None))
+    return main_job.run(config, log=(lines.append if lines is not None else lambda line: None))
 
 
 def no_meter(monkeypatch):
@@ -50,7 +50,7 @@ def metered_run(tmp_path_factory):
     patch.setattr(power, "open_meter", lambda device=None: (FakeMeter(), ""))
     lines = []
     try:
-        contents = run_quietly(job.Config(out_dir=out, **TINY), lines)
+        contents = run_quietly(main_job.Config(out_dir=out, **TINY), lines)
     finally:
         patch.undo()
     return out, contents, lines
@@ -96,7 +96,7 @@ def test_resume_measures_only_missing_points(metered_run, monkeypatch):
     monkeypatch.setattr(points, "measure_point",
                         lambda sized, row, *a: measured.append((sized.name, row.batch_size)) or real(sized, row, *a))
     no_meter(monkeypatch)
-    more = run_quietly(job.Config(out_dir=out, **{**TINY, "batch_sizes": (1, 2, 4)}))
+    more = run_quietly(main_job.Config(out_dir=out, **{**TINY, "batch_sizes": (1, 2, 4)}))
     assert measured == [("enet", 4), ("resnet18", 4)]
     assert [dataclasses.asdict(r) for r in more.rows[:4]] == [dataclasses.asdict(r) for r in contents.rows]
     assert len(results.read(out).rows) == 6
@@ -104,13 +104,13 @@ def test_resume_measures_only_missing_points(metered_run, monkeypatch):
 
 def test_repeated_names_are_measured_once_and_empty_lists_refused(tmp_path, monkeypatch):
     no_meter(monkeypatch)
-    contents = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet", "enet"),
+    contents = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet", "enet"),
                                                                     "batch_sizes": (1,)}))
     assert [(r.model, r.batch_size) for r in contents.rows] == [("enet", 1)]
     with pytest.raises(UserError, match="no networks to measure"):
-        job.check_config(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ()}))
+        main_job.check_config(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ()}))
     with pytest.raises(UserError, match="no batch sizes"):
-        job.check_config(job.Config(out_dir=str(tmp_path), **{**TINY, "batch_sizes": ()}))
+        main_job.check_config(main_job.Config(out_dir=str(tmp_path), **{**TINY, "batch_sizes": ()}))
 
 
 def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
@@ -125,7 +125,7 @@ def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(points, "measure_point", interrupted_second_time)
     no_meter(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
+        run_quietly(main_job.Config(out_dir=str(tmp_path), **TINY))
     kept = results.read(str(tmp_path)).rows
     assert [(r.model, r.batch_size, r.status) for r in kept] == [("enet", 1, "ok")]  # no crash marker left
     assert not os.path.exists(tmp_path / "report.md")
@@ -142,7 +142,7 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypa
 
     monkeypatch.setattr(timing, "time_forward", fails_from_batch_2)
     no_meter(monkeypatch)
-    config = job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)})
+    config = main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)})
     rows = run_quietly(config).rows
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (2, "out_of_memory"), (4, "out_of_memory")]
     assert "RESOURCE_EXHAUSTED" in rows[1].error and rows[2].error.startswith("skipped: batch 2 ran out of memory")
@@ -159,7 +159,7 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypa
 
 _DIES_AT_SECOND_POINT = textwrap.dedent("""
     import os, signal, sys
-    from measure import job, points, power, timing
+    from measure import main_job, points, power, timing
     calls, real = [], points.measure_point
     def dying(*args):
         calls.append(1)
@@ -168,8 +168,9 @@ _DIES_AT_SECOND_POINT = textwrap.dedent("""
         return real(*args)
     points.measure_point = dying
     power.open_meter = lambda device=None: (None, "no meter here")
-    job.run(job.Config(models=("enet",), batch_sizes=(1, 2, 4), out_dir=sys.argv[1], measure=points.Settings(
-        resolution=32, timing_options=timing.TimingOptions(0.0, 2, 1), idle_settle_s=0.0)))
+    main_job.run(main_job.Config(models=("enet",), batch_sizes=(1, 2, 4), out_dir=sys.argv[1],
+                                 measure=points.Settings(resolution=32, timing_options=timing.TimingOptions(0.0, 2, 1),
+                                                         idle_settle_s=0.0)))
 """)
 
 
@@ -184,7 +185,7 @@ def test_a_point_that_killed_the_process_is_recorded_as_crashed_and_skipped(tmp_
     no_meter(monkeypatch)
     measured, real = [], points.measure_point
     monkeypatch.setattr(points, "measure_point", lambda sized, row, *a: measured.append(row.batch_size) or real(sized, row, *a))
-    rerun = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)}))
+    rerun = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)}))
     assert measured == []  # the crashing point is not tried again, nor a larger one
     assert [(r.batch_size, r.status) for r in rerun.rows] == [(1, "ok"), (2, "crashed"), (4, "out_of_memory")]
 
@@ -215,13 +216,13 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
     monkeypatch.setattr(timing, "peak_flops_per_s", lambda precision, **kw: probes.append(precision) or
                         real_probe(precision, size=64, min_time_s=0.0, **kw))
     base = {**TINY, "models": ("enet",), "batch_sizes": (1,)}
-    run_quietly(job.Config(out_dir=str(tmp_path), **base))
-    run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "measure": dataclasses.replace(MEASURE, precision="float16")}))
+    run_quietly(main_job.Config(out_dir=str(tmp_path), **base))
+    run_quietly(main_job.Config(out_dir=str(tmp_path), **{**base, "measure": dataclasses.replace(MEASURE, precision="float16")}))
     # Figures of settings a run did not measure are kept as drawn, and one missing is drawn again.
     kept = {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()}
     (tmp_path / "figures" / "float16-32" / "fig_c_time_vs_batch.svg").unlink()
     # Each network at its own resolution: a variant's own, cheaper to time than ENet's native 224.
-    contents = run_quietly(job.Config(out_dir=str(tmp_path), **{**base, "models": ("enet:resolution=48",),
+    contents = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**base, "models": ("enet:resolution=48",),
                                                                  "measure": dataclasses.replace(MEASURE, resolution=None)}))
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()} == kept
     assert probes == ["float32", "float16"]  # stored per precision, reused, never shared across precisions
@@ -241,18 +242,18 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
 def test_results_from_another_device_or_runtime_are_refused(tmp_path, monkeypatch):
     no_meter(monkeypatch)
     out = str(tmp_path)
-    run_quietly(job.Config(out_dir=out, **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+    run_quietly(main_job.Config(out_dir=out, **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
     contents = results.read(out)
     # Only a row says it: the environment is this device's.
     contents.rows[0].device = "a TPU somewhere"
     results.write(out, contents)
     with pytest.raises(UserError, match="rows measured on 'a TPU somewhere'.*--overwrite"):
-        run_quietly(job.Config(out_dir=out, **TINY))
+        run_quietly(main_job.Config(out_dir=out, **TINY))
     contents.rows[0].device = contents.environment["device"]
     contents.environment["xla_flags"] = "--xla_some_other_flag=1"
     results.write(out, contents)
     with pytest.raises(UserError, match="measured with xla_flags '--xla_some_other_flag=1'"):
-        run_quietly(job.Config(out_dir=out, **TINY))
+        run_quietly(main_job.Config(out_dir=out, **TINY))
     assert results.read(out).environment["xla_flags"] == "--xla_some_other_flag=1"  # nothing was written
 
 
@@ -262,7 +263,7 @@ def test_one_run_per_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: probe.append(1) or 1e9)
     with files.DirectoryLock(str(tmp_path), "test"):
         with pytest.raises(UserError, match=rf"another `python -m measure` \(pid {os.getpid()}\) is writing to"):
-            run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
+            run_quietly(main_job.Config(out_dir=str(tmp_path), **TINY))
     assert probe == [] and not os.path.exists(tmp_path / "results.json")
 
 
@@ -272,12 +273,12 @@ def test_an_unusable_out_is_found_before_anything_is_measured(tmp_path, monkeypa
     for out, message in ((tmp_path / "a_file", "exists and is not a directory"),
                          (tmp_path / "a_file" / "below", "cannot create")):
         with pytest.raises(UserError, match=message):
-            run_quietly(job.Config(out_dir=str(out), **TINY))
+            run_quietly(main_job.Config(out_dir=str(out), **TINY))
 
 
 def test_csv_is_rebuilt_and_stale_temporaries_swept(tmp_path, monkeypatch):
     no_meter(monkeypatch)
-    config = job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)})
+    config = main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)})
     run_quietly(config)
     csv_text = (tmp_path / "results.csv").read_text()
     os.unlink(tmp_path / "results.csv")
@@ -289,7 +290,7 @@ def test_csv_is_rebuilt_and_stale_temporaries_swept(tmp_path, monkeypatch):
 
 def test_modelled_power_without_a_meter(tmp_path, monkeypatch):
     no_meter(monkeypatch)
-    rows = run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,),
+    rows = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,),
                                                              "measure": dataclasses.replace(MEASURE, power_watts=10.0)})).rows
     row = rows[0]
     assert row.power_source == "modelled" and row.power_w == 10.0
@@ -300,7 +301,7 @@ def test_modelled_power_without_a_meter(tmp_path, monkeypatch):
 def test_corrupt_results_file_is_named(tmp_path):
     (tmp_path / "results.json").write_text('{"rows": [')
     with pytest.raises(UserError, match="results.json is not a valid results file.*--overwrite"):
-        run_quietly(job.Config(out_dir=str(tmp_path), **TINY))
+        run_quietly(main_job.Config(out_dir=str(tmp_path), **TINY))
 
 
 def _cli(*flags, env=None):
@@ -362,7 +363,7 @@ def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, mon
     real_idle, real_probe = power.idle_power, timing.peak_flops_per_s
     monkeypatch.setattr(power, "idle_power", lambda *a, **k: order.append("idle") or real_idle(*a, **k))
     monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: order.append("probe") or real_probe(*a, **k))
-    run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+    run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
     assert order == ["idle", "probe"]
 
 
@@ -374,6 +375,6 @@ def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(t
 
     monkeypatch.setattr(points, "measure_point", broken)
     with pytest.raises(ZeroDivisionError):
-        run_quietly(job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+        run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
     (row,) = results.read(str(tmp_path)).rows
     assert (row.status, row.error) == ("error", "ZeroDivisionError: a bug in the harness")

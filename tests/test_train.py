@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import models
-from train import checkpoint, optim, steps, train
+from train import checkpoint, optim, steps, trainer
 from train.config import TrainConfig
 
 SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
@@ -33,20 +33,20 @@ def _leaves(state) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_digits_reaches_95_percent():
     """A small ResNet on scikit-learn's digits, 8 epochs of cosine SGD, in memory only."""
-    result = train.fit(_config(batch_size=64, steps=None, epochs=8, learning_rate=0.1, schedule="cosine"))
+    result = trainer.fit(_config(batch_size=64, steps=None, epochs=8, learning_rate=0.1, schedule="cosine"))
     assert result["eval_top1"] >= 0.95, result
     assert result["step"] == 8 * (1437 // 64) and result["eval_top5"] >= result["eval_top1"]
 
 
 def test_resume_equals_a_straight_run(tmp_path):
     """12 steps straight equal 5 steps, a stop, and a resume to 12: parameters, statistics, optimizer, metrics."""
-    straight = train.fit(_config(), str(tmp_path / "straight"))
-    stopped = train.fit(_config(steps=5), str(tmp_path / "resumed"))
+    straight = trainer.fit(_config(), str(tmp_path / "straight"))
+    stopped = trainer.fit(_config(steps=5), str(tmp_path / "resumed"))
     assert stopped["step"] == 5
-    resumed = train.fit(_config(), str(tmp_path / "resumed"))
+    resumed = trainer.fit(_config(), str(tmp_path / "resumed"))
     assert resumed["steps_this_run"] == 7 and resumed["step"] == 12
-    for a, b in zip(_leaves(train.load_state(_config(), str(tmp_path / "straight"))),
-                    _leaves(train.load_state(_config(), str(tmp_path / "resumed"))), strict=True):
+    for a, b in zip(_leaves(trainer.load_state(_config(), str(tmp_path / "straight"))),
+                    _leaves(trainer.load_state(_config(), str(tmp_path / "resumed"))), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-5)
 
@@ -60,7 +60,7 @@ def test_resume_equals_a_straight_run(tmp_path):
     for step in (4, 12):
         assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5)
 
-    again = train.fit(_config(), str(tmp_path / "resumed"))  # a finished run: nothing to train, same metrics
+    again = trainer.fit(_config(), str(tmp_path / "resumed"))  # a finished run: nothing to train, same metrics
     assert again["steps_this_run"] == 0 and again["eval_loss"] == pytest.approx(resumed["eval_loss"])
     assert train_losses("resumed") == resumed_losses
 
@@ -70,14 +70,14 @@ _DEVICES_PROGRAM = textwrap.dedent("""
     import jax
     jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
     import numpy as np
-    from train import train
+    from train import trainer
     from train.config import TrainConfig
     config = TrainConfig(model="resnet18:depths=1-1-1-1,width=0.25,resolution=32", dataset="digits",
                          batch_size=16, steps=2, seed=1, learning_rate=0.05, log_every=1, eval_every=1000, schedule="step",
                          decay_epochs=())
     assert len(jax.devices()) == int(sys.argv[1])
-    result = train.fit(config, sys.argv[2])
-    state = train.load_state(config, sys.argv[2])
+    result = trainer.fit(config, sys.argv[2])
+    state = trainer.load_state(config, sys.argv[2])
     leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
     np.savez(sys.argv[3], loss=result["train_loss"], eval_loss=result["eval_loss"], *leaves)
 """)
@@ -115,7 +115,7 @@ def test_enet_trains_on_mock_imagenet_through_tf_data():
     """A few ENet steps on tfds's mock imagenet2012: JPEG decode, random crop, flip, 1000 classes."""
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
-        result = train.fit(TrainConfig(model="enet:resolution=32", dataset="imagenet2012", batch_size=8, steps=3,
+        result = trainer.fit(TrainConfig(model="enet:resolution=32", dataset="imagenet2012", batch_size=8, steps=3,
                                        log_every=1, learning_rate=0.01))
     assert result["step"] == 3 and result["dataset"] == "imagenet2012"
     assert np.isfinite(result["train_loss"]) and result["train_loss"] > 5  # ~ln(1000) on random labels
@@ -126,7 +126,7 @@ def test_enet_trains_on_mock_imagenet_through_tf_data():
 def trained_dir(tmp_path_factory):
     """A work directory after 4 steps, with checkpoints at steps 2 and 4 (copied by each test)."""
     workdir = tmp_path_factory.mktemp("trained")
-    train.fit(_config(steps=4, checkpoint_every=2), str(workdir))
+    trainer.fit(_config(steps=4, checkpoint_every=2), str(workdir))
     return workdir
 
 
@@ -139,11 +139,11 @@ def workdir(trained_dir, tmp_path):
 
 def test_checkpoint_of_another_run_is_refused_by_name(workdir):
     before = sorted(os.listdir(workdir / "checkpoints"))
-    with pytest.raises(train.UserError, match=r"is of another run: model 'resnet18:width=0.25,resolution=32' "
+    with pytest.raises(trainer.UserError, match=r"is of another run: model 'resnet18:width=0.25,resolution=32' "
                                               r"\(this run: 'resnet18:width=0.5,resolution=32'\)"):
-        train.fit(_config(model="resnet18:width=0.5,resolution=32", steps=6), str(workdir))
-    with pytest.raises(train.UserError, match=r"batch_size 32 \(this run: 16\)"):
-        train.fit(_config(batch_size=16, steps=6), str(workdir))
+        trainer.fit(_config(model="resnet18:width=0.5,resolution=32", steps=6), str(workdir))
+    with pytest.raises(trainer.UserError, match=r"batch_size 32 \(this run: 16\)"):
+        trainer.fit(_config(batch_size=16, steps=6), str(workdir))
     assert sorted(os.listdir(workdir / "checkpoints")) == before
 
 
@@ -160,7 +160,7 @@ def _corrupt(step_dir) -> None:
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(workdir, caplog):
     assert checkpoint.Checkpoints(str(workdir / "checkpoints"), keep=3).steps() == [2, 4]
     _corrupt(workdir / "checkpoints" / "4")
-    result = train.fit(_config(steps=6, checkpoint_every=2), str(workdir))
+    result = trainer.fit(_config(steps=6, checkpoint_every=2), str(workdir))
     assert result["steps_this_run"] == 4  # from step 2
     assert "checkpoint at step 4" in caplog.text and "resuming from step 2" in caplog.text
 
@@ -168,20 +168,20 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(workdir, caplo
 def test_no_readable_checkpoint_is_one_clear_error(workdir):
     for step in ("2", "4"):
         _corrupt(workdir / "checkpoints" / step)
-    with pytest.raises(train.UserError, match=r"no readable checkpoint in .*checkpoints: the newest \(step 4\)"):
-        train.fit(_config(steps=6), str(workdir))
+    with pytest.raises(trainer.UserError, match=r"no readable checkpoint in .*checkpoints: the newest \(step 4\)"):
+        trainer.fit(_config(steps=6), str(workdir))
 
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_good_checkpoint(tmp_path):
-    with pytest.raises(train.Diverged) as raised:
-        train.fit(_config(steps=40, checkpoint_every=2, log_every=1, learning_rate=1e3), str(tmp_path))
+    with pytest.raises(trainer.Diverged) as raised:
+        trainer.fit(_config(steps=40, checkpoint_every=2, log_every=1, learning_rate=1e3), str(tmp_path))
     match = re.fullmatch(r"(the loss became nan|the loss became inf|the parameters became infinite or NaN) at step (\d+); stopped, the last good checkpoint \(step (\d+)\) "
                          r"is kept; lower --learning_rate or add --warmup_epochs", str(raised.value))
     assert match, str(raised.value)
     bad, kept = int(match[2]), int(match[3])
     assert kept < bad <= kept + 2  # a checkpoint every 2 steps: none after the bad step
     assert checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3).steps()[-1] == kept
-    state = train.load_state(_config(steps=40), str(tmp_path))
+    state = trainer.load_state(_config(steps=40), str(tmp_path))
     assert int(state.step) == kept and all(np.all(np.isfinite(leaf)) for leaf in _leaves(state))
 
 
@@ -192,10 +192,10 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
     for seeds 0 to 2); from the second step on each precision follows its own gradients, and
     the losses part by percents.
     """
-    results = {p: train.fit(_config(steps=1, precision=p), str(tmp_path / p)) for p in ("float32", "bfloat16")}
+    results = {p: trainer.fit(_config(steps=1, precision=p), str(tmp_path / p)) for p in ("float32", "bfloat16")}
     assert results["bfloat16"]["train_loss"] == pytest.approx(results["float32"]["train_loss"], rel=0.01)
     assert results["bfloat16"]["train_loss"] != results["float32"]["train_loss"]  # it did compute in bfloat16
-    state = train.load_state(_config(steps=1, precision="bfloat16"), str(tmp_path / "bfloat16"))
+    state = trainer.load_state(_config(steps=1, precision="bfloat16"), str(tmp_path / "bfloat16"))
     dtypes = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
               if np.issubdtype(leaf.dtype, np.floating)}
     assert dtypes == {np.dtype("float32")}

@@ -1,5 +1,6 @@
 """`python -m train`: flags and presets, one-line errors, SIGTERM and resume, one run per work directory."""
 
+import dataclasses
 import json
 import os
 import re
@@ -11,6 +12,9 @@ import sys
 import time
 
 import pytest
+
+from core import cli
+from train import config as config_lib
 
 SMALL = ["--model=resnet18:width=0.25,resolution=32", "--dataset=digits", "--batch_size=32"]
 
@@ -117,6 +121,27 @@ def test_flags_override_the_preset(tmp_path, run_program):
 def _flag_lines(workdir) -> list[str]:
     """The flags in a work directory's flags.txt, its comment left out."""
     return [line for line in (workdir / "flags.txt").read_text().splitlines() if not line.startswith("#")]
+
+
+def test_every_setting_has_a_flag_with_its_default_and_help(run_program):
+    """A flag per TrainConfig field, made from it: its default and help cannot drift from the field's."""
+    module = run_program.module("train")
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["train"])
+    parsed = cli.config_kwargs(config_lib.TrainConfig, module.FLAGS)
+    # (an enum's help starts with its <choices>)
+    for field in dataclasses.fields(config_lib.TrainConfig):
+        flag = module.FLAGS[field.name]
+        assert parsed[field.name] == field.default and flag.help.endswith(field.metadata["help"]), field.name
+    assert module.config_from_flags() == config_lib.TrainConfig()
+
+
+def test_an_unknown_data_set_is_refused_before_jax_or_tensorflow_start():
+    program = ("import sys\nfrom core import cli\nfrom train import main\n"
+               "status = cli.call(main.main, main.FLAGS, ['train', '--dataset=nosuch', '--steps=1'])\n"
+               "print(status, sorted(name for name in ('jax', 'tensorflow') if name in sys.modules))")
+    child = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert child.stdout == "2 []\n" and child.stderr.startswith("error: unknown data set 'nosuch'"), child
 
 
 @pytest.mark.slow

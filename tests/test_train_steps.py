@@ -10,7 +10,7 @@ import numpy as np
 from models import layers
 from train import config as config_lib
 from train import input_pipeline, steps
-from train import train as train_lib
+from train import trainer as train_lib
 
 
 def test_population_statistics_are_the_mean_and_the_total_variance_of_equal_batches():

@@ -17,7 +17,7 @@ import pytest
 
 from core import files
 from core.errors import UserError
-from train import checkpoint, train
+from train import checkpoint, trainer
 from train.batches import Batches
 from train.config import TrainConfig
 from train.metrics import METRICS_FILE, MetricsLog, TENSORBOARD_DIR
@@ -72,7 +72,7 @@ def _fill(directory) -> None:
 def trained_dir(tmp_path_factory):
     """A work directory after 4 steps, with checkpoints at steps 2 and 4 (copied by each test)."""
     workdir = tmp_path_factory.mktemp("trained")
-    train.fit(_config(), str(workdir))
+    trainer.fit(_config(), str(workdir))
     return workdir
 
 
@@ -81,9 +81,9 @@ def trained_dir(tmp_path_factory):
 
 def test_a_relative_workdir_checkpoints_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = train.fit(_config(steps=2), os.path.join("runs", "digits"))
+    first = trainer.fit(_config(steps=2), os.path.join("runs", "digits"))
     assert first["step"] == 2 and _steps(tmp_path / "runs" / "digits") == ["2"]
-    resumed = train.fit(_config(), os.path.join("runs", "digits"))
+    resumed = trainer.fit(_config(), os.path.join("runs", "digits"))
     assert (resumed["step"], resumed["steps_this_run"]) == (4, 2)
     assert _steps(tmp_path / "runs" / "digits") == ["2", "4"]
     # fit returns fractions (the explorer stores them); its history, like metrics.jsonl, says percent
@@ -115,7 +115,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_good_one(tra
                              "on device; free space there or use another --workdir; the checkpoint of step 2 is "
                              "kept\n"), result.stderr
     assert _steps(workdir) == ["2"]  # no temporary left behind
-    state = train.load_state(_config(steps=8), str(workdir))
+    state = trainer.load_state(_config(steps=8), str(workdir))
     assert int(state.step) == 2
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state.params)))
 
@@ -258,7 +258,7 @@ def test_a_damaged_record_is_one_line_naming_the_checkpoint_and_the_field(workdi
     record = json.loads(path.read_text())
     path.write_text(json.dumps(change(record)))
     with pytest.raises(UserError) as raised:
-        train.load_state(_config(), str(workdir))
+        trainer.load_state(_config(), str(workdir))
     checkpoints = os.path.join(str(workdir), "checkpoints")
     where = f"the checkpoint of step 4 in {checkpoints} "
     assert str(raised.value) == where + message.format(step_dir=os.path.join(checkpoints, "4"))

@@ -9,7 +9,7 @@ import pytest
 
 import models
 from core.errors import UserError
-from measure import findings, job, points, results
+from measure import findings, main_job, points, results
 from models import variants
 
 RESNET50_KNOBS = "its knobs are: block, depths, width, num_classes, resolution"
@@ -139,15 +139,15 @@ def test_list_flags_rejoin_a_variants_knobs():
 
 
 def test_job_measures_equal_variants_once_and_refuses_two_resolutions(tmp_path):
-    config = job.Config(models=("resnet18:width=0.25,resolution=32", "resnet18:resolution=32,width=0.250", "enet"),
+    config = main_job.Config(models=("resnet18:width=0.25,resolution=32", "resnet18:resolution=32,width=0.250", "enet"),
                         batch_sizes=(1,), out_dir=str(tmp_path))
-    assert [str(v) for v in job.check_config(config)] == ["resnet18:width=0.25,resolution=32", "enet"]
+    assert [str(v) for v in main_job.check_config(config)] == ["resnet18:width=0.25,resolution=32", "enet"]
     at_32 = dataclasses.replace(config, measure=points.Settings(resolution=32))
-    assert [str(v) for v in job.check_config(at_32)] == ["resnet18:width=0.25,resolution=32", "enet"]
+    assert [str(v) for v in main_job.check_config(at_32)] == ["resnet18:width=0.25,resolution=32", "enet"]
     with pytest.raises(UserError, match="sets resolution 32 but --resolution=64"):
-        job.check_config(dataclasses.replace(config, measure=points.Settings(resolution=64)))
+        main_job.check_config(dataclasses.replace(config, measure=points.Settings(resolution=64)))
     with pytest.raises(UserError, match="unknown knob 'wdth' for resnet18"):
-        job.check_config(dataclasses.replace(config, models=("resnet18:wdth=2",)))
+        main_job.check_config(dataclasses.replace(config, models=("resnet18:wdth=2",)))
 
 
 def _row(model, energy_mj, gops, top1):

@@ -19,7 +19,7 @@ import models
 from core import cli, runtime, values
 from measure import cost, timing
 from train import config as config_lib
-from train import distributed, input_pipeline, optim, tfds_input, train
+from train import distributed, input_pipeline, optim, tfds_input, trainer
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _NETWORKS = flags.DEFINE_list("networks", ["enet", "resnet50"], "Networks whose training step is timed.",
@@ -67,7 +67,7 @@ def _step_and_state(variant: str, batch_size: int, precision: str):
     config = config_lib.TrainConfig(model=variant, batch_size=batch_size, precision=precision)
     tx = optim.optimizer(config, steps_per_epoch=1000)
     mesh = distributed.data_mesh()
-    jitted = train.jitted_steps(module, tx, config, mesh, shape[1])
+    jitted = trainer.jitted_steps(module, tx, config, mesh, shape[1])
     step, init = jitted.train, jitted.init
     rng = np.random.default_rng(0)
     batch = distributed.global_batch({"image": rng.integers(0, 256, shape, np.uint8),
@@ -166,7 +166,7 @@ def harness_overhead() -> None:
     for _ in range(_ROUNDS.value):  # alternating, so drifts of this shared machine hit both
         seconds, state = _timed_steps(step, state, batch, _MIN_TIME.value)
         bare.append(HARNESS_BATCH / seconds)
-        result = train.fit(config)
+        result = trainer.fit(config)
         harness.append(next(r["images_per_s"] for r in result["history"] if "images_per_s" in r))
     best_bare, best_harness = max(bare), max(harness)
     print(f"\nharness: {HARNESS_MODEL}, batch {HARNESS_BATCH}, digits from the pipeline: "
@@ -180,7 +180,7 @@ def time_to_95_percent() -> None:
     config = config_lib.TrainConfig(model=HARNESS_MODEL, dataset="digits", batch_size=64, epochs=8,
                                     learning_rate=0.1, schedule="cosine", log_every=10**9)
     start = time.perf_counter()
-    result = train.fit(config)
+    result = trainer.fit(config)
     total = time.perf_counter() - start
     reached = next((r for r in result["history"] if r["split"] == "eval" and r["top1_pct"] >= 95), None)
     when = f"{reached['elapsed_s']:.1f} s (epoch {reached['step'] / (result['step'] / 8):.0f})" if reached else "never"

@@ -10,35 +10,68 @@ from core.errors import UserError
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("step", "exponential", "cosine")
 PRECISIONS = precisions.TRAINING
+DIGITS = "digits"  # the offline data set, built in (train/digits.py)
+DATASETS = ("digits (built in), imagenet2012, or another image-classification data set of tensorflow-datasets "
+            "prepared in the data directory (cifar10, imagenette, ...)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what a training run computes (not where it writes)."""
+    """Everything that decides what a training run computes (not where it writes).
 
-    model: str = "enet"  # a variant string: models.variant
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    batch_size: int = 128  # global, over every device and host
-    epochs: Optional[float] = 30.0
-    steps: Optional[int] = None  # overrides epochs when set
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    learning_rate: float = 0.1  # at batch_size; not rescaled
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0  # linear from 0, before any schedule
-    lr_decay: float = 0.1  # step: factor at each of decay_epochs; exponential: factor per epoch
-    decay_epochs: tuple[float, ...] = (30.0, 60.0, 80.0)
-    weight_decay: float = 1e-4  # on kernels only: never BatchNorm parameters or biases
-    weight_decay_until_epoch: Optional[float] = None  # then 0 (ENet's schedule); None: always
-    label_smoothing: float = 0.0
-    precision: str = "float32"  # bfloat16: bfloat16 compute, float32 parameters and optimizer
-    seed: int = 0
-    log_every: int = 100  # steps
-    eval_every: Optional[int] = None  # steps; None: once per epoch (and always at the end)
-    checkpoint_every: int = 1000  # steps (and at the end, and on SIGINT/SIGTERM)
-    keep_checkpoints: int = 3
-    precise_bn_images: int = 1024  # training images BatchNorm statistics are re-estimated on for evaluation; 0: off
+    Each field's metadata holds its flag's one-line help (and bounds or choices): `python -m train`
+    defines its flags from the fields (core.cli.define_flags).
+    """
+
+    model: str = dataclasses.field(default="enet", metadata={  # a variant string: models.variant
+        "help": "Network or variant string, e.g. enet or resnet18:width=0.5,resolution=64."})
+    dataset: str = dataclasses.field(default=DIGITS, metadata={
+        "help": "digits (offline), imagenet2012, or any tfds image-classification data set prepared in --data_dir."})
+    data_dir: Optional[str] = dataclasses.field(default=None, metadata={
+        "help": "tensorflow-datasets data directory (default: tfds's own)."})
+    batch_size: int = dataclasses.field(default=128, metadata={  # global, over every device and host
+        "help": "Global batch size, over all devices.", "lower_bound": 1})
+    epochs: Optional[float] = dataclasses.field(default=30.0, metadata={
+        "help": "Training budget in epochs (ignored when --steps is set).", "lower_bound": 0})
+    steps: Optional[int] = dataclasses.field(default=None, metadata={  # overrides epochs when set
+        "help": "Training budget in optimizer steps (overrides --epochs).", "lower_bound": 1})
+    optimizer: str = dataclasses.field(default="sgd", metadata={
+        "help": "sgd (momentum), nesterov (SGD with Nesterov momentum) or adamw.", "choices": OPTIMIZERS})
+    momentum: float = dataclasses.field(default=0.9, metadata={
+        "help": "SGD momentum (0 for plain SGD).", "lower_bound": 0, "upper_bound": 0.999999})
+    learning_rate: float = dataclasses.field(default=0.1, metadata={  # at batch_size; not rescaled
+        "help": "Peak learning rate.", "lower_bound": 0})
+    schedule: str = dataclasses.field(default="cosine", metadata={
+        "help": "Learning-rate decay: step, exponential (per epoch) or cosine.", "choices": SCHEDULES})
+    warmup_epochs: float = dataclasses.field(default=0.0, metadata={  # linear from 0, before any schedule
+        "help": "Epochs of linear learning-rate warm-up from 0.", "lower_bound": 0})
+    # step: factor at each of decay_epochs; exponential: factor per epoch
+    lr_decay: float = dataclasses.field(default=0.1, metadata={
+        "help": "Decay factor: at each --decay_epochs (step) or per epoch (exponential).", "lower_bound": 0})
+    decay_epochs: tuple[float, ...] = dataclasses.field(default=(30.0, 60.0, 80.0), metadata={
+        "help": "Epochs at which the step schedule multiplies the rate by --lr_decay."})
+    weight_decay: float = dataclasses.field(default=1e-4, metadata={  # never BatchNorm parameters or biases
+        "help": "Weight decay on kernels (never on BatchNorm parameters or biases).", "lower_bound": 0})
+    weight_decay_until_epoch: Optional[float] = dataclasses.field(default=None, metadata={  # ENet's schedule
+        "help": "Epoch after which weight decay is 0 (default: never).", "lower_bound": 0})
+    label_smoothing: float = dataclasses.field(default=0.0, metadata={
+        "help": "Label smoothing factor.", "lower_bound": 0, "upper_bound": 0.999999})
+    # bfloat16: bfloat16 compute, float32 parameters and optimizer
+    precision: str = dataclasses.field(default="float32", metadata={
+        "help": "float32, or bfloat16 compute with float32 parameters (for accelerators).", "choices": PRECISIONS})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "Seed of initialisation, data order, augmentation and dropout."})
+    log_every: int = dataclasses.field(default=100, metadata={
+        "help": "Steps between training-metric records.", "lower_bound": 1})
+    eval_every: Optional[int] = dataclasses.field(default=None, metadata={
+        "help": "Steps between evaluations (default: every epoch; always at the end).", "lower_bound": 1})
+    checkpoint_every: int = dataclasses.field(default=1000, metadata={
+        "help": "Steps between checkpoints (also at the end and on SIGINT/SIGTERM).", "lower_bound": 1})
+    keep_checkpoints: int = dataclasses.field(default=3, metadata={
+        "help": "Newest checkpoints kept.", "lower_bound": 1})
+    precise_bn_images: int = dataclasses.field(default=1024, metadata={
+        "help": "Training images on which evaluations re-estimate BatchNorm statistics (0: the running averages).",
+        "lower_bound": 0})
 
 
 # What a checkpoint must agree on to be resumed (its state and data order depend on them); the
@@ -94,3 +127,32 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def check_dataset(name: str, data_dir: Optional[str]) -> None:
+    """Refuses a data set name tensorflow-datasets does not know (UserError), before TensorFlow starts.
+
+    Importing tensorflow_datasets and looking a name up among its builders start no TensorFlow,
+    whose start-up takes seconds: a mistyped name is told at once. A known name, or one of a
+    community namespace (huggingface:...), passes unopened: whether it is prepared in data_dir is
+    for its builder to say, after TensorFlow is kept off the GPUs. An unknown one is looked for
+    as files in data_dir, where tfds finds data sets prepared without their code.
+    """
+    if name == DIGITS:
+        return
+    try:
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # the train extra's
+    except ImportError:
+        return  # the input pipeline names the package to install
+    try:
+        dataset = tfds.core.naming.parse_builder_name_kwargs(name)[0]
+        if dataset.namespace:
+            return
+        try:
+            tfds.builder_cls(dataset.name)
+        except tfds.core.DatasetNotFoundError:  # no code for it: tfds looks for its files, without TensorFlow
+            tfds.builder(name, data_dir=data_dir)
+    except ValueError:  # DatasetNotFoundError, or a name tfds cannot even parse: as the input pipeline says
+        raise UserError(f"unknown data set {name!r}: use {DATASETS}") from None
+    except ImportError:
+        pass  # the reader of a data set prepared from files is missing: the input pipeline names it

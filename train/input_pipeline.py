@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.errors import UserError
+from train import config as config_lib
 from train import digits, tfds_input
 from train.batches import (
     Batch,
@@ -32,7 +33,7 @@ __all__ = ["Batch", "Batches", "DatasetInfo", "MEAN_RGB", "STDDEV_RGB", "dataset
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-DIGITS = "digits"
+DIGITS = config_lib.DIGITS
 
 
 def normalize(images, dtype=jnp.float32):

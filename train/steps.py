@@ -1,4 +1,4 @@
-"""The train state and the pure train and eval steps that `train.py` jits over a device mesh."""
+"""The train state and the pure train and eval steps that `trainer.py` jits over a device mesh."""
 
 from typing import Any
 

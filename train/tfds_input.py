@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from core.errors import UserError
+from train import config as config_lib
 from train.batches import (
     Batch,
     Batches,
@@ -24,8 +25,7 @@ SHUFFLE_BUFFER = 10_000
 # The evaluation crop keeps resolution / (resolution + CROP_PADDING) of the shorter side: 0.875 at
 # 224, as Inception, the Flax ImageNet example and big_vision crop.
 CROP_PADDING = 32
-SUPPORTED = ("digits (built in), imagenet2012, or another image-classification data set of "
-             "tensorflow-datasets prepared in the data directory (cifar10, imagenette, ...)")
+SUPPORTED = config_lib.DATASETS  # what a refusal offers instead
 
 
 @functools.cache

@@ -6,7 +6,6 @@ from absl import flags
 
 import models
 from core import cli
-from core.errors import UserError
 from measure import cost as cost_lib
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
@@ -36,18 +35,9 @@ def _options() -> dict:
         {"dense_groups": _DENSE_GROUPS.value} if _CONVENTION.value == "paper" else {})
 
 
-def _resolution(variant: models.Variant) -> int | None:
-    """The variant's resolution or --resolution's, whichever is set; UserError when both are and differ."""
-    if None not in (variant.resolution, _RESOLUTION.value) and variant.resolution != _RESOLUTION.value:
-        raise UserError(f"{variant} sets resolution {variant.resolution} but --resolution={_RESOLUTION.value}; "
-                        "give one of them")
-    return variant.resolution if _RESOLUTION.value is None else _RESOLUTION.value
-
-
 def _count(variant: models.Variant, train: bool = False) -> cost_lib.Cost:
     """The cost of a variant, named by its canonical string."""
-    sized = models.from_knobs(variant.name, _resolution(variant), **dict(variant.knobs))
-    cost = cost_lib.count_variant(sized, _BATCH_SIZE.value, train=train)
+    cost = cost_lib.count_variant(variant.sized(_RESOLUTION.value), _BATCH_SIZE.value, train=train)
     cost.model = str(variant)  # the variant asked for, not the one --resolution sized
     return cost
 
@@ -95,7 +85,7 @@ def main(argv):
     del argv
     variants = [models.variant(v) for v in (models.names() if _MODEL.value == "all" else [_MODEL.value])]
     for variant in variants:  # bad input fails before any output
-        models.input_shape(variant.name, _BATCH_SIZE.value, _resolution(variant))
+        variant.sized(_RESOLUTION.value).input_shape(_BATCH_SIZE.value)
     results = [_summary(variant) for variant in variants]
     if _JSON.value:
         rows = [r["row"] for r in results]

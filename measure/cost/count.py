@@ -335,7 +335,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
 
 def count_variant(variant: models.Variant, batch_size: int = 1, train: bool = False, dtype=jnp.float32,
                   memo: Optional[memo_lib.Memo] = None) -> Cost:
-    """Costs of a variant (a registered network with its knobs and resolution) at a batch size (memo: see count_module)."""
+    """Costs of a variant (a network with its knobs and resolution) at a batch size (a memo: see count_module)."""
     shape = variant.input_shape(batch_size)
     cost = count_module(variant.module(), shape, train=train, dtype=dtype, memo=memo)
     cost.model, cost.batch_size, cost.resolution = str(variant), batch_size, shape[1]
