@@ -87,3 +87,49 @@ def test_the_task_imports_neither_tensorflow_nor_jax():
     code = ("import sys; from train import synthetic; synthetic.examples(synthetic.Task(), 'train', range(2), 16); "
             "print(sorted(m for m in ('tensorflow', 'jax') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_training_batches_are_new_examples_disjoint_across_processes_and_resume_exactly():
+    from train import input_pipeline as ip
+    name = "synthetic:classes=4"
+    info = ip.dataset_info(name)
+    assert (info.name, info.num_classes, info.eval_examples) == ("synthetic:classes=4", 4, 2000)
+    hosts = [ip.train_batches(name, batch_size=4, resolution=16, seed=0, process_index=p, process_count=2)
+             for p in range(2)]
+    first = [next(h) for h in hosts]
+    assert not np.array_equal(first[0]["image"], first[1]["image"])
+    expected, _ = synthetic.examples(synthetic.parse(name), "train", range(4, 8), 16)
+    assert np.array_equal(first[1]["image"], expected)  # global batch 0: host 0 takes 0..3, host 1 takes 4..7
+    position = hosts[0].position()
+    after = next(hosts[0])
+    resumed = ip.train_batches(name, batch_size=4, resolution=16, seed=0, position=position, process_index=0,
+                               process_count=2)
+    assert np.array_equal(next(resumed)["image"], after["image"])
+
+
+def test_evaluation_reads_the_whole_test_split_once_padded():
+    from train import input_pipeline as ip
+    name = "synthetic:test_examples=10"
+    batches = list(ip.eval_batches(name, batch_size=4, resolution=16))
+    assert [int(b["mask"].sum()) for b in batches] == [4, 4, 2]
+    images, labels = synthetic.examples(synthetic.parse(name), "test", range(10), 16)
+    assert np.array_equal(np.concatenate([b["image"][b["mask"]] for b in batches]), images)
+    assert np.array_equal(np.concatenate([b["label"][b["mask"]] for b in batches]), labels)
+
+
+def test_the_train_cli_refuses_a_bad_setting_in_one_line(run_program):
+    result = run_program("train", "--dataset=synthetic:classes=99", "--steps=1")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: synthetic:classes=99: classes must be 2 to 40"]
+
+
+@pytest.mark.slow
+def test_a_small_network_learns_the_task_above_chance():
+    from train import config as config_lib
+    from train import trainer
+    config = config_lib.TrainConfig(model="resnet18:depths=1-1-1-1,width=0.25,resolution=32",
+                                    dataset="synthetic:classes=4", batch_size=32, steps=60, epochs=None,
+                                    learning_rate=0.05, log_every=60, checkpoint_every=60, precise_bn_images=256)
+    result = trainer.fit(config)
+    assert result["dataset"] == "synthetic:classes=4"
+    assert result["eval_top1"] > 0.35  # chance is 0.25

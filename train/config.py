@@ -6,13 +6,15 @@ from typing import Optional
 
 from core import precisions
 from core.errors import UserError
+from train import synthetic
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("step", "exponential", "cosine")
 PRECISIONS = precisions.TRAINING
 DIGITS = "digits"  # the offline data set, built in (train/digits.py)
-DATASETS = ("digits (built in), imagenet2012, or another image-classification data set of tensorflow-datasets "
-            "prepared in the data directory (cifar10, imagenette, ...)")
+DATASETS = ("digits (built in), synthetic (built in; settings as in synthetic:classes=20,noise=0.5), imagenet2012, "
+            "or another image-classification data set of tensorflow-datasets prepared in the data directory "
+            "(cifar10, imagenette, ...)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +28,8 @@ class TrainConfig:
     model: str = dataclasses.field(default="enet", metadata={  # a variant string: models.variant
         "help": "Network or variant string, e.g. enet or resnet18:width=0.5,resolution=64."})
     dataset: str = dataclasses.field(default=DIGITS, metadata={
-        "help": "digits (offline), imagenet2012, or any tfds image-classification data set prepared in --data_dir."})
+        "help": "digits or synthetic[:classes=N,noise=X,...] (offline), imagenet2012, or any tfds data set in "
+                "--data_dir."})
     data_dir: Optional[str] = dataclasses.field(default=None, metadata={
         "help": "tensorflow-datasets data directory (default: tfds's own)."})
     batch_size: int = dataclasses.field(default=128, metadata={  # global, over every device and host
@@ -139,6 +142,9 @@ def check_dataset(name: str, data_dir: Optional[str]) -> None:
     as files in data_dir, where tfds finds data sets prepared without their code.
     """
     if name == DIGITS:
+        return
+    if synthetic.is_synthetic(name):
+        synthetic.parse(name)  # UserError naming a bad setting
         return
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # the train extra's

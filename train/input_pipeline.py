@@ -16,7 +16,7 @@ import numpy as np
 
 from core.errors import UserError
 from train import config as config_lib
-from train import digits, tfds_input
+from train import digits, synthetic, tfds_input
 from train.batches import (
     Batch,
     Batches,
@@ -48,6 +48,9 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     if name == DIGITS:
         return DatasetInfo(DIGITS, digits.NUM_CLASSES, len(digits.split_indices("train")),
                            len(digits.split_indices("test")), "test")
+    if synthetic.is_synthetic(name):
+        task = synthetic.parse(name)  # named by its canonical string from here on
+        return DatasetInfo(str(task), task.classes, synthetic.EPOCH_EXAMPLES, task.test_examples, "test")
     return tfds_input.open_builder(name, data_dir)[0]
 
 
@@ -64,6 +67,9 @@ def train_batches(dataset: str | DatasetInfo, data_dir: str | None = None, *, ba
     check_layout(batch_size, resolution, process_index, process_count)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"the input seed must be an integer >= 0, not {seed!r}")
+    if synthetic.is_synthetic(name):
+        return _synthetic_train_batches(synthetic.parse(name), batch_size=batch_size, resolution=resolution,
+                                        position=position, process_index=process_index, process_count=process_count)
     if name == DIGITS:
         images, labels = digits.load("train", resolution)
         return _array_train_batches(images, labels, batch_size=batch_size, seed=seed, position=position,
@@ -83,8 +89,9 @@ def eval_batches(dataset: str | DatasetInfo, data_dir: str | None = None, *, bat
     """
     name = _name(dataset)
     check_layout(batch_size, resolution, process_index, process_count)
-    if name == DIGITS:
-        images, labels = digits.load("test", resolution)
+    if name == DIGITS or synthetic.is_synthetic(name):
+        images, labels = (digits.load("test", resolution) if name == DIGITS
+                          else synthetic.test_split(synthetic.parse(name), resolution))
         return _array_eval_batches(images, labels, batch_size=batch_size, process_index=process_index,
                                    process_count=process_count)
     info, builder = tfds_input.open_builder(name, data_dir)
@@ -95,6 +102,27 @@ def eval_batches(dataset: str | DatasetInfo, data_dir: str | None = None, *, bat
 def _name(dataset: str | DatasetInfo) -> str:
     """The name of a data set given by name or by its DatasetInfo."""
     return dataset.name if isinstance(dataset, DatasetInfo) else dataset
+
+
+def _synthetic_train_batches(task: synthetic.Task, *, batch_size: int, resolution: int, position: dict | None,
+                             process_index: int, process_count: int) -> Batches:
+    """Training batches of the synthetic task: every example new, none augmented (none needs to be).
+
+    Global batch g of epoch e holds examples e x EPOCH_EXAMPLES + g x B x P onwards, each process
+    its own B of them: the processes' batches are disjoint and together the global batch. A
+    training seed changes the initialisation, never the task (its own `seed` setting does).
+    """
+    epoch_batches = epoch_batch_count(synthetic.EPOCH_EXAMPLES // process_count, batch_size, process_count)
+
+    def open_epoch(epoch: int, first_batch: int) -> Iterator[Batch]:
+        """The batches of `epoch` from `first_batch` on."""
+        for batch in range(first_batch, epoch_batches):
+            start = epoch * synthetic.EPOCH_EXAMPLES + (batch * process_count + process_index) * batch_size
+            images, labels = synthetic.examples(task, "train", range(start, start + batch_size), resolution)
+            yield {"image": images, "label": labels}
+
+    return Batches(open_epoch, epoch_batches=epoch_batches, batch_size=batch_size, process_count=process_count,
+                   position=position)
 
 
 # In-memory arrays (the digits). ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ written like a variant string: `synthetic:classes=20,noise=0.5` (see `Task`).
 """
 
 import dataclasses
+import functools
 import typing
 
 import numpy as np
@@ -27,8 +28,9 @@ TEXTURES = ("plain", "stripes", "checker", "dots", "rings")
 MAX_COUNT = 2
 MAX_CLASSES = len(SHAPES) * len(TEXTURES) * MAX_COUNT
 SPLITS = {"train": 0, "test": 1}  # each split its own random streams: they never share an example
-# A nominal epoch of the endless training split: epochs only pace shuffling-free bookkeeping here.
-TRAIN_EXAMPLES = 2 ** 30
+# An epoch of the endless training split: that many new examples (schedules count epochs; the
+# examples of epoch e are those numbered from e x EPOCH_EXAMPLES, never seen before).
+EPOCH_EXAMPLES = 50_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,3 +194,12 @@ def examples(task: Task, split: str, indices, resolution: int) -> tuple[np.ndarr
         return np.zeros((0, resolution, resolution, 3), np.uint8), np.zeros(0, np.int32)
     images, labels = zip(*drawn)
     return np.stack(images), np.asarray(labels, np.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def test_split(task: Task, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole evaluation split at a resolution, drawn once per process (every evaluation reads it)."""
+    images, labels = examples(task, "test", range(task.test_examples), resolution)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels

@@ -24,7 +24,7 @@ import models
 from core import cli, failures, files
 from core.errors import UserError
 from measure import results
-from train import checkpoint, distributed, input_pipeline, optim, steps
+from train import checkpoint, distributed, input_pipeline, optim, steps, synthetic
 from train import config as config_lib
 from train.metrics import MetricsLog
 
@@ -92,6 +92,8 @@ def _prepare(config: config_lib.TrainConfig, mesh) -> tuple[_Run, object, object
     config_lib.check(config)
     variant = models.variant(config.model)
     info = input_pipeline.dataset_info(config.dataset, config.data_dir)
+    if synthetic.is_synthetic(config.dataset):  # its canonical string in checkpoints and results
+        config = dataclasses.replace(config, dataset=info.name)
     resolution = variant.input_shape(1)[1]
     module = _module(variant, info.num_classes)
     local_batch_size = distributed.per_host_batch_size(config.batch_size, mesh)
