@@ -58,6 +58,8 @@ def main(argv):
     config = config_from_flags()
     config_lib.check(config)
     config_lib.check_dataset(config.dataset, config.data_dir)
+    # A first line at once: JAX's start, the runtime's probe and the first compiles take seconds.
+    print(f"train: {config.model} on {config.dataset}; starting JAX", flush=True)
     # pylint: disable=import-outside-toplevel  # JAX starts with these, once the checks above have passed
     import jax
     import models
