@@ -21,6 +21,7 @@ DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
 DEMO_RANGES = ["width=0.25:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+SAFE_STOPS = True  # long work: a signal is a request, honoured at the next safe point (core.cli)
 _OUT = flags.DEFINE_string("out", os.path.join("results", "explore"), "Sweep directory; a rerun resumes there.",
                            flag_values=FLAGS)
 _STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.STEPS)} (default: all; with "

@@ -8,6 +8,7 @@ from measure import device, main_job, points, timing
 from models import registry
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+SAFE_STOPS = True  # long work: a signal is a request, honoured at the next safe point (core.cli)
 _MODELS = flags.DEFINE_list("models", models.names(), "Networks or variants to measure, e.g. "
                             "resnet50,resnet18:width=0.5,resolution=128 (default: the paper's 14).", flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2", "4", "8", "16", "32", "64"],
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, FLAGS, safe_stops=True)
+    cli.run(main, FLAGS, safe_stops=SAFE_STOPS)

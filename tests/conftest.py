@@ -76,8 +76,7 @@ def run_program(capsys):
     def run(program: str, *args: str) -> Finished:
         module = run.module(program)
         capsys.readouterr()
-        status = cli.call(module.main, module.FLAGS, [program, *args], safe_stops=program in ("measure", "train",
-                                                                                                  "explore"))
+        status = cli.call(module.main, module.FLAGS, [program, *args], safe_stops=getattr(module, "SAFE_STOPS", False))
         out, err = capsys.readouterr()
         return Finished(status, out, err)
 

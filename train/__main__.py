@@ -4,4 +4,4 @@ from core import cli
 from train import main
 
 if __name__ == "__main__":
-    cli.run(main.main, main.FLAGS, safe_stops=True)
+    cli.run(main.main, main.FLAGS, safe_stops=main.SAFE_STOPS)

@@ -12,6 +12,7 @@ from core import cli, runtime
 from train import config as config_lib
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+SAFE_STOPS = True  # long work: a signal is a request, honoured at the next safe point (core.cli)
 _PRESET = flags.DEFINE_enum("preset", None, list(config_lib.PRESETS),
                             "A published schedule to start from (flags set explicitly override it).", flag_values=FLAGS)
 # flags.txt lists the flags set in the order they are defined: these before --workdir, as it always has.
