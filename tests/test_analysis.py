@@ -102,3 +102,41 @@ def test_verdict_criteria_shared_by_both_reports():
     assert verdicts.hyperbola_failure(fit(5, 1.0, 0.5), "time") == "R² = 0.500 < 0.8"
     assert not verdicts.line_judged(fit(2, None, 1.0)) and verdicts.line_judged(fit(3, None, 0.1))
     assert verdicts.line_holds(fit(3, None, 0.8)) and not verdicts.line_holds(fit(3, None, 0.79))
+
+
+def test_weighted_edf_and_ks_distance_on_hand_made_data():
+    values, fractions = fitting.edf([1.0, 2.0, 3.0], weights=[2.0, 1.0, 1.0])
+    assert values.tolist() == [1.0, 2.0, 3.0] and fractions.tolist() == [0.5, 0.75, 1.0]
+    assert fitting.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
+    assert fitting.ks_distance([1, 2], [3, 4]) == 1.0
+    assert fitting.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
+    # Weighting the first set onto the values it shares with the second closes the gap.
+    assert fitting.ks_distance([1, 2, 3, 4], [3, 4]) == pytest.approx(0.5)
+    assert fitting.ks_distance([1, 2, 3, 4], [3, 4], weights_a=[0, 0, 1, 1]) == 0.0
+    assert fitting.ks_distance([1, 2, 3, 4], [3, 4], weights_a=[0, 0, 1, 3]) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="weights"):
+        fitting.edf([1.0, 2.0], weights=[0.0, 0.0])
+
+
+def test_complexity_weights_give_both_groups_one_distribution():
+    # Space a has most variants cheap, space b most variants expensive: unweighted, b looks worse
+    # only because its variants cost more; weighted, each shared bin counts the same in both.
+    flops = [1, 1, 1, 10, 1, 10, 10, 10]
+    groups = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    weights = fitting.complexity_weights(flops, groups, bins=2)
+    assert weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1 / 3, 1 / 3, 1 / 3])
+    for group in "ab":
+        mine = [w for w, g, f in zip(weights, groups, flops) if g == group and f == 1]
+        assert sum(mine) == pytest.approx(1.0)
+    outside = fitting.complexity_weights([1, 2, 100, 2, 3], ["a", "a", "a", "b", "b"], bins=1)
+    assert outside[0] == 0 and outside[2] == 0 and outside[1] > 0  # outside b's range [2, 3]
+    with pytest.raises(ValueError, match="do not overlap"):
+        fitting.complexity_weights([1, 2, 10, 20], ["a", "a", "b", "b"])
+
+
+def test_kendall_tau_on_known_rankings():
+    assert fitting.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert fitting.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert fitting.kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)  # one discordant pair of 6
+    with pytest.raises(ValueError, match="zero variance"):
+        fitting.kendall_tau([1, 2, 3], [5, 5, 5])

@@ -5,9 +5,11 @@
   it is solved exactly by least squares on u = 1 / (x - x0); x0 itself is found by a zooming grid
   search over the gap x_min - x0 on a log scale. No initial guess, no scipy.
 - `held_out`: the error of a fit on points left out of it (k-fold cross-validation).
-- `rank_correlation`: Spearman's rho.
+- `rank_correlation`, `kendall_tau`: Spearman's rho, and Kendall's tau (whether a ranking holds).
 - `pareto_front`, `budget_frontier`: the points nothing beats, and what a budget on one cost allows.
-- `edf`: the empirical distribution function pycls compares design spaces by.
+- `edf`, `complexity_weights`, `ks_distance`: the empirical distribution functions pycls compares
+  design spaces by, optionally weighted so that spaces share one distribution of complexity, and
+  the Kolmogorov-Smirnov distance between two of them.
 Degenerate input (too few points, zero variance, non-finite values) raises ValueError.
 """
 
@@ -160,6 +162,14 @@ def rank_correlation(x, y) -> float:
     return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
 
 
+def kendall_tau(x, y) -> float:
+    """Kendall's tau-b between two rankings of the same items (scipy's); ValueError under 3 points or constant input."""
+    from scipy import stats  # pylint: disable=import-outside-toplevel  # JAX's own dependency; loaded when asked
+
+    x, y = as_points(x, y, minimum=3)
+    return float(stats.kendalltau(x, y).statistic)
+
+
 def _ranks(values: np.ndarray) -> np.ndarray:
     """Ranks from 0, tied values sharing the mean of their ranks."""
     order = np.argsort(values, kind="stable")
@@ -226,9 +236,54 @@ def log_budgets(costs: Sequence[float], count: int = 4) -> list[float]:
     return sorted({float(v) for v in np.ceil(raw / scale - 1e-9) * scale})
 
 
-def edf(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The empirical distribution function: sorted values and the fraction of values at or below each."""
-    values = np.sort(np.asarray(values, dtype=float).ravel())
+def edf(values: Sequence[float], weights: Optional[Sequence[float]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical distribution function: sorted values and the (weighted) fraction at or below each."""
+    values = np.asarray(values, dtype=float).ravel()
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ValueError("an EDF needs at least one finite value")
-    return values, np.arange(1, values.size + 1) / values.size
+    if weights.shape != values.shape or not np.all(weights >= 0) or not weights.sum() > 0:
+        raise ValueError("EDF weights must be one non-negative weight per value, not all zero")
+    order = np.argsort(values, kind="stable")
+    return values[order], np.cumsum(weights[order]) / weights.sum()
+
+
+def complexity_weights(complexity: Sequence[float], groups: Sequence, bins: int = 8) -> np.ndarray:
+    """Weights that give every group (design space) one shared distribution of complexity (operations).
+
+    As "On Network Design Spaces for Visual Recognition" (Radosavovic et al. 2019) normalises error
+    EDFs: complexity is binned on a log scale over the range every group covers, and each point
+    weighs 1 / (its group's points in its bin), so each group puts equal weight on each shared bin.
+    Points outside the shared bins weigh 0. ValueError when the groups share no bin.
+    """
+    complexity, labels = np.asarray(complexity, dtype=float).ravel(), list(groups)
+    if complexity.size != len(labels) or not np.all(complexity > 0) or not np.all(np.isfinite(complexity)):
+        raise ValueError("complexity must be one positive, finite value per point")
+    member = {g: np.array([label == g for label in labels]) for g in dict.fromkeys(labels)}
+    low = max(complexity[m].min() for m in member.values())
+    high = min(complexity[m].max() for m in member.values())
+    if not low <= high:
+        raise ValueError("the groups' complexities do not overlap: there is no shared distribution to weight to")
+    edges = np.geomspace(low, high, bins + 1) if high > low else np.array([low, high])
+    which = np.clip(np.searchsorted(edges, complexity, side="right") - 1, 0, len(edges) - 2)
+    inside = (complexity >= low) & (complexity <= high)
+    counts = {(g, b): int(np.sum(inside & m & (which == b))) for g, m in member.items() for b in range(len(edges) - 1)}
+    shared = {b for b in range(len(edges) - 1) if all(counts[(g, b)] for g in member)}
+    if not shared:
+        raise ValueError("no complexity bin holds points of every group: use fewer bins")
+    return np.array([1.0 / counts[(label, b)] if ok and b in shared else 0.0
+                     for label, b, ok in zip(labels, which, inside)])
+
+
+def ks_distance(a: Sequence[float], b: Sequence[float], weights_a: Optional[Sequence[float]] = None,
+                weights_b: Optional[Sequence[float]] = None) -> float:
+    """The Kolmogorov-Smirnov statistic between two (weighted) EDFs: the largest gap between them."""
+    (values_a, cdf_a), (values_b, cdf_b) = edf(a, weights_a), edf(b, weights_b)
+    grid = np.union1d(values_a, values_b)
+
+    def at(values, cdf):
+        """The EDF's value at each point of the grid (right-continuous)."""
+        index = np.searchsorted(values, grid, side="right") - 1
+        return np.where(index >= 0, cdf[np.maximum(index, 0)], 0.0)
+
+    return float(np.max(np.abs(at(values_a, cdf_a) - at(values_b, cdf_b))))
