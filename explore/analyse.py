@@ -4,8 +4,9 @@ It reads the plan and every result line there is (the merged log and any shard f
 results analyse too) and never measures. Per variant: its costs, its time and energy per image at
 each batch size, and its top-1 over seeds. Then, through the analysis layer: the hyperbola of
 accuracy against operations and against time (with the error on variants held out of the fit),
-time against operations (finding 4), the Pareto fronts, the energy-bounded frontier and each
-space's EDF of error. Accuracies here are measured on the sweep's data set, never the paper's.
+time against operations (finding 4), the Pareto fronts, the energy-bounded frontier, and each
+space's EDF of error, plain and normalised for complexity, with the Kolmogorov-Smirnov distance
+between spaces. Accuracies here are measured on the sweep's data set, never the paper's.
 """
 
 import dataclasses
@@ -74,6 +75,8 @@ class Analysis:
     pareto: dict = dataclasses.field(default_factory=dict)  # "ops"/"time"/"energy" -> [variant indices]
     budgets: list = dataclasses.field(default_factory=list)  # of fitting.BudgetPoint, indices into `variants`
     edf: dict = dataclasses.field(default_factory=dict)  # space -> (sorted errors %, fractions)
+    edf_normalised: dict = dataclasses.field(default_factory=dict)  # space -> the same, complexity-weighted
+    ks: dict = dataclasses.field(default_factory=dict)  # (space, space) -> (plain, normalised) KS distance
     notes: list = dataclasses.field(default_factory=list)  # why something was not fitted
 
 
@@ -143,11 +146,36 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
     elif trained:
         out.notes.append("energy-bounded frontier: no power was measured or modelled (pass --power_watts to "
                          "model it where no meter reads)")
-    for space in dict.fromkeys(s for v in variants for s in v.spaces):
-        errors = [100.0 - v.accuracy for v in trained if space in v.spaces]
-        if errors:
-            out.edf[space] = fitting.edf(errors)
+    _compare_spaces(out, trained)
     return out
+
+
+def _compare_spaces(out: Analysis, trained: list[VariantResult]) -> None:
+    """Each space's error EDF, plain and weighted to one distribution of operations, and the KS distances."""
+    members = {space: [v for v in trained if space in v.spaces]
+               for space in dict.fromkeys(s for v in out.variants for s in v.spaces)}
+    members = {space: vs for space, vs in members.items() if vs}
+    errors = {space: [100.0 - v.accuracy for v in vs] for space, vs in members.items()}
+    for space in members:
+        out.edf[space] = fitting.edf(errors[space])
+    if len(members) < 2:
+        return
+    entries = [(space, v) for space, vs in members.items() for v in vs]
+    try:
+        weights = fitting.complexity_weights([v.gflops for _, v in entries], [space for space, _ in entries])
+    except ValueError as error:
+        out.notes.append(f"complexity-normalised EDFs: not computed ({error})")
+        weights = None
+    per_space = {space: weights[[i for i, (s, _) in enumerate(entries) if s == space]] for space in members} \
+        if weights is not None else {}
+    for space, w in per_space.items():
+        out.edf_normalised[space] = fitting.edf(errors[space], w)
+    names = list(members)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            normalised = (fitting.ks_distance(errors[a], errors[b], per_space[a], per_space[b])
+                          if per_space else None)
+            out.ks[(a, b)] = (fitting.ks_distance(errors[a], errors[b]), normalised)
 
 
 def _front(cost: list, subset: list) -> list[int]:

@@ -130,6 +130,10 @@ def error_edf(analysis: analyse_lib.Analysis) -> Figure:
     for space, (errors, fractions) in analysis.edf.items():
         ax.step(np.concatenate([[errors[0]], errors]), np.concatenate([[0.0], fractions]), where="post",
                 color=palette[space], label=f"{space} ({len(errors)} variants)")
+        if space in analysis.edf_normalised:
+            errors, fractions = analysis.edf_normalised[space]
+            ax.step(np.concatenate([[errors[0]], errors]), np.concatenate([[0.0], fractions]), where="post",
+                    color=palette[space], linestyle="--", label=f"{space}, normalised for operations")
     ax.set_ylim(0, 1.02)
     plotting.legend_outside(ax)
     return fig
@@ -160,7 +164,8 @@ FIGURES = {
     "accuracy_vs_ops": (accuracy_vs_ops, "Top-1 vs operations per image: the hyperbola fit and the Pareto front."),
     "accuracy_vs_time": (accuracy_vs_time, "Top-1 vs time per image, with iso-energy lines where power is known."),
     "time_vs_ops": (time_vs_ops, "Time per image vs operations, with the linear fit; the paper's networks in grey."),
-    "error_edf": (error_edf, "Empirical distribution of top-1 error per design space."),
+    "error_edf": (error_edf, "Empirical distribution of top-1 error per design space, plain (solid) and "
+                             "weighted so that the spaces share one distribution of operations (dashed)."),
     "energy_frontier": (energy_frontier, "Top-1 vs energy per image: the energy-bounded frontier."),
 }
 

@@ -1,6 +1,7 @@
 """The explorer's analysis on hand-made variants: fits recover known parameters, frontiers and EDFs are right."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -93,3 +94,22 @@ def test_the_papers_networks_are_fitted_beside_the_variants_for_context():
     fit = out.networks_time_vs_ops[1]
     assert (fit.slope, fit.intercept, fit.n) == pytest.approx((2.0, 1.0, 4))
     assert out.hyperbola_ops is not None  # the networks' paper accuracies never enter the variants' fits
+
+
+def test_normalised_edfs_and_ks_tell_a_cost_effect_from_a_design_effect(tmp_path):
+    # One law for both spaces (accuracy from operations alone), but space b samples dearer variants:
+    # its plain EDF looks better, its complexity-normalised one matches a's.
+    law = {0.1: 60.0, 1.0: 80.0}
+    vs = ([variant(f"a{i}", g, law[g], space="a") for i, g in enumerate([0.1, 0.1, 0.1, 1.0])]
+          + [variant(f"b{i}", g, law[g], space="b") for i, g in enumerate([0.1, 1.0, 1.0, 1.0])])
+    out = analyse.analyse(vs)
+    plain, normalised = out.ks[("a", "b")]
+    assert plain == pytest.approx(0.5) and normalised == pytest.approx(0.0)
+    for space in "ab":
+        errors, fractions = out.edf_normalised[space]
+        assert fractions[np.searchsorted(errors, 20.0, side="right") - 1] == pytest.approx(0.5)
+    report.write(out, {"spaces": ["a", "b"], "sampler": "grid", "seed": 0},
+                 {"dataset": "digits", "budget": "steps=1", "seeds": [0]}, str(tmp_path))
+    assert "| a vs b | 0.500 | 0.000 |" in (tmp_path / report.NAMES[0]).read_text()
+    stored = json.loads((tmp_path / report.JSON_NAME).read_text())["ks_distance"]
+    assert stored == [{"spaces": ["a", "b"], "plain": pytest.approx(0.5), "normalised": pytest.approx(0.0)}]
