@@ -34,6 +34,7 @@ class VariantResult:
     costs: dict  # flops, macs, params, activations at batch 1
     rows: dict = dataclasses.field(default_factory=dict)  # batch size -> results.Row (every status)
     top1: list = dataclasses.field(default_factory=list)  # top-1 in %, one per seed trained
+    curves: list = dataclasses.field(default_factory=list)  # per seed trained: [(step, top-1 in %)] of its evaluations
     failures: list = dataclasses.field(default_factory=list)  # what did not finish, in words
 
     @property
@@ -107,6 +108,7 @@ def _add(result: VariantResult, line: dict, path: str) -> None:
     elif line.get("kind") == jobs.TRAIN:
         if line.get("status") == results.OK:
             result.top1.append(100.0 * float(line["top1"]))
+            result.curves.append([(int(step), 100.0 * float(top1)) for step, top1 in line.get("curve", [])])
         else:
             result.failures.append(f"seed {line.get('seed')}: {line.get('status')}")
 

@@ -159,6 +159,27 @@ def energy_frontier(analysis: analyse_lib.Analysis) -> Figure:
     return fig
 
 
+CURVES_SHOWN = 6
+
+
+def learning_curves(analysis: analyse_lib.Analysis) -> Figure:
+    """Top-1 against training steps for a few variants spread from the least to the most accurate."""
+    fig, ax = plotting.axes("Learning curves", "training step", ACCURACY_LABEL)
+    curved = sorted((v for v in analysis.variants if any(v.curves)), key=lambda v: v.accuracy)
+    if not curved:
+        plotting.no_data(ax, "no training job recorded its evaluations")
+        return fig
+    chosen = [curved[i] for i in sorted({round(j) for j in np.linspace(0, len(curved) - 1, CURVES_SHOWN)})]
+    colours = plotting.series_colours(v.variant for v in chosen)
+    for v in chosen:
+        for seed, curve in enumerate(c for c in v.curves if c):
+            steps, top1 = zip(*curve)
+            ax.plot(steps, top1, marker="o", markersize=3, color=colours[v.variant],
+                    label=f"{v.variant} ({v.gflops:.3g} GFLOPs)" if seed == 0 else None)
+    plotting.legend_outside(ax)
+    return fig
+
+
 # File stem: (drawing function, caption).
 FIGURES = {
     "accuracy_vs_ops": (accuracy_vs_ops, "Top-1 vs operations per image: the hyperbola fit and the Pareto front."),
@@ -167,6 +188,8 @@ FIGURES = {
     "error_edf": (error_edf, "Empirical distribution of top-1 error per design space, plain (solid) and "
                              "weighted so that the spaces share one distribution of operations (dashed)."),
     "energy_frontier": (energy_frontier, "Top-1 vs energy per image: the energy-bounded frontier."),
+    "learning_curves": (learning_curves, "Top-1 on the evaluation split against training steps, for variants "
+                                         "spread from the least to the most accurate (one line per seed)."),
 }
 
 

@@ -18,6 +18,7 @@ from measure import points, results, timing
 from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 
 MEASURE, TRAIN = "measure", "train"
+CURVE_POINTS = 4  # evaluations per training job: its learning curve (they never change what it trains)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class RunSettings:
         return train_config_lib.TrainConfig(
             model=variant, dataset=self.dataset, data_dir=self.data_dir, batch_size=self.train_batch_size,
             steps=self.train_steps, epochs=None, schedule="cosine", learning_rate=self.learning_rate,
-            seed=seed, log_every=max(self.train_steps, 1), eval_every=None,
+            seed=seed, log_every=max(self.train_steps, 1), eval_every=max(1, self.train_steps // CURVE_POINTS),
             checkpoint_every=max(self.train_steps, 1), precise_bn_images=self.precise_bn_images)
 
     def budget(self) -> str:
@@ -124,7 +125,8 @@ class Runner:
             return {**base, "status": failures.DIVERGED, "error": str(error)}
         except trainer.OutOfMemory as error:  # this variant does not fit; the others may
             return {**base, "status": results.OUT_OF_MEMORY, "error": str(error)}
-        return {**base, "status": results.OK, "top1": fitted["eval_top1"], "top5": fitted["eval_top5"],
+        curve = [[record["step"], record["top1_pct"] / 100] for record in fitted["history"] if record["split"] == "eval"]
+        return {**base, "status": results.OK, "top1": fitted["eval_top1"], "top5": fitted["eval_top5"], "curve": curve,
                 "eval_loss": fitted["eval_loss"], "train_loss": fitted.get("train_loss"),
                 "epochs": fitted["epochs"], "train_s": fitted["seconds"]}
 

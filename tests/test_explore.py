@@ -98,6 +98,10 @@ def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(t
     assert len(keys) == len(set(keys)) == 4  # 2 variants x (measure + train seed 0)
     trained = [line for line in lines if line["kind"] == "train"]
     assert all(line["status"] == "ok" and 0.0 <= line["top1"] <= 1.0 for line in trained)
+    # Each job's learning curve: an evaluation at every quarter of the budget, the last its top-1.
+    assert all([step for step, _ in line["curve"]] == [1, 2] and line["curve"][-1][1] == pytest.approx(line["top1"])
+               for line in trained)
+    assert os.path.getsize(os.path.join(out, "figures", "learning_curves.png")) > 10_000
     analysis = json.load(open(os.path.join(out, "analysis.json")))
     assert {v["variant"] for v in analysis["variants"]} == {line["variant"] for line in trained}
     assert all(v["top1_percent"] == pytest.approx(100 * t["top1"]) for v in analysis["variants"] for t in trained

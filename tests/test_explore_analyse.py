@@ -113,3 +113,16 @@ def test_normalised_edfs_and_ks_tell_a_cost_effect_from_a_design_effect(tmp_path
     assert "| a vs b | 0.500 | 0.000 |" in (tmp_path / report.NAMES[0]).read_text()
     stored = json.loads((tmp_path / report.JSON_NAME).read_text())["ks_distance"]
     assert stored == [{"spaces": ["a", "b"], "plain": pytest.approx(0.5), "normalised": pytest.approx(0.0)}]
+
+
+def test_learning_curves_show_variants_spread_over_the_ranking():
+    from explore import figures
+    vs = [variant(f"v{i}", 0.1 * (i + 1), 50.0 + i) for i in range(10)]
+    for v in vs:
+        v.curves.append([(10, v.accuracy - 5.0), (20, v.accuracy)])
+    vs[0].curves.append([(10, 44.0), (20, 50.5)])  # a second seed draws a second line of the same colour
+    out = analyse.analyse(vs)
+    lines = figures.learning_curves(out).axes[0].get_lines()
+    labels = [line.get_label() for line in lines if not line.get_label().startswith("_")]
+    assert len(labels) == figures.CURVES_SHOWN and labels[0].startswith("v0 ") and labels[-1].startswith("v9 ")
+    assert len(lines) == figures.CURVES_SHOWN + 1
