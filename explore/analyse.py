@@ -59,6 +59,16 @@ class VariantResult:
         return min(energies) if energies else None
 
 
+@dataclasses.dataclass(frozen=True)
+class SeedNoise:
+    """How much top-1 moves between seeds of one variant, next to how much it moves between variants."""
+
+    variants: int  # variants trained with two seeds or more
+    seed_std: float  # root-mean-square over those variants of the standard deviation across their seeds [%]
+    largest_gap: float  # the largest difference between two seeds of one variant [%]
+    design_std: float  # standard deviation of the mean top-1 across every trained variant [%]
+
+
 @dataclasses.dataclass
 class Analysis:
     """The fits and frontiers of a sweep, each None (or empty) where the data do not allow it."""
@@ -78,6 +88,7 @@ class Analysis:
     edf: dict = dataclasses.field(default_factory=dict)  # space -> (sorted errors %, fractions)
     edf_normalised: dict = dataclasses.field(default_factory=dict)  # space -> the same, complexity-weighted
     ks: dict = dataclasses.field(default_factory=dict)  # (space, space) -> (plain, normalised) KS distance
+    seed_noise: Optional["SeedNoise"] = None  # None until some variant is trained with two seeds or more
     notes: list = dataclasses.field(default_factory=list)  # why something was not fitted
 
 
@@ -149,7 +160,18 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
         out.notes.append("energy-bounded frontier: no power was measured or modelled (pass --power_watts to "
                          "model it where no meter reads)")
     _compare_spaces(out, trained)
+    out.seed_noise = seed_noise(trained)
     return out
+
+
+def seed_noise(trained: list[VariantResult]) -> Optional[SeedNoise]:
+    """The spread between seeds (variants with two or more) against the spread between variants; None without."""
+    seeded = [v for v in trained if len(v.top1) >= 2]
+    if not seeded:
+        return None
+    return SeedNoise(len(seeded), float(np.sqrt(np.mean([np.var(v.top1, ddof=1) for v in seeded]))),
+                     float(max(np.ptp(v.top1) for v in seeded)),
+                     float(np.std([v.accuracy for v in trained], ddof=1)) if len(trained) > 1 else 0.0)
 
 
 def _compare_spaces(out: Analysis, trained: list[VariantResult]) -> None:

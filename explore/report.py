@@ -91,6 +91,16 @@ def _edf(analysis: analyse_lib.Analysis) -> list:
                     "of operations (Radosavovic et al. 2019)."),
               ("table", ["space", "variants", "best error [%]", "median error [%]", "worst error [%]"], rows)
               if rows else ("p", "No variant was trained.")]
+    noise = analysis.seed_noise
+    blocks.append(("p", "Seeds against design: no variant was trained with two seeds or more (add seeds with "
+                        "--seeds=0,1; the sweep's other results are kept), so a difference between variants "
+                        "cannot be told from seed noise here." if noise is None else
+                        f"Seeds against design: over the {noise.variants} variants trained with two seeds or more, "
+                        f"top-1 moves by {noise.seed_std:.2f} points between seeds (standard deviation; at most "
+                        f"{noise.largest_gap:.2f}), against {noise.design_std:.2f} points between variants: "
+                        + ("differences between variants well above the seeds' are design effects."
+                           if noise.design_std > 2 * noise.seed_std else
+                           "the variants differ little more than seeds do; read small differences as noise.")))
     if analysis.ks:
         blocks.append(("table", ["spaces", "KS distance", "KS distance, normalised"],
                        [[f"{a} vs {b}", f"{plain:.3f}", "—" if normalised is None else f"{normalised:.3f}"]
@@ -137,6 +147,7 @@ def _json(analysis: analyse_lib.Analysis, settings: dict) -> str:
                                 "most_complex": None if b.most_complex is None else analysis.variants[b.most_complex].variant,
                                 "best": None if b.best is None else analysis.variants[b.best].variant}
                                for b in analysis.budgets],
+            "seed_noise": None if analysis.seed_noise is None else dataclasses.asdict(analysis.seed_noise),
             "ks_distance": [{"spaces": [a, b], "plain": plain, "normalised": normalised}
                             for (a, b), (plain, normalised) in analysis.ks.items()],
             "notes": analysis.notes, "variants": _variant_rows(analysis)}

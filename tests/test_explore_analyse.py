@@ -126,3 +126,18 @@ def test_learning_curves_show_variants_spread_over_the_ranking():
     labels = [line.get_label() for line in lines if not line.get_label().startswith("_")]
     assert len(labels) == figures.CURVES_SHOWN and labels[0].startswith("v0 ") and labels[-1].startswith("v9 ")
     assert len(lines) == figures.CURVES_SHOWN + 1
+
+
+def test_seed_noise_is_reported_next_to_the_spread_between_variants(tmp_path):
+    vs = [variant(f"v{i}", 0.1 * (i + 1), 50.0 + 10 * i) for i in range(4)]
+    vs[0].top1.append(52.0)  # seeds 50 and 52
+    vs[1].top1.append(59.0)  # seeds 60 and 59
+    out = analyse.analyse(vs)
+    noise = out.seed_noise
+    assert noise.variants == 2 and noise.largest_gap == pytest.approx(2.0)
+    assert noise.seed_std == pytest.approx(np.sqrt((2.0 + 0.5) / 2))
+    assert noise.design_std == pytest.approx(np.std([51.0, 59.5, 70.0, 80.0], ddof=1))
+    report.write(out, {"spaces": ["a"], "sampler": "grid", "seed": 0},
+                 {"dataset": "digits", "budget": "steps=1", "seeds": [0, 1]}, str(tmp_path))
+    assert "are design effects" in (tmp_path / report.NAMES[0]).read_text()
+    assert analyse.analyse([variant("alone", 0.1, 50.0)]).seed_noise is None
