@@ -99,10 +99,10 @@ def demo_wall_time() -> None:
         out = os.path.join(scratch, "results", "explore")
         with open(os.path.join(out, "analysis.json"), encoding="utf-8") as f:
             analysis = json.load(f)
-    trained = [v for v in analysis["variants"] if v["top1_percent"] is not None]
+    trained = [v for v in analysis["variants"] if v["top1_pct"] is not None]
     print(f"demo (python -m explore, no flags): {seconds / 60:.1f} min wall for {len(analysis['variants'])} variants, "
-          f"{len(trained)} trained; top-1 {min(v['top1_percent'] for v in trained):.1f} to "
-          f"{max(v['top1_percent'] for v in trained):.1f} %")
+          f"{len(trained)} trained; top-1 {min(v['top1_pct'] for v in trained):.1f} to "
+          f"{max(v['top1_pct'] for v in trained):.1f} %")
     for name in ("hyperbola_ops", "hyperbola_time"):
         fit, held = analysis[name], analysis[f"{name}_held_out"]
         print(f"  {name}: " + ("not fitted" if fit is None else f"R² {fit['r2']:.3f}, k {fit['k']:.3g}"

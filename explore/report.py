@@ -14,7 +14,7 @@ import os
 
 from core import files
 from explore import analyse as analyse_lib
-from explore import figures
+from explore import figures, table
 from measure.analysis import document, plotting, verdicts
 
 NAMES = ("report.md", "report.html")
@@ -111,19 +111,6 @@ def _edf(analysis: analyse_lib.Analysis) -> list:
     return blocks
 
 
-def _variant_rows(analysis: analyse_lib.Analysis) -> list[dict]:
-    """One flat record per variant: costs, time and energy, accuracy, failures."""
-    out = []
-    for v in analysis.variants:
-        record = {"variant": v.variant, "spaces": " ".join(v.spaces), **{k: v.costs[k] for k in sorted(v.costs)},
-                  "top1_percent": v.accuracy, "seeds": len(v.top1),
-                  "energy_per_image_j": v.energy_j, "failures": "; ".join(v.failures)}
-        for batch in sorted(v.rows):
-            record[f"time_per_image_ms_b{batch}"] = v.time_ms(batch)
-        out.append(record)
-    return out
-
-
 def _csv(records: list[dict]) -> str:
     """Records as CSV, the union of their keys as columns."""
     text = io.StringIO()
@@ -133,7 +120,7 @@ def _csv(records: list[dict]) -> str:
     return text.getvalue()
 
 
-def _json(analysis: analyse_lib.Analysis, settings: dict) -> str:
+def _json(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict) -> str:
     """The fits and frontiers as strict JSON."""
     fit = lambda f: dataclasses.asdict(f) if f is not None else None
     data = {"plan": settings, "device": analysis.device, "time_batch": analysis.batch,
@@ -150,7 +137,7 @@ def _json(analysis: analyse_lib.Analysis, settings: dict) -> str:
             "seed_noise": None if analysis.seed_noise is None else dataclasses.asdict(analysis.seed_noise),
             "ks_distance": [{"spaces": [a, b], "plain": plain, "normalised": normalised}
                             for (a, b), (plain, normalised) in analysis.ks.items()],
-            "notes": analysis.notes, "variants": _variant_rows(analysis)}
+            "notes": analysis.notes, "variants": table.records(analysis, run_settings)}
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
@@ -179,6 +166,6 @@ def write(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict, ou
     blocks.append(("h", 2, "Figures"))
     blocks += [("fig", f, figures.FIGURES[os.path.splitext(os.path.basename(f))[0]][1]) for f in written
                if f.endswith(".png")]
-    files.atomic_write(os.path.join(out_dir, CSV_NAME), _csv(_variant_rows(analysis)))
-    files.atomic_write(os.path.join(out_dir, JSON_NAME), _json(analysis, settings))
+    files.atomic_write(os.path.join(out_dir, CSV_NAME), _csv(table.records(analysis, run_settings)))
+    files.atomic_write(os.path.join(out_dir, JSON_NAME), _json(analysis, settings, run_settings))
     return written + [CSV_NAME, JSON_NAME] + document.write(blocks, out_dir, NAMES)

@@ -130,7 +130,7 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     plan_settings, variants = analyse_lib.load(out)
     networks = results.read(settings.networks_dir).rows if settings.networks_dir else []
     analysis = analyse_lib.analyse(variants, settings.energy_budgets_j, networks)
-    written = report.write(analysis, plan_settings, _run_summary(out), out)
+    written = report.write(analysis, plan_settings, run_summary(out), out)
     log(f"analyse: wrote {len(written)} files; the report is {os.path.join(out, report.NAMES[0])} "
         f"(and {report.NAMES[1]}), the figures are in {os.path.join(out, 'figures')}")
     return analysis
@@ -174,7 +174,7 @@ def _read_run(out_dir: str) -> dict:
         return {}
 
 
-def _run_summary(out_dir: str) -> dict:
+def run_summary(out_dir: str) -> dict:
     """What the report says about how the directory's accuracies were obtained, from run.json."""
     record = _read_run(out_dir)
     if not record.get("train"):

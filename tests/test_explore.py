@@ -104,7 +104,7 @@ def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(t
     assert os.path.getsize(os.path.join(out, "figures", "learning_curves.png")) > 10_000
     analysis = json.load(open(os.path.join(out, "analysis.json")))
     assert {v["variant"] for v in analysis["variants"]} == {line["variant"] for line in trained}
-    assert all(v["top1_percent"] == pytest.approx(100 * t["top1"]) for v in analysis["variants"] for t in trained
+    assert all(v["top1_pct"] == pytest.approx(100 * t["top1"]) for v in analysis["variants"] for t in trained
                if t["variant"] == v["variant"])
 
 
