@@ -22,6 +22,7 @@ from measure.analysis import fitting
 
 HELD_OUT_FOLDS = 5
 LOG_NAME = "results.jsonl"
+RECHECK_NAME = "recheck.jsonl"  # the same variants trained at a larger budget: never mixed into top1
 
 
 @dataclasses.dataclass
@@ -35,6 +36,7 @@ class VariantResult:
     rows: dict = dataclasses.field(default_factory=dict)  # batch size -> results.Row (every status)
     top1: list = dataclasses.field(default_factory=list)  # top-1 in %, one per seed trained
     curves: list = dataclasses.field(default_factory=list)  # per seed trained: [(step, top-1 in %)] of its evaluations
+    recheck_top1: list = dataclasses.field(default_factory=list)  # top-1 in % at the recheck's larger budget
     failures: list = dataclasses.field(default_factory=list)  # what did not finish, in words
 
     @property
@@ -69,6 +71,16 @@ class SeedNoise:
     design_std: float  # standard deviation of the mean top-1 across every trained variant [%]
 
 
+@dataclasses.dataclass(frozen=True)
+class Recheck:
+    """Whether the ranking by top-1 holds when a spread of the variants trains longer."""
+
+    variants: tuple[str, ...]  # rechecked, least accurate at the sweep's budget first
+    budget_top1: tuple[float, ...]  # their mean top-1 [%] at the sweep's budget
+    recheck_top1: tuple[float, ...]  # and at the recheck's
+    kendall_tau: float  # between the two rankings: 1 the same order, 0 unrelated, -1 reversed
+
+
 @dataclasses.dataclass
 class Analysis:
     """The fits and frontiers of a sweep, each None (or empty) where the data do not allow it."""
@@ -89,6 +101,7 @@ class Analysis:
     edf_normalised: dict = dataclasses.field(default_factory=dict)  # space -> the same, complexity-weighted
     ks: dict = dataclasses.field(default_factory=dict)  # (space, space) -> (plain, normalised) KS distance
     seed_noise: Optional["SeedNoise"] = None  # None until some variant is trained with two seeds or more
+    recheck: Optional["Recheck"] = None  # None until the recheck step has trained three variants or more
     notes: list = dataclasses.field(default_factory=list)  # why something was not fitted
 
 
@@ -96,15 +109,18 @@ def load(out_dir: str) -> tuple[dict, list[VariantResult]]:
     """The plan's settings and every variant joined with whatever results the log and shards hold."""
     settings, planned = plan_lib.read(out_dir)
     by_variant = {p.variant: VariantResult(p.variant, p.spaces, p.config, p.costs) for p in planned}
-    log_path = os.path.join(out_dir, LOG_NAME)
-    paths = ([log_path] if os.path.exists(log_path) else []) + sweep.shard_files(log_path)
-    seen = set()
-    for path in paths:
-        for line in sweep.ResultLog(path, repair=False).contents.rows:
-            if line["key"] in seen or line.get("variant") not in by_variant:
-                continue  # a job merged twice, or another plan's: the first of each key counts
-            seen.add(line["key"])
-            _add(by_variant[line["variant"]], line, path)
+    for name, recheck in ((LOG_NAME, False), (RECHECK_NAME, True)):
+        log_path = os.path.join(out_dir, name)
+        seen = set()
+        for path in ([log_path] if os.path.exists(log_path) else []) + sweep.shard_files(log_path):
+            for line in sweep.ResultLog(path, repair=False).contents.rows:
+                if line["key"] in seen or line.get("variant") not in by_variant:
+                    continue  # a job merged twice, or another plan's: the first of each key counts
+                seen.add(line["key"])
+                if not recheck:
+                    _add(by_variant[line["variant"]], line, path)
+                elif line.get("kind") == jobs.TRAIN and line.get("status") == results.OK:
+                    by_variant[line["variant"]].recheck_top1.append(100.0 * float(line["top1"]))
     return settings, list(by_variant.values())
 
 
@@ -161,7 +177,22 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
                          "model it where no meter reads)")
     _compare_spaces(out, trained)
     out.seed_noise = seed_noise(trained)
+    out.recheck = recheck(trained, out.notes)
     return out
+
+
+def recheck(trained: list[VariantResult], notes: list) -> Optional[Recheck]:
+    """Kendall's tau between the ranking at the sweep's budget and at the recheck's; None under 3 variants."""
+    both = sorted((v for v in trained if v.recheck_top1), key=lambda v: (v.accuracy, v.variant))
+    if len(both) < 3:
+        return None
+    later = [float(np.mean(v.recheck_top1)) for v in both]
+    try:
+        tau = fitting.kendall_tau([v.accuracy for v in both], later)
+    except ValueError as error:
+        notes.append(f"recheck: no rank correlation ({error})")
+        return None
+    return Recheck(tuple(v.variant for v in both), tuple(v.accuracy for v in both), tuple(later), tau)
 
 
 def seed_noise(trained: list[VariantResult]) -> Optional[SeedNoise]:

@@ -24,8 +24,10 @@ FLAGS = flags.FlagValues()  # this program's own: programs can share a process (
 SAFE_STOPS = True  # long work: a signal is a request, honoured at the next safe point (core.cli)
 _OUT = flags.DEFINE_string("out", os.path.join("results", "explore"), "Sweep directory; a rerun resumes there.",
                            flag_values=FLAGS)
-_STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.STEPS)} (default: all; with "
-                           "--num_shards > 1, sample,run).", flag_values=FLAGS)
+_STEPS = flags.DEFINE_list("steps", None, f"Steps to run, of {','.join(run_lib.STEPS)} (default: all but recheck; "
+                           "with --num_shards > 1, sample,run).", flag_values=FLAGS)
+_RECHECK = flags.DEFINE_bool("recheck", False, "Add the recheck step: train a quarter of the variants, spread across "
+                             "the ranking, at 3x the budget and report Kendall's tau.", flag_values=FLAGS)
 _SPACES = flags.DEFINE_list("spaces", DEMO_SPACES, "Design spaces (resnet_basic, resnet_bottleneck, vgg, enet) "
                             "or scaling series base/rule (rule: width, depth, resolution, compound).",
                             flag_values=FLAGS)
@@ -86,7 +88,8 @@ def settings_from_flags() -> run_lib.Settings:
             raise UserError("--power_budget_w must be more than 0")
         budgets += (_POWER_BUDGET.value / _FPS.value,)
     shard_index, num_shards = sweep.shard_from_env(_SHARD_INDEX.value, _NUM_SHARDS.value)
-    steps = tuple(_STEPS.value) if _STEPS.value is not None else (run_lib.STEPS if num_shards == 1 else ("sample", "run"))
+    steps = tuple(_STEPS.value) if _STEPS.value is not None else (
+        (run_lib.STEPS if _RECHECK.value else run_lib.DEFAULT_STEPS) if num_shards == 1 else ("sample", "run"))
     settings = run_lib.Settings(
         out_dir=_OUT.value, steps=steps, shard_index=shard_index, num_shards=num_shards,
         plan=plan_lib.PlanSettings(spaces=tuple(_SPACES.value), ranges=tuple(ranges), constraints=constraints,

@@ -101,6 +101,14 @@ def _edf(analysis: analyse_lib.Analysis) -> list:
                         + ("differences between variants well above the seeds' are design effects."
                            if noise.design_std > 2 * noise.seed_std else
                            "the variants differ little more than seeds do; read small differences as noise.")))
+    check = analysis.recheck
+    if check is not None:
+        blocks.append(("p", f"Does the ranking hold at a larger budget? {len(check.variants)} variants spread across "
+                            f"the ranking were trained again at three times the budget: Kendall's tau between the two "
+                            f"rankings is {check.kendall_tau:.2f} (1: the same order, 0: unrelated)."))
+        blocks.append(("table", ["variant", "top-1 at the budget [%]", "top-1 at 3x the budget [%]"],
+                       [[v, f"{a:.2f}", f"{b:.2f}"] for v, a, b in zip(check.variants, check.budget_top1,
+                                                                       check.recheck_top1)]))
     if analysis.ks:
         blocks.append(("table", ["spaces", "KS distance", "KS distance, normalised"],
                        [[f"{a} vs {b}", f"{plain:.3f}", "—" if normalised is None else f"{normalised:.3f}"]
@@ -134,6 +142,7 @@ def _json(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict) ->
                                 "most_complex": None if b.most_complex is None else analysis.variants[b.most_complex].variant,
                                 "best": None if b.best is None else analysis.variants[b.best].variant}
                                for b in analysis.budgets],
+            "recheck": None if analysis.recheck is None else dataclasses.asdict(analysis.recheck),
             "seed_noise": None if analysis.seed_noise is None else dataclasses.asdict(analysis.seed_noise),
             "ks_distance": [{"spaces": [a, b], "plain": plain, "normalised": normalised}
                             for (a, b), (plain, normalised) in analysis.ks.items()],

@@ -1,16 +1,21 @@
-"""A sweep's steps in order, pycls-style: sample (plan.json), run (this shard's jobs), collect, analyse.
+"""A sweep's steps in order, pycls-style: sample (plan.json), run (this shard's jobs), collect, recheck, analyse.
 
 The run step appends one line per finished job to this shard's JSONL file (see explore.sweep): a
 kill at any moment loses at most the job in progress, and the same command resumes. Collect merges
-the shard files into results.jsonl; analyse reads whatever results exist, so it works on partial
+the shard files into results.jsonl. Recheck (asked for with --recheck) trains a spread of the
+ranking again at three times the budget into recheck.jsonl, as RegNet checked that its
+conclusions hold at more epochs. Analyse reads whatever results exist, so it works on partial
 sweeps, and writes the report, figures, variants.csv and analysis.json.
 """
 
 import dataclasses
 import glob
 import json
+import math
 import os
 from typing import Optional
+
+import numpy as np
 
 from core import cli, files
 from core.errors import UserError
@@ -21,11 +26,14 @@ from explore import report, sweep
 from measure import device as device_lib
 from measure import results
 
-STEPS = ("sample", "run", "collect", "analyse")
-LOG_NAME = analyse_lib.LOG_NAME
+STEPS = ("sample", "run", "collect", "recheck", "analyse")
+DEFAULT_STEPS = ("sample", "run", "collect", "analyse")  # recheck costs three budgets per variant it trains
+LOG_NAME, RECHECK_NAME = analyse_lib.LOG_NAME, analyse_lib.RECHECK_NAME
+RECHECK_FACTOR = 3  # the recheck's budget, in budgets of the sweep
+RECHECK_SHARE = 0.25  # of the trained variants, spread across the ranking (at least 3)
 RUN_NAME = "run.json"  # the run settings and device every result of the directory was computed with
 ADDITIVE = ("measure", "train", "seeds")  # run settings that add jobs rather than change what a result means
-OUTPUTS = (plan_lib.PLAN_NAME, RUN_NAME, LOG_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
+OUTPUTS = (plan_lib.PLAN_NAME, RUN_NAME, LOG_NAME, RECHECK_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +43,7 @@ class Settings:
     out_dir: str
     plan: plan_lib.PlanSettings
     run: jobs_lib.RunSettings = jobs_lib.RunSettings()
-    steps: tuple[str, ...] = STEPS
+    steps: tuple[str, ...] = DEFAULT_STEPS
     shard_index: int = 0
     num_shards: int = 1
     energy_budgets_j: tuple[float, ...] = ()  # empty: log-spaced over the variants' energies
@@ -52,9 +60,11 @@ def check(settings: Settings) -> None:
     if "sample" in settings.steps:
         plan_lib.check_size(settings.plan)  # only sampling costs variants: later steps read plan.json
     run = settings.run
+    if "recheck" in settings.steps and not run.train:
+        raise UserError("--steps=recheck trains variants again at a larger budget: drop --notrain")
     if "run" in settings.steps and not (run.measure or run.train):
         raise UserError("nothing to run: --nomeasure and --notrain together leave no job; drop one of them")
-    if run.train and "run" in settings.steps:
+    if run.train and {"run", "recheck"} & set(settings.steps):
         try:
             from train import config as train_config, input_pipeline  # the train extra
         except ImportError as error:
@@ -88,7 +98,7 @@ def check(settings: Settings) -> None:
 
 def _overwrite(out_dir: str) -> None:
     """Removes a sweep's files from out_dir; refuses while a shard is running."""
-    shards = sweep.shard_files(os.path.join(out_dir, LOG_NAME))
+    shards = sweep.shard_files(os.path.join(out_dir, LOG_NAME)) + sweep.shard_files(os.path.join(out_dir, RECHECK_NAME))
     for path in shards:
         with sweep.shard_lock(path):  # UserError naming the process still writing it
             pass
@@ -124,6 +134,9 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     if "collect" in settings.steps:
         merged = sweep.collect(os.path.join(out, LOG_NAME))
         log(f"collect: {len(merged)} results in {os.path.join(out, LOG_NAME)}")
+    if "recheck" in settings.steps:
+        cli.check_stop()
+        _recheck(settings, planned or plan_lib.read(out)[1], log)
     if "analyse" not in settings.steps:
         return None
     cli.check_stop()
@@ -134,6 +147,42 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     log(f"analyse: wrote {len(written)} files; the report is {os.path.join(out, report.NAMES[0])} "
         f"(and {report.NAMES[1]}), the figures are in {os.path.join(out, 'figures')}")
     return analysis
+
+
+def recheck_settings(run: jobs_lib.RunSettings) -> jobs_lib.RunSettings:
+    """The recheck's run settings: training only, one seed, RECHECK_FACTOR times the budget."""
+    return dataclasses.replace(run, measure=False, train=True, train_steps=run.train_steps * RECHECK_FACTOR,
+                               seeds=run.seeds[:1])
+
+
+def recheck_variants(variants: list[analyse_lib.VariantResult]) -> list[str]:
+    """A share of the trained variants spread evenly across their ranking by top-1, least accurate first."""
+    ranked = sorted((v for v in variants if v.accuracy is not None), key=lambda v: (v.accuracy, v.variant))
+    count = min(len(ranked), max(3, math.ceil(RECHECK_SHARE * len(ranked))))
+    return list(dict.fromkeys(ranked[round(i)].variant for i in np.linspace(0, len(ranked) - 1, count))) \
+        if count else []
+
+
+def _recheck(settings: Settings, planned: list, log) -> None:
+    """Trains a spread of the ranking again at RECHECK_FACTOR times the budget, into recheck.jsonl."""
+    out = settings.out_dir
+    _, variants = analyse_lib.load(out)
+    chosen = set(recheck_variants(variants))
+    if len(chosen) < 3:
+        raise UserError(f"--steps=recheck needs at least 3 trained variants in {out}; {len(chosen)} are: "
+                        "run the sweep first (--steps=sample,run,collect)")
+    device = device_lib.default_device()
+    _check_same_run(settings.run, device_lib.device_name(device), out)
+    run = recheck_settings(settings.run)
+    todo = jobs_lib.job_list([p for p in planned if p.variant in chosen], run, device_lib.device_name(device))
+    log(f"recheck: {len(todo)} variants of {len(variants)} trained again at {RECHECK_FACTOR}x the budget "
+        f"({run.train_steps} steps)")
+    runner = jobs_lib.Runner(run, device, log)
+    try:
+        sweep.run_jobs(todo, os.path.join(out, RECHECK_NAME), runner, settings.shard_index, settings.num_shards, log,
+                       unit=lambda payload: payload["variant"], describe=jobs_lib.describe)
+    finally:
+        runner.close()
 
 
 def _run_record(run: jobs_lib.RunSettings, device: str) -> dict:

@@ -219,3 +219,31 @@ def test_a_run_with_other_settings_is_refused_but_more_seeds_are_added(tmp_path)
     (tmp_path / "run.json").write_text("[1, 2")
     with pytest.raises(UserError, match="not a run record"):
         run_lib._check_same_run(jobs.RunSettings(), "device A", str(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_recheck_resumes_after_sigkill_and_reports_kendalls_tau(tmp_path):
+    out = str(tmp_path / "sweep")
+    four = [*TINY, "--ranges=width=0.25:0.5,depth_1=1:1,depth_2=1:1,depth_3=1:1,depth_4=1:2,resolution=32:32",
+            "--nomeasure"]
+    first = _explore(f"--out={out}", *four)
+    assert first.returncode == 0, first.stderr
+    process = subprocess.Popen([sys.executable, "-m", "explore", f"--out={out}", *four, "--steps=recheck,analyse"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shard = os.path.join(out, "recheck.shard-0-of-1.jsonl")
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(shard) and os.path.getsize(shard)) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # after the first recheck: the others are lost mid-training
+    process.wait()
+    done = _explore(f"--out={out}", *four, "--recheck")
+    assert done.returncode == 0, done.stderr
+    assert "recheck: 3 variants of 4 trained again at 3x the budget (6 steps)" in done.stdout
+    rechecked = _lines(shard)
+    assert len(rechecked) == len({line["key"] for line in rechecked}) == 3
+    assert all("steps=6" in line["key"] and line["status"] == "ok" for line in rechecked)
+    assert len(_lines(os.path.join(out, "results.jsonl"))) == 4  # the sweep's own results are untouched
+    analysis = json.load(open(os.path.join(out, "analysis.json")))
+    assert len(analysis["recheck"]["variants"]) == 3 and -1 <= analysis["recheck"]["kendall_tau"] <= 1
+    assert "Kendall's tau between the two rankings" in open(os.path.join(out, "report.md")).read()

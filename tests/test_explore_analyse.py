@@ -141,3 +141,16 @@ def test_seed_noise_is_reported_next_to_the_spread_between_variants(tmp_path):
                  {"dataset": "digits", "budget": "steps=1", "seeds": [0, 1]}, str(tmp_path))
     assert "are design effects" in (tmp_path / report.NAMES[0]).read_text()
     assert analyse.analyse([variant("alone", 0.1, 50.0)]).seed_noise is None
+
+
+def test_recheck_picks_a_spread_of_the_ranking_and_measures_its_agreement():
+    from explore import run as run_lib
+    vs = [variant(f"v{i}", 0.1 * (i + 1), 50.0 + i) for i in range(12)]
+    assert run_lib.recheck_variants(vs) == ["v0", "v6", "v11"]  # a quarter, at least 3, least accurate first
+    assert run_lib.recheck_variants(vs[:2]) == ["v0", "v1"]
+    for v, later in zip([vs[0], vs[6], vs[11]], [70.0, 65.0, 80.0]):  # v6 and v0 swap places
+        v.recheck_top1.append(later)
+    check = analyse.analyse(vs).recheck
+    assert check.variants == ("v0", "v6", "v11") and check.recheck_top1 == (70.0, 65.0, 80.0)
+    assert check.kendall_tau == pytest.approx(1 / 3)  # 2 concordant pairs, 1 discordant
+    assert vs[0].accuracy == 50.0  # the recheck never mixes into the sweep's own top-1

@@ -52,7 +52,7 @@ BAD_INPUTS = [
      "--max_variants=2,000; ask for fewer --samples, or raise --max_variants"),
     (["--max_variants=0"], "flag --max_variants=0: 0 is not a positive integer"),
     # what runs per variant
-    (["--steps=dance"], "unknown step dance; choose from: sample, run, collect, analyse"),
+    (["--steps=dance"], "unknown step dance; choose from: sample, run, collect, recheck, analyse"),
     (["--steps="], "unknown step (none); choose from: sample"),
     (["--nomeasure", "--notrain"], "nothing to run: --nomeasure and --notrain together leave no job"),
     (["--batch_sizes=0"], "--batch_sizes takes positive integers; got 0"),
