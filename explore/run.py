@@ -25,6 +25,7 @@ from explore import plan as plan_lib
 from explore import report, sweep
 from measure import device as device_lib
 from measure import results
+from train import synthetic  # NumPy only: no TensorFlow, JAX or data
 
 STEPS = ("sample", "run", "collect", "recheck", "analyse")
 DEFAULT_STEPS = ("sample", "run", "collect", "analyse")  # recheck costs three budgets per variant it trains
@@ -111,6 +112,9 @@ def _overwrite(out_dir: str) -> None:
 def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
     """Runs the requested steps in order; returns the analysis when it was a step."""
     check(settings)
+    if synthetic.is_synthetic(settings.run.dataset):  # one task, one string: in job keys, run.json and reports
+        settings = dataclasses.replace(settings, run=dataclasses.replace(
+            settings.run, dataset=str(synthetic.parse(settings.run.dataset))))
     out = settings.out_dir
     files.prepare_out_dir(out)
     if settings.overwrite:

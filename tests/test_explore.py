@@ -247,3 +247,15 @@ def test_the_recheck_resumes_after_sigkill_and_reports_kendalls_tau(tmp_path):
     analysis = json.load(open(os.path.join(out, "analysis.json")))
     assert len(analysis["recheck"]["variants"]) == 3 and -1 <= analysis["recheck"]["kendall_tau"] <= 1
     assert "Kendall's tau between the two rankings" in open(os.path.join(out, "report.md")).read()
+
+
+@pytest.mark.slow
+def test_the_synthetic_task_trains_offline_under_its_canonical_string(tmp_path):
+    out = str(tmp_path / "sweep")
+    done = _explore(f"--out={out}", *TINY, "--nomeasure", "--dataset=synthetic:noise=0.10,classes=4")
+    assert done.returncode == 0, done.stderr
+    assert json.load(open(os.path.join(out, "run.json")))["dataset"] == "synthetic:classes=4"
+    trained = _lines(os.path.join(out, "results.jsonl"))
+    assert len(trained) == 2 and all(line["dataset"] == "synthetic:classes=4" and "on synthetic:classes=4 " in
+                                     line["key"] for line in trained)
+    assert "synthetic:classes=4" in open(os.path.join(out, "report.md")).read()
