@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import models
 from measure import cost
@@ -82,6 +83,8 @@ def leaves_by_path(tree) -> dict[str, np.ndarray]:
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+# Inception-v3 takes as long to compile here as the other families together: the slow set runs it.
+@pytest.mark.networks("alexnet", "bn_nin", "enet", "googlenet", "vgg16", "resnet18")
 def test_jitted_training_step_gives_finite_nonzero_gradients(network):
     name = network
     module = models.get(name)
