@@ -64,6 +64,7 @@ def test_a_signal_checkpoints_the_step_it_stopped_at_and_the_rerun_resumes_there
     workdir = str(tmp_path / "run")
     child = _start("train", *TRAIN, "--steps=100000", f"--workdir={workdir}")
     if moment == "compiling":
+        assert child.stdout.readline().startswith("train: ")  # the first line, before JAX starts
         assert "steps of 32" in child.stdout.readline()  # the header: the first step compiles next
     else:
         _wait_until(lambda: len(_train_steps(workdir)) >= 4, child)

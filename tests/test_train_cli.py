@@ -189,6 +189,7 @@ def test_one_run_per_workdir_sigkill_and_sigterm_lose_nothing(tmp_path):
     assert killed_at >= 40
 
     child = _start(*args, "--steps=100000")
+    assert child.stdout.readline().startswith("train: ")  # the first line, before JAX starts
     header = child.stdout.readline()  # printed once the killed run's later records are dropped
     assert f"resumed at step {killed_at}" in header, header
     _wait_for(tmp_path / "metrics.jsonl", f'"step": {killed_at + 5},', child)
