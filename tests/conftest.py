@@ -35,6 +35,17 @@ PROGRAMS = {"models": "models.__main__", "measure": "measure.__main__", "measure
             "train.bench": "train.bench", "explore": "explore.main", "explore.bench": "explore.bench"}
 
 
+def pytest_configure(config):
+    """Under `-n`, a worker that runs out of tests takes half of another's queue (xdist's worksteal).
+
+    xdist's default (load) hands each worker its tests ahead of time, so near the end one worker
+    can idle while the other works through a queue of compiles; an explicit --dist is kept.
+    """
+    if getattr(config.option, "dist", "no") == "load" and not any(
+            arg.startswith("--dist") or arg == "-d" for arg in config.invocation_params.args):
+        config.option.dist = "worksteal"
+
+
 def pytest_unconfigure(config):
     """Removes the run's compilation cache (in the process that made it)."""
     del config

@@ -1,10 +1,11 @@
-"""The main job end to end on real networks at a tiny resolution: rows, resume, settings, failures, locks."""
+"""The main job end to end at a tiny resolution: rows, resume, settings, failures, locks."""
 
 import csv
 import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,11 @@ from measure import main_job, points, power, results, timing
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
 MEASURE = points.Settings(resolution=32, timing_options=FAST, power_window_s=0.05, idle_settle_s=0.0)
 TINY = dict(models=("enet", "resnet18"), batch_sizes=(1, 2), measure=MEASURE)
+# The job's own logic (interrupts, failures, settings, files) holds for any network: those tests
+# measure the smallest ResNet (BatchNorm, so timing still calibrates statistics), which compiles
+# and calibrates in a fraction of ENet's time; the real networks are measured by `metered_run`.
+CHEAP = "resnet18:depths=1-1-1-1,width=0.125"
+ONE = dict(models=(CHEAP,), batch_sizes=(1,), measure=MEASURE)
 
 
 class FakeMeter(power.Meter):
@@ -44,20 +50,47 @@ def no_meter(monkeypatch):
 
 @pytest.fixture(scope="module")
 def metered_run(tmp_path_factory):
-    """One job over 2 networks x 2 batch sizes with a fake 50 W meter."""
+    """One job over 2 networks x 2 batch sizes with a fake 50 W meter, and the order it read idle power and peak in."""
     out = str(tmp_path_factory.mktemp("metered"))
     patch = pytest.MonkeyPatch()
     patch.setattr(power, "open_meter", lambda device=None: (FakeMeter(), ""))
+    order = []
+    real_idle, real_probe = power.idle_power, timing.peak_flops_per_s
+    patch.setattr(power, "idle_power", lambda *a, **k: order.append("idle") or real_idle(*a, **k))
+    patch.setattr(timing, "peak_flops_per_s", lambda *a, **k: order.append("probe") or real_probe(*a, **k))
     lines = []
     try:
         contents = run_quietly(main_job.Config(out_dir=out, **TINY), lines)
     finally:
         patch.undo()
-    return out, contents, lines
+    return out, contents, lines, order
+
+
+@pytest.fixture(scope="module")
+def modelled_run(tmp_path_factory):
+    """One point (its network named twice) measured with power modelled as 10 W; tests that change it copy it."""
+    out = str(tmp_path_factory.mktemp("modelled"))
+    config = main_job.Config(out_dir=out, **{**ONE, "models": (CHEAP, CHEAP),
+                                             "measure": dataclasses.replace(MEASURE, power_watts=10.0)})
+    patch = pytest.MonkeyPatch()
+    no_meter(patch)
+    try:
+        contents = run_quietly(config)
+    finally:
+        patch.undo()
+    return config, contents
+
+
+def copy_of(modelled_run, tmp_path):
+    """A copy of the modelled run's directory under tmp_path, and its config pointed there."""
+    config, _ = modelled_run
+    out = str(tmp_path / "out")
+    shutil.copytree(config.out_dir, out)
+    return dataclasses.replace(config, out_dir=out)
 
 
 def test_rows_files_and_environment(metered_run):
-    out, contents, lines = metered_run
+    out, contents, lines, _ = metered_run
     rows = contents.rows
     assert [(r.model, r.batch_size, r.status) for r in rows] == [
         ("enet", 1, "ok"), ("enet", 2, "ok"), ("resnet18", 1, "ok"), ("resnet18", 2, "ok")]
@@ -90,7 +123,7 @@ def test_rows_files_and_environment(metered_run):
 
 
 def test_resume_measures_only_missing_points(metered_run, monkeypatch):
-    out, contents, _ = metered_run
+    out, contents, _, _ = metered_run
     measured = []
     real = points.measure_point
     monkeypatch.setattr(points, "measure_point",
@@ -102,15 +135,56 @@ def test_resume_measures_only_missing_points(metered_run, monkeypatch):
     assert len(results.read(out).rows) == 6
 
 
-def test_repeated_names_are_measured_once_and_empty_lists_refused(tmp_path, monkeypatch):
-    no_meter(monkeypatch)
-    contents = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet", "enet"),
-                                                                    "batch_sizes": (1,)}))
-    assert [(r.model, r.batch_size) for r in contents.rows] == [("enet", 1)]
+def test_idle_power_is_read_before_the_peak_probe_heats_the_device(metered_run):
+    *_, order = metered_run
+    assert order == ["idle", "probe"]
+
+
+def test_modelled_power_without_a_meter(modelled_run):
+    config, contents = modelled_run
+    (row,) = contents.rows
+    assert row.power_source == "modelled" and row.power_w == 10.0
+    assert row.energy_per_image_j == pytest.approx(10.0 * row.time_per_image_s)
+    assert results.read(config.out_dir).environment["power_note"] == "no meter here"
+
+
+def test_repeated_names_are_measured_once_and_empty_lists_refused(modelled_run, tmp_path):
+    _, contents = modelled_run
+    assert [(r.model, r.batch_size) for r in contents.rows] == [(CHEAP, 1)]
     with pytest.raises(UserError, match="no networks to measure"):
         main_job.check_config(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ()}))
     with pytest.raises(UserError, match="no batch sizes"):
         main_job.check_config(main_job.Config(out_dir=str(tmp_path), **{**TINY, "batch_sizes": ()}))
+
+
+def test_csv_is_rebuilt_and_stale_temporaries_swept(modelled_run, tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    config = copy_of(modelled_run, tmp_path)
+    out = tmp_path / "out"
+    csv_text = (out / "results.csv").read_text()
+    os.unlink(out / "results.csv")
+    (out / ".tmp-left-by-a-killed-run").write_text("half a file")
+    monkeypatch.setattr(points, "measure_point", lambda *a: pytest.fail("measured a point already there"))
+    run_quietly(config)  # nothing to measure
+    assert (out / "results.csv").read_text() == csv_text
+    assert not os.path.exists(out / ".tmp-left-by-a-killed-run")
+
+
+def test_results_from_another_device_or_runtime_are_refused(modelled_run, tmp_path, monkeypatch):
+    no_meter(monkeypatch)
+    out = copy_of(modelled_run, tmp_path).out_dir
+    contents = results.read(out)
+    # Only a row says it: the environment is this device's.
+    contents.rows[0].device = "a TPU somewhere"
+    results.write(out, contents)
+    with pytest.raises(UserError, match="rows measured on 'a TPU somewhere'.*--overwrite"):
+        run_quietly(main_job.Config(out_dir=out, **TINY))
+    contents.rows[0].device = contents.environment["device"]
+    contents.environment["xla_flags"] = "--xla_some_other_flag=1"
+    results.write(out, contents)
+    with pytest.raises(UserError, match="measured with xla_flags '--xla_some_other_flag=1'"):
+        run_quietly(main_job.Config(out_dir=out, **TINY))
+    assert results.read(out).environment["xla_flags"] == "--xla_some_other_flag=1"  # nothing was written
 
 
 def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
@@ -125,9 +199,9 @@ def test_interrupt_keeps_what_was_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(points, "measure_point", interrupted_second_time)
     no_meter(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_quietly(main_job.Config(out_dir=str(tmp_path), **TINY))
+        run_quietly(main_job.Config(out_dir=str(tmp_path), **{**ONE, "batch_sizes": (1, 2)}))
     kept = results.read(str(tmp_path)).rows
-    assert [(r.model, r.batch_size, r.status) for r in kept] == [("enet", 1, "ok")]  # no crash marker left
+    assert [(r.model, r.batch_size, r.status) for r in kept] == [(CHEAP, 1, "ok")]  # no crash marker left
     assert not os.path.exists(tmp_path / "report.md")
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
 
@@ -142,7 +216,7 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypa
 
     monkeypatch.setattr(timing, "time_forward", fails_from_batch_2)
     no_meter(monkeypatch)
-    config = main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1, 2, 4)})
+    config = main_job.Config(out_dir=str(tmp_path), **{**ONE, "batch_sizes": (1, 2, 4)})
     rows = run_quietly(config).rows
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok"), (2, "out_of_memory"), (4, "out_of_memory")]
     assert "RESOURCE_EXHAUSTED" in rows[1].error and rows[2].error.startswith("skipped: batch 2 ran out of memory")
@@ -215,14 +289,14 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
     real_probe = timing.peak_flops_per_s
     monkeypatch.setattr(timing, "peak_flops_per_s", lambda precision, **kw: probes.append(precision) or
                         real_probe(precision, size=64, min_time_s=0.0, **kw))
-    base = {**TINY, "models": ("enet",), "batch_sizes": (1,)}
+    base = ONE
     run_quietly(main_job.Config(out_dir=str(tmp_path), **base))
     run_quietly(main_job.Config(out_dir=str(tmp_path), **{**base, "measure": dataclasses.replace(MEASURE, precision="float16")}))
     # Figures of settings a run did not measure are kept as drawn, and one missing is drawn again.
     kept = {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()}
     (tmp_path / "figures" / "float16-32" / "fig_c_time_vs_batch.svg").unlink()
-    # Each network at its own resolution: a variant's own, cheaper to time than ENet's native 224.
-    contents = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**base, "models": ("enet:resolution=48",),
+    # Each network at its own resolution: a variant's own, cheaper to time than a network's native one.
+    contents = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**base, "models": (f"{CHEAP},resolution=48",),
                                                                  "measure": dataclasses.replace(MEASURE, resolution=None)}))
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "figures" / "float32-32").iterdir()} == kept
     assert probes == ["float32", "float16"]  # stored per precision, reused, never shared across precisions
@@ -237,24 +311,6 @@ def test_settings_get_their_own_sections_and_peaks(tmp_path, monkeypatch):
     sections = [line for line in md.splitlines() if line.startswith("## ") and line != "## Environment"]
     assert sections == ["## float32, 32x32", "## float16, 32x32", "## float32, each network at its own resolution",
                         "## Precisions compared"]
-
-
-def test_results_from_another_device_or_runtime_are_refused(tmp_path, monkeypatch):
-    no_meter(monkeypatch)
-    out = str(tmp_path)
-    run_quietly(main_job.Config(out_dir=out, **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
-    contents = results.read(out)
-    # Only a row says it: the environment is this device's.
-    contents.rows[0].device = "a TPU somewhere"
-    results.write(out, contents)
-    with pytest.raises(UserError, match="rows measured on 'a TPU somewhere'.*--overwrite"):
-        run_quietly(main_job.Config(out_dir=out, **TINY))
-    contents.rows[0].device = contents.environment["device"]
-    contents.environment["xla_flags"] = "--xla_some_other_flag=1"
-    results.write(out, contents)
-    with pytest.raises(UserError, match="measured with xla_flags '--xla_some_other_flag=1'"):
-        run_quietly(main_job.Config(out_dir=out, **TINY))
-    assert results.read(out).environment["xla_flags"] == "--xla_some_other_flag=1"  # nothing was written
 
 
 def test_one_run_per_directory(tmp_path, monkeypatch):
@@ -274,28 +330,6 @@ def test_an_unusable_out_is_found_before_anything_is_measured(tmp_path, monkeypa
                          (tmp_path / "a_file" / "below", "cannot create")):
         with pytest.raises(UserError, match=message):
             run_quietly(main_job.Config(out_dir=str(out), **TINY))
-
-
-def test_csv_is_rebuilt_and_stale_temporaries_swept(tmp_path, monkeypatch):
-    no_meter(monkeypatch)
-    config = main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)})
-    run_quietly(config)
-    csv_text = (tmp_path / "results.csv").read_text()
-    os.unlink(tmp_path / "results.csv")
-    (tmp_path / ".tmp-left-by-a-killed-run").write_text("half a file")
-    run_quietly(config)  # nothing to measure
-    assert (tmp_path / "results.csv").read_text() == csv_text
-    assert not os.path.exists(tmp_path / ".tmp-left-by-a-killed-run")
-
-
-def test_modelled_power_without_a_meter(tmp_path, monkeypatch):
-    no_meter(monkeypatch)
-    rows = run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,),
-                                                             "measure": dataclasses.replace(MEASURE, power_watts=10.0)})).rows
-    row = rows[0]
-    assert row.power_source == "modelled" and row.power_w == 10.0
-    assert row.energy_per_image_j == pytest.approx(10.0 * row.time_per_image_s)
-    assert results.read(str(tmp_path)).environment["power_note"] == "no meter here"
 
 
 def test_corrupt_results_file_is_named(tmp_path):
@@ -357,15 +391,6 @@ def test_cli_a_backend_that_cannot_start_is_one_line(tmp_path):
     assert result.returncode == 2 and len(lines) == 1 and "JAX cannot start its backend" in lines[0], result.stderr
 
 
-def test_idle_power_is_read_before_the_peak_probe_heats_the_device(tmp_path, monkeypatch):
-    order = []
-    monkeypatch.setattr(power, "open_meter", lambda device=None: (FakeMeter(), ""))
-    real_idle, real_probe = power.idle_power, timing.peak_flops_per_s
-    monkeypatch.setattr(power, "idle_power", lambda *a, **k: order.append("idle") or real_idle(*a, **k))
-    monkeypatch.setattr(timing, "peak_flops_per_s", lambda *a, **k: order.append("probe") or real_probe(*a, **k))
-    run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
-    assert order == ["idle", "probe"]
-
 
 def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(tmp_path, monkeypatch):
     no_meter(monkeypatch)
@@ -375,6 +400,6 @@ def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(t
 
     monkeypatch.setattr(points, "measure_point", broken)
     with pytest.raises(ZeroDivisionError):
-        run_quietly(main_job.Config(out_dir=str(tmp_path), **{**TINY, "models": ("enet",), "batch_sizes": (1,)}))
+        run_quietly(main_job.Config(out_dir=str(tmp_path), **ONE))
     (row,) = results.read(str(tmp_path)).rows
     assert (row.status, row.error) == ("error", "ZeroDivisionError: a bug in the harness")

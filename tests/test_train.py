@@ -17,11 +17,16 @@ from train import checkpoint, optim, steps, trainer
 from train.config import TrainConfig
 
 SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
+# The smallest network that is still a ResNet: what these tests check (resume, checkpoints,
+# divergence, precision) is the trainer's, and each run's cost is tracing and compiling its steps.
+TINY = "resnet18:depths=1-1-1-1,width=0.125,resolution=32"
 
 
 def _config(**overrides) -> TrainConfig:
-    settings = dict(model=SMALL, dataset="digits", batch_size=32, steps=12, learning_rate=0.05, log_every=4,
-                    eval_every=1000, checkpoint_every=1000, schedule="step", decay_epochs=(0.5,))
+    # tests/test_train_storage.py's model and optimizer: each file's runs load the steps the other
+    # compiled from the run's XLA cache.
+    settings = dict(model=TINY, dataset="digits", batch_size=32, steps=12, learning_rate=0.05, log_every=4,
+                    eval_every=1000, checkpoint_every=1000, schedule="step", decay_epochs=())
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -33,7 +38,8 @@ def _leaves(state) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_digits_reaches_95_percent():
     """A small ResNet on scikit-learn's digits, 8 epochs of cosine SGD, in memory only."""
-    result = trainer.fit(_config(batch_size=64, steps=None, epochs=8, learning_rate=0.1, schedule="cosine"))
+    result = trainer.fit(_config(model=SMALL, batch_size=64, steps=None, epochs=8, learning_rate=0.1,
+                                 schedule="cosine"))
     assert result["eval_top1"] >= 0.95, result
     assert result["step"] == 8 * (1437 // 64) and result["eval_top5"] >= result["eval_top1"]
 
@@ -139,8 +145,8 @@ def workdir(trained_dir, tmp_path):
 
 def test_checkpoint_of_another_run_is_refused_by_name(workdir):
     before = sorted(os.listdir(workdir / "checkpoints"))
-    with pytest.raises(trainer.UserError, match=r"is of another run: model 'resnet18:width=0.25,resolution=32' "
-                                              r"\(this run: 'resnet18:width=0.5,resolution=32'\)"):
+    with pytest.raises(trainer.UserError, match=r"is of another run: model 'resnet18:depths=1-1-1-1,width=0.125,"
+                                              r"resolution=32' \(this run: 'resnet18:width=0.5,resolution=32'\)"):
         trainer.fit(_config(model="resnet18:width=0.5,resolution=32", steps=6), str(workdir))
     with pytest.raises(trainer.UserError, match=r"batch_size 32 \(this run: 16\)"):
         trainer.fit(_config(batch_size=16, steps=6), str(workdir))

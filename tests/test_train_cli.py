@@ -228,6 +228,9 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
     assert not [line for line in _flag_lines(tmp_path) if "process" in line or "coordinator" in line]
 
 
+# The message and the kept checkpoint are checked by tests/test_train.py's divergence test, and a
+# UserError as one line by every bad-input test here: the whole CLI run is in the slow set.
+@pytest.mark.slow
 def test_a_diverging_run_is_one_line_naming_the_step(tmp_path, run_program):
     result = run_program("train", *SMALL, "--steps=40", "--learning_rate=1000", "--log_every=1", "--checkpoint_every=2",
                     f"--workdir={tmp_path}")
