@@ -133,3 +133,12 @@ def test_a_small_network_learns_the_task_above_chance():
     result = trainer.fit(config)
     assert result["dataset"] == "synthetic:classes=4"
     assert result["eval_top1"] > 0.35  # chance is 0.25
+
+
+def test_painting_inside_each_objects_window_loses_nothing(monkeypatch):
+    # Every object is painted on a window around it; windows the size of the image draw the same.
+    # One size of object, so the window is no larger than the farthest corner needs (rotated squares).
+    task = synthetic.Task(classes=synthetic.MAX_CLASSES, clutter=0, min_scale=0.2, max_scale=0.2)
+    windowed = synthetic.examples(task, "train", range(40), 48)[0]
+    monkeypatch.setattr(synthetic, "_REACH", 100.0)
+    assert np.array_equal(synthetic.examples(task, "train", range(40), 48)[0], windowed)

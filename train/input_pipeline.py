@@ -1,4 +1,4 @@
-"""Training and evaluation input: NumPy batches from the digits or a tensorflow-datasets data set.
+"""Training and evaluation input: NumPy batches from the digits, the synthetic task or a tensorflow-datasets data set.
 
 A batch is a dict of NumPy arrays: `image` uint8 [B, R, R, 3] (0..255, not normalised: `normalize`
 does that on the device), `label` int32 [B], and in evaluation `mask` bool [B] (False on padding).
@@ -9,6 +9,7 @@ to `train_batches(position=...)` continues with the very batches the uninterrupt
 seen. TensorFlow is imported only for tensorflow-datasets data sets, never for the digits.
 """
 
+import concurrent.futures
 from collections.abc import Iterator
 
 import jax.numpy as jnp
@@ -114,12 +115,24 @@ def _synthetic_train_batches(task: synthetic.Task, *, batch_size: int, resolutio
     """
     epoch_batches = epoch_batch_count(synthetic.EPOCH_EXAMPLES // process_count, batch_size, process_count)
 
+    def draw(epoch: int, batch: int) -> Batch:
+        """Batch `batch` of `epoch`, this process's part of it."""
+        start = epoch * synthetic.EPOCH_EXAMPLES + (batch * process_count + process_index) * batch_size
+        images, labels = synthetic.examples(task, "train", range(start, start + batch_size), resolution)
+        return {"image": images, "label": labels}
+
     def open_epoch(epoch: int, first_batch: int) -> Iterator[Batch]:
-        """The batches of `epoch` from `first_batch` on."""
-        for batch in range(first_batch, epoch_batches):
-            start = epoch * synthetic.EPOCH_EXAMPLES + (batch * process_count + process_index) * batch_size
-            images, labels = synthetic.examples(task, "train", range(start, start + batch_size), resolution)
-            yield {"image": images, "label": labels}
+        """The batches of `epoch` from `first_batch` on, each drawn in a thread while the one before trains.
+
+        NumPy releases the GIL in its array work, so drawing overlaps the training step's Python
+        and any device that waits for the host.
+        """
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="synthetic") as pool:
+            ahead = pool.submit(draw, epoch, first_batch) if first_batch < epoch_batches else None
+            for batch in range(first_batch, epoch_batches):
+                ready = ahead.result()
+                ahead = pool.submit(draw, epoch, batch + 1) if batch + 1 < epoch_batches else None
+                yield ready
 
     return Batches(open_epoch, epoch_batches=epoch_batches, batch_size=batch_size, process_count=process_count,
                    position=position)
