@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from explore import analyse, report
+from explore import analyse, figures, report
 from measure import results
 
 
@@ -116,7 +116,6 @@ def test_normalised_edfs_and_ks_tell_a_cost_effect_from_a_design_effect(tmp_path
 
 
 def test_learning_curves_show_variants_spread_over_the_ranking():
-    from explore import figures
     vs = [variant(f"v{i}", 0.1 * (i + 1), 50.0 + i) for i in range(10)]
     for v in vs:
         v.curves.append([(10, v.accuracy - 5.0), (20, v.accuracy)])
@@ -154,3 +153,119 @@ def test_recheck_picks_a_spread_of_the_ranking_and_measures_its_agreement():
     assert check.variants == ("v0", "v6", "v11") and check.recheck_top1 == (70.0, 65.0, 80.0)
     assert check.kendall_tau == pytest.approx(1 / 3)  # 2 concordant pairs, 1 discordant
     assert vs[0].accuracy == 50.0  # the recheck never mixes into the sweep's own top-1
+
+
+def networks(gflops):
+    """The paper's networks as main-job rows at batch 1, one per GFLOPs given, timed at 17 ms/GFLOP + 3 ms."""
+    return [results.Row(model=f"n{i}", display_name=f"N{i}", family="resnet", batch_size=1, resolution=224,
+                        precision="float32", device="test device", flops_per_image=int(g * 1e9),
+                        time_per_image_s=(17.0 * g + 3.0) / 1e3) for i, g in enumerate(gflops)]
+
+
+def spread(ax, collection) -> tuple[float, float]:
+    """The fractions of the axes' width and height a scatter's points span; asserts they all lie within the limits."""
+    if ax.figure.stale:  # limits and layout are settled by a draw; one per figure will do
+        ax.figure.canvas.draw()
+    points = np.asarray(collection.get_offsets(), dtype=float)
+    (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+    assert len(points) and np.all((x0 <= points[:, 0]) & (points[:, 0] <= x1))
+    assert np.all((y0 <= points[:, 1]) & (points[:, 1] <= y1))
+    display, box = ax.transData.transform(points), ax.get_window_extent()
+    return np.ptp(display[:, 0]) / box.width, np.ptp(display[:, 1]) / box.height
+
+
+def labelled(artists, start: str) -> list:
+    """The artists whose label starts so."""
+    return [a for a in artists if a.get_label().startswith(start)]
+
+
+def assert_log_spaced(line) -> None:
+    """A fitted curve evaluated on a log-spaced grid of positive x, all its y drawable."""
+    x, y = np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
+    assert np.all(x > 0) and np.allclose(np.diff(np.log(x)), np.log(x[1] / x[0]))
+    assert np.all(np.isfinite(y))
+
+
+def test_scale_to_data_goes_log_only_where_positive_finite_values_span_over_a_decade():
+    cases = {"linear": ([1.0, 10.0], [0.0, 5.0], [], [3.0, None, float("nan")], [-100.0, 2.0, 4.0]),
+             "log": ([1.0, 10.5], [0.01, 40.0], [0.0, -1.0, None, float("nan"), 5.0, 100.0])}
+    for scale, value_lists in cases.items():
+        for values in value_lists:
+            fig = figures.Figure()
+            ax = fig.add_subplot()
+            assert figures.scale_to_data(ax.xaxis, values) == (scale == "log")
+            assert (ax.get_xscale(), ax.get_yscale()) == (scale, "linear"), values
+
+
+def test_time_vs_ops_spreads_demo_variants_decades_below_the_papers_networks():
+    # The demo: 16 variants at 0.01-0.1 GFLOPs and under 1 ms, the paper's networks at 1-40 GFLOPs and 20-680 ms.
+    vs = [variant(f"v{i}", g, time_ms=0.2 + 5.0 * g) for i, g in enumerate(np.geomspace(0.01, 0.1, 16))]
+    ax = figures.time_vs_ops(analyse.analyse(vs, network_rows=networks(np.geomspace(1.0, 40.0, 14)))).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    [points] = labelled(ax.collections, "variants, batch 1")
+    width, height = spread(ax, points)
+    assert width > 0.1 and height > 0.05
+    paper = [c for c in ax.collections if c.get_label().startswith("_") and len(c.get_offsets())]
+    assert len(paper) == 14 and all(spread(ax, c) for c in paper)
+    [line] = labelled(ax.get_lines(), "batch 1: ")
+    assert_log_spaced(line)
+    assert line.get_xdata()[0] < 0.01 < 0.1 < line.get_xdata()[-1] < 0.2  # over the variants it was fitted to
+    # Without the networks the variants span under a decade on both axes: linear, and they fill the width.
+    ax = figures.time_vs_ops(analyse.analyse(vs[3:])).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("linear", "linear")
+    assert spread(ax, labelled(ax.collections, "variants, batch 1")[0])[0] > 0.5
+    assert labelled(ax.get_lines(), "batch 1: ")[0].get_xdata()[0] == 0.0  # on linear axes from 0: the intercept
+
+
+def test_cost_axes_go_log_where_costs_span_decades_and_accuracy_stays_linear():
+    # 0.01-1 GFLOPs, 0.3-20 ms and 3-200 mJ: two decades each; accuracy between 55 and 80 %.
+    gflops = np.geomspace(0.01, 1.0, 12)
+    vs = [variant(f"v{i}", g, 80.0 - 0.5 / (g + 0.01), 0.1 + 20.0 * g, power_w=10.0, space="ab"[i % 2])
+          for i, g in enumerate(gflops)]
+    out = analyse.analyse(vs)
+    for draw in (figures.accuracy_vs_ops, figures.accuracy_vs_time, figures.energy_frontier):
+        ax = draw(out).axes[0]
+        assert (ax.get_xscale(), ax.get_yscale()) == ("log", "linear"), draw.__name__
+        for space in "ab":
+            assert spread(ax, labelled(ax.collections, space)[0])[0] > 0.5, draw.__name__
+    for draw in (figures.accuracy_vs_ops, figures.accuracy_vs_time):
+        [hyperbola] = labelled(draw(out).axes[0].get_lines(), "top-1 = ")
+        assert_log_spaced(hyperbola)
+    # A tenth of the range (under a decade of each cost): every axis linear.
+    narrow = analyse.analyse(vs[7:])
+    for draw in (figures.accuracy_vs_ops, figures.accuracy_vs_time, figures.energy_frontier):
+        ax = draw(narrow).axes[0]
+        assert (ax.get_xscale(), ax.get_yscale()) == ("linear", "linear"), draw.__name__
+        assert spread(ax, labelled(ax.collections, "a")[0])[0] > 0.25, draw.__name__  # 2 of the 5, mid-range
+
+
+def test_learning_curves_put_steps_on_log_axes_only_across_decades():
+    vs = [variant(f"v{i}", 0.1, 50.0 + i) for i in range(3)]
+    for v in vs:
+        v.curves.append([(25, 40.0), (50, 45.0), (100, v.accuracy)])
+    assert figures.learning_curves(analyse.analyse(vs)).axes[0].get_xscale() == "linear"
+    for v in vs:
+        v.curves[0] = [(1, 20.0), (30, 40.0), (1000, v.accuracy)]
+    ax = figures.learning_curves(analyse.analyse(vs)).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "linear")
+
+
+def test_points_a_log_axis_cannot_show_are_left_off_with_a_note():
+    out = analyse.analyse([variant(f"v{i}", g, 50.0 + i, time_ms=0.2 + 5.0 * g, power_w=10.0)
+                           for i, g in enumerate(np.geomspace(0.01, 0.1, 5))])
+    # Failed or broken data the analysis does not fit, drawn by hand: a time of NaN and of zero, and a network
+    # whose operations were never counted (0 GFLOPs, the row's default).
+    broken = variant("nan", 0.05, 50.0, float("nan"), power_w=10.0)
+    zero = variant("zero", 0.05, 50.0, 1.0, power_w=10.0)
+    zero.rows[1] = dataclasses.replace(zero.rows[1], time_per_image_s=0.0)
+    out.variants += [broken, zero]
+    out.network_rows = networks([0.0, 1.0, 40.0])
+    fig = figures.time_vs_ops(out)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert np.all(np.asarray(labelled(ax.collections, "variants, batch 1")[0].get_offsets()) > 0)
+    assert fig.get_supxlabel().startswith("3 points not drawn")  # NaN time, zero time, zero GFLOPs
+    fig = figures.accuracy_vs_time(out)
+    fig.canvas.draw()
+    assert fig.axes[0].get_xscale() == "linear" and fig.get_supxlabel().startswith("1 point not drawn")
