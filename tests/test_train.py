@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import models
-from train import checkpoint, optim, steps, trainer
+from train import checkpoint, metrics, optim, steps, trainer
 from train.config import TrainConfig
 
 SMALL = "resnet18:width=0.25,resolution=32"  # BatchNorm, residuals, a few ms a step at 32 px
@@ -151,6 +151,41 @@ def test_checkpoint_of_another_run_is_refused_by_name(workdir):
     with pytest.raises(trainer.UserError, match=r"batch_size 32 \(this run: 16\)"):
         trainer.fit(_config(batch_size=16, steps=6), str(workdir))
     assert sorted(os.listdir(workdir / "checkpoints")) == before
+
+
+def _contents(directory) -> dict:
+    """Every file under `directory` by relative path, with its bytes."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_eval_only_gives_the_last_evaluation_of_training_and_writes_only_eval_json(workdir, run_program):
+    """`python -m train --eval_only` on the newest checkpoint (step 4): the figures training logged at that step."""
+    before = _contents(workdir)
+    result = run_program("train", f"--model={TINY}", "--dataset=digits", "--batch_size=32", f"--workdir={workdir}",
+                         "--eval_only")
+    assert result.returncode == 0, result.stderr
+    with open(workdir / "metrics.jsonl") as f:
+        logged = [r for r in map(json.loads, f) if r["split"] == "eval"][-1]
+    written = json.loads((workdir / "eval.json").read_text())
+    assert logged["step"] == written["step"] == 4 and written["model"] == TINY and written["split"] == "test"
+    assert (written["top1_pct"], written["top5_pct"]) == (logged["top1_pct"], logged["top5_pct"])
+    assert written["loss"] == pytest.approx(logged["loss"], rel=1e-6)
+    assert result.stdout.splitlines()[-1] == (f"eval: {TINY} on digits, step 4: top-1 {logged['top1_pct']:.2f} %, "
+                                              f"top-5 {logged['top5_pct']:.2f} %; written to {workdir / 'eval.json'}")
+    after = _contents(workdir)
+    assert after.pop("eval.json") and after == before  # no checkpoint, metric or lock changed
+    from_python = trainer.evaluate_checkpoint(_config(), str(workdir))  # fractions, as fit returns them
+    assert from_python["step"] == 4 and metrics.percent(from_python["eval_top1"]) == logged["top1_pct"]
+
+
+def test_eval_only_refuses_the_checkpoint_of_another_model_in_one_line(workdir, run_program):
+    before = _contents(workdir)
+    result = run_program("train", "--model=resnet18:width=0.5,resolution=32", "--dataset=digits", "--batch_size=32",
+                         f"--workdir={workdir}", "--eval_only")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert (f"is of another run: model '{TINY}' (this run: 'resnet18:width=0.5,resolution=32')"
+            in result.stderr), result.stderr
+    assert _contents(workdir) == before
 
 
 def _corrupt(step_dir) -> None:

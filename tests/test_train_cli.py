@@ -80,6 +80,48 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_program, 
     assert not workdir.exists()
 
 
+def test_eval_only_without_a_checkpoint_is_one_line_exit_2_and_creates_nothing(tmp_path, run_program):
+    never_trained, empty = tmp_path / "never_trained", tmp_path / "empty"
+    (empty / "checkpoints").mkdir(parents=True)
+    for workdir in (never_trained, empty):
+        result = run_program("train", *SMALL, f"--workdir={workdir}", "--eval_only")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (f"error: no checkpoint in {workdir}; train there first, or set --workdir to a "
+                                 "trained run's directory\n"), result.stderr
+    assert not never_trained.exists() and os.listdir(empty / "checkpoints") == []
+    without = run_program("train", *SMALL, "--eval_only")
+    assert without.returncode == 2 and without.stderr == ("error: --eval_only evaluates the newest checkpoint in "
+                                                          "--workdir; set --workdir\n"), without.stderr
+
+
+# Training then evaluating in one process (one JAX start), on two forced CPU devices.
+_TRAIN_THEN_EVALUATE = ("import sys\nfrom core import cli\nfrom train import main\n"
+                        "for extra in (['--steps=2', '--notensorboard'], ['--eval_only']):\n"
+                        "    argv = ['train', *sys.argv[1:], *extra]\n"
+                        "    assert cli.call(main.main, main.FLAGS, argv, safe_stops=True) == 0\n")
+
+
+@pytest.mark.slow  # a training compiled afresh on forced devices in a child process, like the other multi-device tests
+def test_eval_only_evaluates_a_run_of_two_devices_on_two_and_on_one(tmp_path, run_program):
+    """On the two devices it trained on, the figures training logged; on one, the same checkpoint within an image."""
+    args = ["--model=resnet18:depths=1-1-1-1,width=0.125,resolution=32", "--dataset=digits", "--batch_size=32",
+            "--precise_bn_images=128", f"--workdir={tmp_path}"]
+    child = subprocess.run([sys.executable, "-c", _TRAIN_THEN_EVALUATE, *args], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "JAX_NUM_CPU_DEVICES": "2"})
+    assert child.returncode == 0 and "on 2 cpu device(s)" in child.stdout, child.stdout + child.stderr
+    with open(tmp_path / "metrics.jsonl") as f:
+        logged = [r for r in map(json.loads, f) if r["split"] == "eval"][-1]
+    two = json.loads((tmp_path / "eval.json").read_text())
+    assert logged["step"] == two["step"] == 2 and (two["top1_pct"], two["top5_pct"]) == (logged["top1_pct"],
+                                                                                          logged["top5_pct"])
+    one = run_program("train", *args, "--eval_only")
+    assert one.returncode == 0 and one.stdout.splitlines()[-1].startswith(
+        "eval: resnet18:depths=1-1-1-1,width=0.125,resolution=32 on digits, step 2: top-1 "), one.stdout + one.stderr
+    # Another summation order (over one device, not two) may move a borderline image.
+    assert json.loads((tmp_path / "eval.json").read_text())["top1_pct"] == pytest.approx(logged["top1_pct"],
+                                                                                         abs=100 / 360 + 1e-9)
+
+
 def test_missing_imagenet_points_at_build_md(tmp_path, run_program):
     result = run_program("train", "--dataset=imagenet2012", f"--data_dir={tmp_path}", "--steps=1")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "BUILD.md" in result.stderr, result.stderr

@@ -89,14 +89,21 @@ class _Quiet:
 
 
 class Checkpoints:
-    """The checkpoints of one work directory, newest `keep` kept; each save is on disk when it returns."""
+    """The checkpoints of one work directory, newest `keep` kept; each save is on disk when it returns.
 
-    def __init__(self, directory: str, keep: int):
+    `read_only` ones (an evaluation's) restore only: they create, clean up and save nothing, so a
+    save in progress there keeps its temporary files. (Not orbax's own read_only, which logs
+    warnings about the options it overrides on every open.)
+    """
+
+    def __init__(self, directory: str, keep: int, *, read_only: bool = False):
         self.directory = directory  # as the user gave it: messages name it so
         self._path = os.path.abspath(directory)  # orbax refuses relative paths
+        self._read_only = read_only
         self._quiet = _Quiet()
         self._quiet.start()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                               cleanup_tmp_directories=not read_only,
                                                enable_async_checkpointing=False)
         try:
             self._manager = ocp.CheckpointManager(self._path, options=options, item_names=("state", "record"))
@@ -117,6 +124,8 @@ class Checkpoints:
         A full disk is a UserError naming the directory; the partial checkpoint is removed and the
         ones before it are kept.
         """
+        if self._read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only: no checkpoint is saved there")
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return

@@ -37,7 +37,7 @@ def percent(fraction: float) -> float:
     return 100.0 * float(fraction)
 
 
-def _recorded(metrics: dict) -> dict:
+def recorded(metrics: dict) -> dict:
     """Metrics as floats under their recorded names, accuracies in percent."""
     return {PERCENT_FIELDS.get(name, name): percent(value) if name in PERCENT_FIELDS else float(value)
             for name, value in metrics.items()}
@@ -198,7 +198,7 @@ class MetricsLog:
 
     def write(self, split: str, step: int, metrics: dict) -> None:
         """Records `metrics` (numbers; top1 and top5 as fractions) of `split` ("train" or "eval") at `step`."""
-        values = _recorded(metrics)
+        values = recorded(metrics)
         record = {"step": step, "split": split, **values}
         self.records.append(record)
         if self._file is not None:

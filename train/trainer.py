@@ -1,6 +1,7 @@
 """The training loop: `fit` trains a variant on a data set for a budget and returns its final metrics.
 
-`python -m train` is a thin front on `fit`; the explorer calls it directly. Data parallel over
+`evaluate_checkpoint` evaluates a work directory's newest checkpoint without training.
+`python -m train` is a thin front on both; the explorer calls `fit` directly. Data parallel over
 every device of every host: one jitted step on a Mesh, the batch split along it, parameters
 replicated, BatchNorm statistics over the global batch.
 """
@@ -26,11 +27,12 @@ from core.errors import UserError
 from measure import results
 from train import checkpoint, distributed, input_pipeline, optim, steps, synthetic
 from train import config as config_lib
-from train.metrics import MetricsLog
+from train.metrics import MetricsLog, recorded
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 FLAG_FILE = "flags.txt"  # the command line that repeats the run, for `python -m train --flagfile=`
+EVAL_FILE = "eval.json"  # the figures of the latest evaluate_checkpoint
 DTYPES = {name: jnp.dtype(name) for name in config_lib.PRECISIONS}
 
 
@@ -141,6 +143,11 @@ def _abstract_state(init, sharding):
                         jax.eval_shape(init))
 
 
+def _restore(run: _Run, init, replicated, checkpoints: checkpoint.Checkpoints) -> Optional[tuple[object, dict]]:
+    """The newest readable checkpoint as (state, record), None if none; one of another run is a UserError."""
+    return checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+
+
 def _record(run: _Run, position: dict) -> dict:
     """The JSON saved with a checkpoint: what the state belongs to, and where the data stands."""
     expected = _expected(run)
@@ -222,6 +229,11 @@ def _first_bad_step(fetched_steps: list[int], finite: list) -> Optional[int]:
     return None
 
 
+def _lock(workdir: str) -> files.DirectoryLock:
+    """The work directory's lock: one process writes there at a time (training or evaluating)."""
+    return files.DirectoryLock(workdir, "training run", "--workdir")
+
+
 def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensorboard: bool = False,
         console: bool = False, stop_when_asked: bool = True, flag_file: Optional[str] = None) -> dict:
     """Trains `config.model` on `config.dataset` for its budget; returns the final metrics.
@@ -248,7 +260,7 @@ def fit(config: config_lib.TrainConfig, workdir: Optional[str] = None, *, tensor
     if not main_process:
         return _fit(run, init, replicated, workdir, None, tensorboard=False, console=False,
                     stop_when_asked=stop_when_asked)
-    with files.DirectoryLock(workdir, "training run", "--workdir"):
+    with _lock(workdir):
         files.sweep_temporaries(workdir)
         return _fit(run, init, replicated, workdir, workdir, tensorboard=tensorboard, console=console,
                     stop_when_asked=stop_when_asked, flag_file=flag_file)
@@ -263,7 +275,7 @@ def _fit(run: _Run, init, replicated, checkpoint_dir: Optional[str], log_dir: Op
     restored = None
     if checkpoints is not None:
         try:
-            restored = checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+            restored = _restore(run, init, replicated, checkpoints)
         except BaseException:
             checkpoints.close()
             raise
@@ -380,16 +392,34 @@ def _loss_at(fetched: list[dict], fetched_steps: list[int], step: int) -> float:
     return float(fetched[fetched_steps.index(step)]["loss"])
 
 
+def _checkpoints_dir(workdir: str) -> str:
+    """`workdir`'s checkpoint directory, which must exist (UserError naming the fix); nothing is created."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        raise _no_checkpoint(workdir)
+    return directory
+
+
+def _no_checkpoint(workdir: str) -> UserError:
+    """The error of a work directory without a checkpoint."""
+    return UserError(f"no checkpoint in {workdir}; train there first, or set --workdir to a trained run's directory")
+
+
 def _restored(config: config_lib.TrainConfig, workdir: str) -> tuple[_Run, steps.TrainState]:
-    """The run of `config` and the state of the newest readable checkpoint in `workdir` (UserError if none)."""
+    """The run of `config` and the state of the newest readable checkpoint in `workdir` (UserError if none).
+
+    The checkpoint is checked as a resume checks it (one of another model, data set... is refused),
+    and the checkpoints are opened read-only: nothing in `workdir` changes.
+    """
+    directory = _checkpoints_dir(workdir)
     run, init, replicated = _prepare(config, distributed.data_mesh())
-    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
+    checkpoints = checkpoint.Checkpoints(directory, config.keep_checkpoints, read_only=True)
     try:
-        restored = checkpoints.restore(_abstract_state(init, replicated), _expected(run))
+        restored = _restore(run, init, replicated, checkpoints)
     finally:
         checkpoints.close()
     if restored is None:
-        raise UserError(f"no checkpoint in {workdir}; train there first")
+        raise _no_checkpoint(workdir)
     return run, restored[0]
 
 
@@ -399,5 +429,24 @@ def load_state(config: config_lib.TrainConfig, workdir: str) -> steps.TrainState
 
 
 def evaluate_checkpoint(config: config_lib.TrainConfig, workdir: str) -> dict:
-    """Loss, top-1 and top-5 (fractions) of the newest checkpoint in `workdir` on the evaluation split."""
-    return evaluate(*_restored(config, workdir))
+    """Evaluates the newest checkpoint in `workdir` on the evaluation split; records it in `workdir/eval.json`.
+
+    Returns the canonical model string, the data set, the checkpoint's step and `eval_loss`,
+    `eval_top1` and `eval_top5` (fractions, as `fit` returns them); `eval.json` holds them as
+    `metrics.jsonl` does, in percent. The evaluation is the one training runs (precise BatchNorm
+    included), so at a step where training evaluated it gives the same figures. The checkpoint
+    is checked as a resume checks it; nothing but `eval.json` changes in `workdir`, which is
+    locked meanwhile, as a training run locks it: one writer at a time.
+    """
+    _checkpoints_dir(workdir)  # a directory never trained in is told as such, not as a lock it cannot hold
+    main_process = jax.process_index() == 0
+    with _lock(workdir) if main_process else contextlib.nullcontext():
+        run, state = _restored(config, workdir)
+        figures = evaluate(run, state)
+        step = int(jax.device_get(state.step))
+        if main_process:
+            files.atomic_write(os.path.join(workdir, EVAL_FILE), json.dumps(
+                {"model": run.variant, "dataset": run.info.name, "split": run.info.eval_split, "step": step,
+                 "precise_bn_images": run.config.precise_bn_images, **recorded(figures)}, indent=1) + "\n")
+    return {"model": run.variant, "dataset": run.info.name, "resolution": run.resolution, "step": step,
+            **{f"eval_{name}": value for name, value in figures.items()}}
