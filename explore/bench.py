@@ -24,7 +24,7 @@ from measure.cost import count as count_lib
 from measure.cost import memo as memo_lib
 from models import variants
 
-SPACES = ("resnet_basic", "resnet_bottleneck")  # both block types: 1-8 blocks a stage, widths 0.25-2, 32-320 px
+SPACES = ("resnet_basic", "resnet_bottleneck")  # both block types: 1-8 blocks a stage, widths 0.125-2, 32-320 px
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _VARIANTS = flags.DEFINE_integer("variants", 2000, "Random ResNet variants to count through the memo for the rate.",
@@ -118,7 +118,7 @@ def main(argv):
     drawn = draw_variants(_VARIANTS.value, _SEED.value)
     cost.count_model("resnet18")  # JAX's own one-time start-up is not the explorer's
     print(f"{len(drawn)} random ResNet variants (basic and bottleneck blocks, 1-8 blocks per stage, "
-          f"widths 0.25-2, 32-320 px), costs at batch 1:")
+          f"widths 0.125-2, 32-320 px), costs at batch 1:")
     seconds = memoised_rate(drawn)
     if _UNCACHED.value:
         uncached_rate(drawn[:_UNCACHED.value], seconds)

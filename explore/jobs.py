@@ -18,7 +18,6 @@ from measure import points, results, timing
 from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 
 MEASURE, TRAIN = "measure", "train"
-CURVE_POINTS = 4  # evaluations per training job: its learning curve (they never change what it trains)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,17 +35,28 @@ class RunSettings:
         "help": "Model energy with this constant power where no meter reads (labelled modelled).", "lower_bound": 0})
     train: bool = dataclasses.field(default=True, metadata={
         "help": "Train each variant for the budget and record its top-1."})
-    dataset: str = dataclasses.field(default="digits", metadata={
-        "help": "digits (offline) or any data set python -m train reads."})
+    dataset: str = dataclasses.field(default="synthetic", metadata={
+        "help": "synthetic[:settings] or digits (offline), or any data set python -m train reads."})
     data_dir: Optional[str] = dataclasses.field(default=None, metadata={
         "help": "tensorflow-datasets data directory (default: tfds's own)."})
-    train_steps: int = dataclasses.field(default=60, metadata={
+    train_steps: int = dataclasses.field(default=100, metadata={
         "help": "Training budget per variant, in steps.", "lower_bound": 1})
     train_batch_size: int = dataclasses.field(default=32, metadata={"help": "Training batch size.", "lower_bound": 1})
-    learning_rate: float = dataclasses.field(default=0.05, metadata={
-        "help": "Peak learning rate (SGD, cosine).", "lower_bound": 0})
+    # AdamW: in a budget of a hundred steps SGD leaves the deeper and the bottleneck variants near
+    # chance, so a sweep would rank how fast SGD starts rather than what a design can learn.
+    optimizer: str = dataclasses.field(default="adamw", metadata={
+        "help": "Optimizer of every training job (cosine schedule).", "choices": train_config_lib.OPTIMIZERS})
+    learning_rate: float = dataclasses.field(default=0.003, metadata={
+        "help": "Peak learning rate.", "lower_bound": 0})
+    weight_decay: float = dataclasses.field(default=0.05, metadata={
+        "help": "Weight decay (decoupled for adamw).", "lower_bound": 0})
     seeds: tuple[int, ...] = dataclasses.field(default=(0,), metadata={
         "help": "Training seeds; accuracy is their mean."})
+    seed_subset: int = dataclasses.field(default=0, metadata={  # seed noise on a few, the budget on all
+        "help": "Train only this many variants, spread over the plan, with every seed of --seeds (the others with "
+                "the first); 0: every variant.", "lower_bound": 0})
+    curve_points: int = dataclasses.field(default=4, metadata={  # evaluations never change what a job trains
+        "help": "Evaluations per training job: its learning curve.", "lower_bound": 1})
     precise_bn_images: int = dataclasses.field(  # evaluation's BatchNorm statistics
         default=train_config_lib.TrainConfig.precise_bn_images, metadata={
             "help": "Training images on which each train job's evaluation re-estimates BatchNorm statistics "
@@ -56,28 +66,38 @@ class RunSettings:
         """The training configuration of one (variant, seed) job."""
         return train_config_lib.TrainConfig(
             model=variant, dataset=self.dataset, data_dir=self.data_dir, batch_size=self.train_batch_size,
-            steps=self.train_steps, epochs=None, schedule="cosine", learning_rate=self.learning_rate,
-            seed=seed, log_every=max(self.train_steps, 1), eval_every=max(1, self.train_steps // CURVE_POINTS),
+            steps=self.train_steps, epochs=None, schedule="cosine", optimizer=self.optimizer,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            seed=seed, log_every=max(self.train_steps, 1), eval_every=max(1, self.train_steps // self.curve_points),
             checkpoint_every=max(self.train_steps, 1), precise_bn_images=self.precise_bn_images)
 
     def budget(self) -> str:
         """The training budget in words, part of every train job's key."""
-        return (f"steps={self.train_steps},batch={self.train_batch_size},lr={self.learning_rate:g},"
-                f"precise_bn={self.precise_bn_images}")
+        return (f"steps={self.train_steps},batch={self.train_batch_size},{self.optimizer},lr={self.learning_rate:g},"
+                f"wd={self.weight_decay:g},precise_bn={self.precise_bn_images}")
 
 
 def job_list(planned: list[plan_lib.PlannedVariant], settings: RunSettings, device: str) -> list[tuple[str, dict]]:
     """(key, payload) for every job of the sweep, variant by variant."""
     jobs = []
     batches = ",".join(str(b) for b in settings.batch_sizes)
-    for p in planned:
+    seeded = set(spread(len(planned), settings.seed_subset or len(planned)))
+    for i, p in enumerate(planned):
         if settings.measure:
             jobs.append((f"{MEASURE} {p.variant} {settings.precision} batches={batches} on {device}",
                          {"kind": MEASURE, "variant": p.variant}))
         if settings.train:
             jobs += [(f"{TRAIN} {p.variant} on {settings.dataset} {settings.budget()} seed={seed} on {device}",
-                      {"kind": TRAIN, "variant": p.variant, "seed": seed}) for seed in settings.seeds]
+                      {"kind": TRAIN, "variant": p.variant, "seed": seed})
+                     for seed in (settings.seeds if i in seeded else settings.seeds[:1])]
     return jobs
+
+
+def spread(count: int, chosen: int) -> list[int]:
+    """`chosen` of the indices 0..count-1, evenly spread from the first to the last (all when chosen >= count)."""
+    if chosen >= count:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / max(chosen - 1, 1)) for i in range(chosen)})
 
 
 def describe(result: dict) -> str:

@@ -1,7 +1,8 @@
 """Flags of `python -m explore`: the spaces and sampler, what to run per variant, shards and budgets.
 
-With no flags it runs the offline demo: two small ResNet spaces on the digits, sampled, timed on
-this device, trained briefly, analysed and reported (BUILD.md gives its wall time on two CPU cores).
+With no flags it runs the offline demo: two small ResNet spaces (the narrowest widths the rounding
+allows to 0.5, 1 to 3 blocks a stage, 32 and 64 px) on the synthetic task, sampled, timed on this
+device, trained briefly, analysed and reported (BUILD.md gives its wall time on two CPU cores).
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ from explore import sample, sweep
 from measure import device, main_job
 
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
-DEMO_RANGES = ["width=0.25:0.5", "depth_1=1:2", "depth_2=1:2", "depth_3=1:2", "depth_4=1:2", "resolution=32:64"]
+DEMO_RANGES = ["width=0.125:0.5", "depth_1=1:3", "depth_2=1:3", "depth_3=1:3", "depth_4=1:3", "resolution=32:64"]
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 SAFE_STOPS = True  # long work: a signal is a request, honoured at the next safe point (core.cli)

@@ -15,8 +15,6 @@ import math
 import os
 from typing import Optional
 
-import numpy as np
-
 from core import cli, files
 from core.errors import UserError
 from explore import analyse as analyse_lib
@@ -33,7 +31,8 @@ LOG_NAME, RECHECK_NAME = analyse_lib.LOG_NAME, analyse_lib.RECHECK_NAME
 RECHECK_FACTOR = 3  # the recheck's budget, in budgets of the sweep
 RECHECK_SHARE = 0.25  # of the trained variants, spread across the ranking (at least 3)
 RUN_NAME = "run.json"  # the run settings and device every result of the directory was computed with
-ADDITIVE = ("measure", "train", "seeds")  # run settings that add jobs rather than change what a result means
+# Run settings that add jobs, or change only what new jobs record, rather than what a result means.
+ADDITIVE = ("measure", "train", "seeds", "seed_subset", "curve_points")
 OUTPUTS = (plan_lib.PLAN_NAME, RUN_NAME, LOG_NAME, RECHECK_NAME, report.CSV_NAME, report.JSON_NAME, *report.NAMES)
 
 
@@ -163,8 +162,7 @@ def recheck_variants(variants: list[analyse_lib.VariantResult]) -> list[str]:
     """A share of the trained variants spread evenly across their ranking by top-1, least accurate first."""
     ranked = sorted((v for v in variants if v.accuracy is not None), key=lambda v: (v.accuracy, v.variant))
     count = min(len(ranked), max(3, math.ceil(RECHECK_SHARE * len(ranked))))
-    return list(dict.fromkeys(ranked[round(i)].variant for i in np.linspace(0, len(ranked) - 1, count))) \
-        if count else []
+    return [ranked[i].variant for i in jobs_lib.spread(len(ranked), count)]
 
 
 def _recheck(settings: Settings, planned: list, log) -> None:

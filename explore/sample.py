@@ -207,7 +207,7 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
                   progress=None) -> list[Sample]:
     """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
 
-    The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
+    The first `count` draws are stratified (a Latin hypercube), later ones plain. The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
     drawn again. UserError when `count` exceeds the space's distinct points, or when `max_draws`
     draws (default 20 per sample plus 100) or the whole space yield too few samples meeting the
     constraints, naming them. `progress` (a line -> None), if given, hears how far the draws are.
@@ -218,10 +218,14 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
     ticker = _Ticker(progress, space.name, count, verb="drawn")
     max_draws = DRAWS_PER_SAMPLE * count + DRAWS_SLACK if max_draws is None else max_draws
     rng, knobs, seen, samples = np.random.default_rng(seed), _config_knobs(space), set(), []
+    # The first `count` draws are a Latin hypercube: each knob's range cut into `count` equal parts
+    # (on its scale), each part drawn once, so a few samples still reach both ends of every knob.
+    strata = {knob.name: rng.permutation(count) for knob in space.knobs}
     draws = 0
     while len(samples) < count and draws < max_draws and len(seen) < space.size:
         draws += 1
-        variant = space.variant({knob.name: knob.draw(rng) for knob in space.knobs})
+        variant = space.variant({knob.name: knob.draw(rng, strata[knob.name][draws - 1], count) if draws <= count
+                                 else knob.draw(rng) for knob in space.knobs})
         if str(variant) in seen:
             continue
         seen.add(str(variant))

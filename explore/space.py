@@ -103,9 +103,10 @@ class Knob:
         step = (self._warp(self.high) - self._warp(self.low)) / (points - 1)
         return [self._warp_inverse(self._warp(self.low) + i * step) for i in range(points)]
 
-    def draw(self, rng) -> float | int:
-        """One quantised value drawn evenly on the knob's scale from a NumPy Generator."""
-        return self.quantise(self._warp_inverse(rng.uniform(self._warp(self.low), self._warp(self.high))))
+    def draw(self, rng, stratum: int = 0, strata: int = 1) -> float | int:
+        """One quantised value drawn evenly on the knob's scale, within `stratum` of `strata` equal parts of it."""
+        low, high = self._warp(self.low), self._warp(self.high)
+        return self.quantise(self._warp_inverse(low + (stratum + rng.uniform()) / strata * (high - low)))
 
     def _warp(self, value: float) -> float:
         """The value on the scale draws are even on (itself, or its logarithm)."""
@@ -187,8 +188,12 @@ class Space:
         return variants.from_knobs(self.network, resolution, **overrides)
 
 
-def _family(name: str, network: str, stages: int, width=(0.25, 2.0), depth=(1, 8)) -> Space:
-    """A family space: log-scaled width on 0.125, integer stage depths, resolution on 32."""
+def _family(name: str, network: str, stages: int, width=(0.125, 2.0), depth=(1, 8)) -> Space:
+    """A family space: log-scaled width on 0.125, integer stage depths, resolution on 32.
+
+    The narrowest width is the smallest the rounding allows: a 64-channel stage becomes 8 channels,
+    the divisor every width rounds to.
+    """
     return Space(name, network, (Knob("width", *width, scale="log", quantum=0.125),
                                  *(Knob(f"{DEPTH_PREFIX}{i}", *depth) for i in range(1, stages + 1)),
                                  Knob(RESOLUTION, 32, 320, quantum=32)))

@@ -32,7 +32,8 @@ if sorted(models.spec(name).family for name in FAMILY_REPRESENTATIVES) != sorted
 # Each CLI by its `python -m` name: the module defining its FLAGS and main.
 PROGRAMS = {"models": "models.__main__", "measure": "measure.__main__", "measure.cost": "measure.cost.__main__",
             "measure.bench": "measure.bench", "measure.cost.bench": "measure.cost.bench", "train": "train.main",
-            "train.bench": "train.bench", "explore": "explore.main", "explore.bench": "explore.bench"}
+            "train.bench": "train.bench", "explore": "explore.main", "explore.bench": "explore.bench",
+            "explore.task_bench": "explore.task_bench"}
 
 
 def pytest_configure(config):

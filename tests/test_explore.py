@@ -114,7 +114,7 @@ def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(t
     ({"spaces": ("alexnet/depth",)}, "no depths knob"),
     ({"ranges": (("girth", 1.0, 2.0),)}, "names 'girth', a knob none of the spaces"),
     ({"ranges": (("width", 2.0, 1.0),)}, "low is above high"),
-    ({"ranges": (("width", 5.0, 10.0),)}, r"width=5:10 reaches outside resnet_basic's own width range 0\.25\.\.2;"),
+    ({"ranges": (("width", 5.0, 10.0),)}, r"width=5:10 reaches outside resnet_basic's own width range 0\.125\.\.2;"),
     ({"spaces": ("resnet_basic", "resnet18/width"), "ranges": (("resolution", 32.0, 640.0),)},
      r"reaches outside resnet_basic's own resolution range 32\.\.320"),
     ({"ranges": (("width", float("nan"), 1.0),)}, "--ranges width: nan is not a finite number"),
@@ -122,7 +122,7 @@ def test_two_shards_then_collect_and_analyse_train_and_time_every_variant_once(t
     ({"ranges": (("width", 0.3, 0.35),)}, "no multiple of 0.125 lies in 0.3..0.35"),
     ({"constraints": (("flops", float("nan"), float("nan")),)}, "constraint flops: nan is not a finite number"),
     ({"constraints": (("flops", None, float("inf")),)}, "constraint flops: inf is not a finite number"),
-    ({"samples": 614401}, "has only 614400 distinct points"),
+    ({"samples": 655361}, "has only 655360 distinct points"),
     ({"sampler": "grid", "grid_points": 50}, None),  # the limit guards the sample step, not the settings
     ({"sampler": "sobol"}, "unknown sampler"),
     ({"spaces": ()}, "no spaces to explore"),
@@ -142,7 +142,7 @@ def test_plan_settings_are_checked_before_anything_runs(changes, message):
     ({"energy_budgets_j": (1e-3, float("nan"))}, r"energy budgets must be positive finite numbers; got \[0.001, nan\]"),
     ({"energy_budgets_j": (float("inf"),)}, "positive finite"),
     ({"run": jobs.RunSettings(seeds=())}, "--seeds is empty"),
-    ({"run": jobs.RunSettings(train_batch_size=5000)}, "larger than digits"),
+    ({"run": jobs.RunSettings(dataset="digits", train_batch_size=5000)}, "larger than digits"),
 ])
 def test_run_settings_are_checked_before_anything_runs(changes, message):
     settings = run_lib.Settings(out_dir="unused", plan=plan_lib.PlanSettings(spaces=("resnet_basic",)), **changes)
@@ -152,9 +152,9 @@ def test_run_settings_are_checked_before_anything_runs(changes, message):
 
 def test_a_plan_over_max_variants_is_refused_before_any_variant_is_costed():
     grid = plan_lib.PlanSettings(spaces=("resnet_basic", "resnet_bottleneck"), sampler="grid", grid_points=50)
-    # 15 widths, 8 depths in each of 4 stages, 10 resolutions: the grid asks for more points than width has.
-    assert plan_lib.sizes(grid) == {"resnet_basic": 15 * 8**4 * 10, "resnet_bottleneck": 15 * 8**4 * 10}
-    with pytest.raises(UserError, match=r"the grid sampler would cost 1,228,800 variants .*more than "
+    # 16 widths, 8 depths in each of 4 stages, 10 resolutions: the grid asks for more points than width has.
+    assert plan_lib.sizes(grid) == {"resnet_basic": 16 * 8**4 * 10, "resnet_bottleneck": 16 * 8**4 * 10}
+    with pytest.raises(UserError, match=r"the grid sampler would cost 1,310,720 variants .*more than "
                                         r"--max_variants=2,000; lower --grid_points or narrow --ranges"):
         plan_lib.make(grid, progress=lambda _: None)
     drawn = plan_lib.PlanSettings(spaces=("resnet_basic", "resnet18/width"), samples=1995)
@@ -259,3 +259,15 @@ def test_the_synthetic_task_trains_offline_under_its_canonical_string(tmp_path):
     assert len(trained) == 2 and all(line["dataset"] == "synthetic:classes=4" and "on synthetic:classes=4 " in
                                      line["key"] for line in trained)
     assert "synthetic:classes=4" in open(os.path.join(out, "report.md")).read()
+
+
+def test_a_seed_subset_trains_every_seed_on_a_spread_of_the_variants_and_the_first_seed_on_the_rest():
+    planned = [plan_lib.PlannedVariant(f"resnet18:width=0.{i + 1}", ("s",), {}, {}) for i in range(8)]
+    settings = jobs.RunSettings(measure=False, seeds=(0, 1, 2), seed_subset=3)
+    seeds = {}
+    for _, payload in jobs.job_list(planned, settings, "cpu"):
+        seeds.setdefault(payload["variant"], []).append(payload["seed"])
+    assert [len(s) for s in seeds.values()] == [3, 1, 1, 1, 3, 1, 1, 3]  # the first, the last and one between
+    assert all(s[0] == 0 for s in seeds.values())
+    every = jobs.job_list(planned, dataclasses.replace(settings, seed_subset=0), "cpu")
+    assert len(every) == 24 and jobs.spread(8, 20) == list(range(8)) and jobs.spread(5, 1) == [0]

@@ -31,7 +31,7 @@ BAD_INPUTS = [
     (["--ranges=width=0.25:inf"], "--ranges item 'width=0.25:inf': inf is not a finite number"),
     (["--ranges=width=1:0.5"], "--ranges width=1:0.5: low is above high; swap them"),
     (["--spaces=resnet_basic", "--ranges=width=5:10"],
-     "--ranges width=5:10 reaches outside resnet_basic's own width range 0.25..2; ranges only narrow a space"),
+     "--ranges width=5:10 reaches outside resnet_basic's own width range 0.125..2; ranges only narrow a space"),
     (["--ranges=resolution=16:64"], "--ranges resolution=16:64 reaches outside resnet_basic's own resolution "
                                     "range 32..320"),
     (["--spaces=vgg", "--ranges=depth_5=1:6"], "--ranges depth_5=1:6 reaches outside vgg's own depth_5 range 1..4"),
@@ -44,8 +44,8 @@ BAD_INPUTS = [
     (["--constraints=flops=2:1"], "constraint flops: low 2.0 is above high 1.0; swap them"),
     (["--sampler=sobol"], "flag --sampler=sobol"),
     (["--samples=0"], "flag --samples=0: 0 is not a positive integer"),
-    (["--samples=100"], "space 'resnet_basic' has only 96 distinct points; ask for at most 96"),
-    (_GRID, "the grid sampler would cost 1,228,800 variants (resnet_basic: 614,400, resnet_bottleneck: 614,400), "
+    (["--samples=700"], "space 'resnet_basic' has only 648 distinct points; ask for at most 648"),
+    (_GRID, "the grid sampler would cost 1,310,720 variants (resnet_basic: 655,360, resnet_bottleneck: 655,360), "
             "more than --max_variants=2,000; lower --grid_points or narrow --ranges, or raise --max_variants"),
     (["--spaces=resnet_basic,resnet_bottleneck", "--samples=1500"],
      "the random sampler would cost 3,000 variants (resnet_basic: 1,500, resnet_bottleneck: 1,500), more than "
@@ -64,7 +64,8 @@ BAD_INPUTS = [
     (["--seeds=-1"], "seed must be 0 or more; got -1"),
     (["--min_time=nan"], "--min_time must be a finite number"),
     (["--learning_rate=inf"], "--learning_rate must be a finite number"),
-    (["--train_batch_size=5000"], "--train_batch_size 5000 is larger than digits's 1437 training examples"),
+    (["--dataset=digits", "--train_batch_size=5000"], "--train_batch_size 5000 is larger than digits's 1437 training "
+     "examples"),
     (["--precise_bn_images=-1"], "flag --precise_bn_images=-1: -1 is not a non-negative integer"),
     (["--dataset=nosuch"], "unknown data set 'nosuch'"),
     # shards

@@ -59,7 +59,7 @@ def test_registered_spaces_have_the_requested_ranges():
     basic = space.space("resnet_basic")
     assert (basic.network, [k.name for k in basic.knobs]) == (
         "resnet18", ["width", "depth_1", "depth_2", "depth_3", "depth_4", "resolution"])
-    assert basic.knob("width").values()[:3] == [0.25, 0.375, 0.5] and basic.knob("width").values()[-1] == 2.0
+    assert basic.knob("width").values()[:3] == [0.125, 0.25, 0.375] and basic.knob("width").values()[-1] == 2.0
     assert basic.knob("depth_4").values() == list(range(1, 9))
     assert basic.knob("resolution").values() == list(range(32, 321, 32))
     assert space.space("resnet_bottleneck").network == "resnet50"
@@ -207,3 +207,15 @@ def test_realised_configuration_has_the_rounded_channels_of_each_stage():
     # 64 * 0.3 = 19.2 rounds to 24 (a multiple of 8 within 10 %); 128 * 0.3 = 38.4 to 40, and so on.
     assert config["channels"] == {"stem_conv": 24, "stem_bn": 24, "stage1": 24, "stage2": 40, "stage3": 80,
                                   "stage4": 152, "fc": 1000}
+
+
+def test_a_few_random_samples_reach_both_ends_of_every_knob():
+    # The first draws are a Latin hypercube: with five samples each knob's range is cut in five
+    # parts and each drawn once, so the narrowest and the widest part are always among them.
+    for seed in range(3):
+        drawn = _drawn(seed)
+        widths = [s.config["width"] for s in drawn]
+        depths = [s.config["depths"][0] for s in drawn]
+        assert min(widths) <= 0.375 and max(widths) >= 0.75, widths  # log parts: 0.25..0.33.. and 0.76..1
+        assert min(depths) == 1 and max(depths) == 3, depths  # parts 1..1.4 and 2.6..3
+        assert {s.config["resolution"] for s in drawn} == {32, 64}
