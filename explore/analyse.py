@@ -10,6 +10,7 @@ between spaces. Accuracies here are measured on the sweep's data set, never the 
 """
 
 import dataclasses
+import math
 import os
 from typing import Optional
 
@@ -50,14 +51,18 @@ class VariantResult:
         return float(np.mean(self.top1)) if self.top1 else None
 
     def time_ms(self, batch: int) -> Optional[float]:
-        """Latency per image [ms] at a batch size, None if not measured there."""
+        """Latency per image [ms] at a batch size, None if not measured there (or not a positive, finite time)."""
         row = self.rows.get(batch)
-        return row.time_per_image_s * 1e3 if row and row.status == results.OK else None
+        # A hand-edited log can say "ok" beside a time no timing gives: it counts as untimed, not as a fit's NaN.
+        ok = row is not None and row.status == results.OK and math.isfinite(row.time_per_image_s) \
+            and row.time_per_image_s > 0
+        return row.time_per_image_s * 1e3 if ok else None
 
     @property
     def energy_j(self) -> Optional[float]:
         """The least energy per image over the batch sizes measured, None without power."""
-        energies = [e for e in map(findings.energy_per_image_j, self.rows.values()) if e is not None]
+        energies = [e for e in map(findings.energy_per_image_j, self.rows.values())
+                    if e is not None and math.isfinite(e) and e > 0]  # as time_ms: an impossible one is none
         return min(energies) if energies else None
 
 
