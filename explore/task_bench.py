@@ -27,6 +27,7 @@ from explore import jobs as jobs_lib
 from explore import sample, sweep
 from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 from measure import device as device_lib
+from measure.analysis import plotting
 
 LINEAR = "linear"  # the job kind of the logistic regression on pixels
 LADDER = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32", "resnet18:depths=1-1-1-1,width=0.125,resolution=64",
@@ -155,7 +156,7 @@ def _figures(out: str, rows: list[dict], results: list[dict], summary: dict) -> 
     ax.plot([r["gflops"] for r in networks], [r["top1_pct"] for r in networks], marker="o", label="ResNets")
     if linear is not None:
         ax.axhline(linear, color="black", linestyle="--", label="linear on pixels, converged")
-    ax.set_xscale("log")
+    plotting.log_axis(ax.xaxis)
     ax.set(xlabel="GFLOPs per image (log)", ylabel="top-1 on the test split [%]",
            title=f"{summary['dataset']}: top-1 after {summary['budget']}")
     ax.legend(fontsize=7)
