@@ -26,6 +26,11 @@ LOG_NAME = "results.jsonl"
 RECHECK_NAME = "recheck.jsonl"  # the same variants trained at a larger budget: never mixed into top1
 
 
+def positive(value) -> bool:
+    """Whether a value is a finite number above zero (a time, an energy or a cost that can be used)."""
+    return value is not None and math.isfinite(value) and value > 0
+
+
 @dataclasses.dataclass
 class VariantResult:
     """Everything a sweep knows about one variant."""
@@ -54,15 +59,13 @@ class VariantResult:
         """Latency per image [ms] at a batch size, None if not measured there (or not a positive, finite time)."""
         row = self.rows.get(batch)
         # A hand-edited log can say "ok" beside a time no timing gives: it counts as untimed, not as a fit's NaN.
-        ok = row is not None and row.status == results.OK and math.isfinite(row.time_per_image_s) \
-            and row.time_per_image_s > 0
+        ok = row is not None and row.status == results.OK and positive(row.time_per_image_s)
         return row.time_per_image_s * 1e3 if ok else None
 
     @property
     def energy_j(self) -> Optional[float]:
         """The least energy per image over the batch sizes measured, None without power."""
-        energies = [e for e in map(findings.energy_per_image_j, self.rows.values())
-                    if e is not None and math.isfinite(e) and e > 0]  # as time_ms: an impossible one is none
+        energies = [e for e in map(findings.energy_per_image_j, self.rows.values()) if positive(e)]  # as time_ms
         return min(energies) if energies else None
 
 

@@ -30,11 +30,6 @@ def _values(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _positive(value) -> bool:
-    """Whether a value is a finite number above zero."""
-    return value is not None and bool(np.isfinite(value)) and value > 0
-
-
 def scale_to_data(axis, values) -> bool:
     """Makes `axis` log10 where its finite positive values span over a decade, else leaves it linear; returns which."""
     values = _values(values)
@@ -61,7 +56,7 @@ class Scales:
 
     def shows(self, x, y=1.0) -> bool:
         """Whether a point can be drawn: finite, and positive on a log axis."""
-        return all(_positive(v) if log else v is not None and bool(np.isfinite(v))
+        return all(analyse_lib.positive(v) if log else v is not None and bool(np.isfinite(v))
                    for v, log in ((x, self.x_log), (y, self.y_log)))
 
     def keep(self, points: list) -> list:
@@ -155,7 +150,7 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
         plotting.no_data(ax, "no variant was both trained and timed")
         return fig
     # log_budgets needs positive, finite energies; a row without one draws no iso-energy line.
-    powered = [v.rows[batch] for v in timed if _positive(findings.energy_per_image_j(v.rows[batch]))]
+    powered = [v.rows[batch] for v in timed if analyse_lib.positive(findings.energy_per_image_j(v.rows[batch]))]
     lines = []
     if powered:
         # With power near constant (finding 1), a budget of energy per image bounds time: t = E / P. The

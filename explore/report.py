@@ -119,7 +119,7 @@ def _edf(analysis: analyse_lib.Analysis) -> list:
     return blocks
 
 
-def _csv(records: list[dict]) -> str:
+def csv_text(records: list[dict]) -> str:
     """Records as CSV, the union of their keys as columns."""
     text = io.StringIO()
     writer = csv.DictWriter(text, list(dict.fromkeys(k for r in records for k in r)))
@@ -175,6 +175,6 @@ def write(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict, ou
     blocks.append(("h", 2, "Figures"))
     blocks += [("fig", f, figures.FIGURES[os.path.splitext(os.path.basename(f))[0]][1]) for f in written
                if f.endswith(".png")]
-    files.atomic_write(os.path.join(out_dir, CSV_NAME), _csv(table.records(analysis, run_settings)))
+    files.atomic_write(os.path.join(out_dir, CSV_NAME), csv_text(table.records(analysis, run_settings)))
     files.atomic_write(os.path.join(out_dir, JSON_NAME), _json(analysis, settings, run_settings))
     return written + [CSV_NAME, JSON_NAME] + document.write(blocks, out_dir, NAMES)

@@ -207,10 +207,11 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
                   progress=None) -> list[Sample]:
     """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
 
-    The first `count` draws are stratified (a Latin hypercube), later ones plain. The same seed gives the same samples. A draw equal to an earlier one (after quantising) is
-    drawn again. UserError when `count` exceeds the space's distinct points, or when `max_draws`
-    draws (default 20 per sample plus 100) or the whole space yield too few samples meeting the
-    constraints, naming them. `progress` (a line -> None), if given, hears how far the draws are.
+    The first `count` draws are stratified (a Latin hypercube), later ones plain. The same seed
+    gives the same samples. A draw equal to an earlier one (after quantising) is drawn again.
+    UserError when `count` exceeds the space's distinct points, or when `max_draws` draws (default
+    20 per sample plus 100) or the whole space yield too few samples meeting the constraints,
+    naming them. `progress` (a line -> None), if given, hears how far the draws are.
     """
     space = space_lib.space(space)
     check_count(space, count)

@@ -7,27 +7,25 @@ pixels of as many training examples as a network's budget reads, fitted to conve
 from the smallest the rounding allows to about a hundred times its operations), all on one data set
 (default: the synthetic task) for one budget, and prints top-1 against GFLOPs with the span of
 operations over which accuracy rose. It writes task_bench.csv and .json and two figures (top-1
-against training steps, and against GFLOPs) to --out; each finished training is one line of
+against training steps, and against GFLOPs; PNG and SVG) to --out; each finished training is one line of
 task_bench.jsonl, so a rerun resumes.
 """
 
-import csv
-import io
 import json
 import math
 import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import models
 from core import cli, files, runtime
 from explore import jobs as jobs_lib
-from explore import sample, sweep
-from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
+from explore import report, sample, sweep
 from measure import device as device_lib
 from measure.analysis import plotting
+from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
 
 LINEAR = "linear"  # the job kind of the logistic regression on pixels
 LADDER = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32", "resnet18:depths=1-1-1-1,width=0.125,resolution=64",
@@ -122,54 +120,43 @@ def rising_span(rows: list[dict]) -> tuple[float, float, float]:
 
 
 def write(out: str, rows: list[dict], results: list[dict], summary: dict) -> None:
-    """task_bench.csv, task_bench.json and the two figures, each written whole."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    files.atomic_write(os.path.join(out, "task_bench.csv"), text.getvalue())
+    """task_bench.csv, task_bench.json and the two figures (PNG and SVG), each written whole."""
+    files.atomic_write(os.path.join(out, "task_bench.csv"), report.csv_text(rows))
     files.atomic_write(os.path.join(out, "task_bench.json"),
                        json.dumps({"summary": summary, "rows": rows, "results": results}, indent=1) + "\n")
-    _figures(out, rows, results, summary)
-
-
-def _figures(out: str, rows: list[dict], results: list[dict], summary: dict) -> None:
-    """accuracy_vs_steps.png (the networks' learning curves) and accuracy_vs_gflops.png (log operations)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     linear = next((r["top1_pct"] for r in rows if r["gflops"] is None and r["top1_pct"] is not None), None)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    plotting.save(_accuracy_vs_steps(results, linear, summary), out, "accuracy_vs_steps")
+    plotting.save(_accuracy_vs_gflops(rows, linear, summary), out, "accuracy_vs_gflops")
+
+
+def _accuracy_vs_steps(results: list[dict], linear, summary: dict):
+    """The networks' learning curves, with the linear classifier's top-1 as a line."""
+    fig, ax = plotting.axes(f"{summary['dataset']}: top-1 against training steps", "training step",
+                            "top-1 on the test split [%]")
     for r in results:
         if r["kind"] == jobs_lib.TRAIN and r["status"] == "ok":
             steps, top1 = zip(*r["curve"])
-            ax.plot(steps, [100 * t for t in top1], marker="o", label=r["variant"].replace("resnet18:", ""))
-    if linear is not None:
-        ax.axhline(linear, color="black", linestyle="--", label="linear on pixels, converged")
-    ax.set(xlabel="training step", ylabel="top-1 on the test split [%]", title=f"{summary['dataset']}: top-1 "
-           f"against training steps")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, os.path.join(out, "accuracy_vs_steps.png"))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            ax.plot(steps, [100 * t for t in top1], marker="o", label=r["variant"])
+    _linear_line(ax, linear)
+    return fig
+
+
+def _accuracy_vs_gflops(rows: list[dict], linear, summary: dict):
+    """Each network's top-1 against its GFLOPs (log), with the linear classifier's top-1 as a line."""
+    fig, ax = plotting.axes(f"{summary['dataset']}: top-1 after {summary['budget']}", "GFLOPs per image (log)",
+                            "top-1 on the test split [%]")
     networks = [r for r in rows if r["gflops"] is not None and r["top1_pct"] is not None]
-    ax.plot([r["gflops"] for r in networks], [r["top1_pct"] for r in networks], marker="o", label="ResNets")
+    ax.plot([r["gflops"] for r in networks], [r["top1_pct"] for r in networks], marker="o", label="networks")
+    plotting.log_axis(ax.xaxis)
+    _linear_line(ax, linear)
+    return fig
+
+
+def _linear_line(ax, linear) -> None:
+    """The linear classifier's top-1 across the axes, and the legend."""
     if linear is not None:
         ax.axhline(linear, color="black", linestyle="--", label="linear on pixels, converged")
-    plotting.log_axis(ax.xaxis)
-    ax.set(xlabel="GFLOPs per image (log)", ylabel="top-1 on the test split [%]",
-           title=f"{summary['dataset']}: top-1 after {summary['budget']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, os.path.join(out, "accuracy_vs_gflops.png"))
-    plt.close("all")
-
-
-def _save(fig, path: str) -> None:
-    """Saves a figure whole: PNG bytes through an atomic write."""
-    data = io.BytesIO()
-    fig.savefig(data, format="png", dpi=120)
-    files.atomic_write(path, data.getvalue())
+    ax.legend(fontsize="x-small")
 
 
 def main(argv):
@@ -213,7 +200,7 @@ def main(argv):
         print(f"  {flops} GFLOPs  top-1 {top1}  {r['model']}")
     print(f"top-1 rose over {decades:.2f} decades of operations ({low:.4g} to {high:.4g} GFLOPs)")
     write(_OUT.value, rows, results, summary)
-    print(f"wrote {_OUT.value}/task_bench.csv, .json, accuracy_vs_steps.png, accuracy_vs_gflops.png")
+    print(f"wrote {_OUT.value}/task_bench.csv, .json, accuracy_vs_steps and accuracy_vs_gflops (.png, .svg)")
 
 
 if __name__ == "__main__":
