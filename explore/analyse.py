@@ -16,7 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from explore import jobs, sweep
+from core import joblog
+from explore import jobs
 from explore import plan as plan_lib
 from measure import findings, results
 from measure.analysis import fitting
@@ -120,8 +121,8 @@ def load(out_dir: str) -> tuple[dict, list[VariantResult]]:
     for name, recheck in ((LOG_NAME, False), (RECHECK_NAME, True)):
         log_path = os.path.join(out_dir, name)
         seen = set()
-        for path in ([log_path] if os.path.exists(log_path) else []) + sweep.shard_files(log_path):
-            for line in sweep.ResultLog(path, repair=False).contents.rows:
+        for path in ([log_path] if os.path.exists(log_path) else []) + joblog.shard_files(log_path):
+            for line in joblog.ResultLog(path, repair=False).contents.rows:
                 if line["key"] in seen or line.get("variant") not in by_variant:
                     continue  # a job merged twice, or another plan's: the first of each key counts
                 seen.add(line["key"])

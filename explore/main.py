@@ -10,12 +10,12 @@ import os
 
 from absl import flags
 
-from core import cli, runtime, values
+from core import cli, joblog, runtime, values
 from core.errors import UserError
 from explore import jobs as jobs_lib
 from explore import plan as plan_lib
 from explore import run as run_lib
-from explore import sample, sweep
+from explore import sample
 from measure import device, main_job
 
 DEMO_SPACES = ["resnet_basic", "resnet_bottleneck"]
@@ -88,7 +88,7 @@ def settings_from_flags() -> run_lib.Settings:
         if not _POWER_BUDGET.value > 0:
             raise UserError("--power_budget_w must be more than 0")
         budgets += (_POWER_BUDGET.value / _FPS.value,)
-    shard_index, num_shards = sweep.shard_from_env(_SHARD_INDEX.value, _NUM_SHARDS.value)
+    shard_index, num_shards = joblog.shard_from_env(_SHARD_INDEX.value, _NUM_SHARDS.value)
     steps = tuple(_STEPS.value) if _STEPS.value is not None else (
         (run_lib.STEPS if _RECHECK.value else run_lib.DEFAULT_STEPS) if num_shards == 1 else ("sample", "run"))
     settings = run_lib.Settings(

@@ -1,6 +1,6 @@
 """A sweep's steps in order, pycls-style: sample (plan.json), run (this shard's jobs), collect, recheck, analyse.
 
-The run step appends one line per finished job to this shard's JSONL file (see explore.sweep): a
+The run step appends one line per finished job to this shard's JSONL file (see core.joblog): a
 kill at any moment loses at most the job in progress, and the same command resumes. Collect merges
 the shard files into results.jsonl. Recheck (asked for with --recheck) trains a spread of the
 ranking again at three times the budget into recheck.jsonl, as RegNet checked that its
@@ -15,12 +15,12 @@ import math
 import os
 from typing import Optional
 
-from core import cli, files
+from core import cli, files, joblog
 from core.errors import UserError
 from explore import analyse as analyse_lib
 from explore import jobs as jobs_lib
 from explore import plan as plan_lib
-from explore import report, sweep
+from explore import report
 from measure import device as device_lib
 from measure import results
 from train import synthetic  # NumPy only: no TensorFlow, JAX or data
@@ -98,9 +98,9 @@ def check(settings: Settings) -> None:
 
 def _overwrite(out_dir: str) -> None:
     """Removes a sweep's files from out_dir; refuses while a shard is running."""
-    shards = sweep.shard_files(os.path.join(out_dir, LOG_NAME)) + sweep.shard_files(os.path.join(out_dir, RECHECK_NAME))
+    shards = joblog.shard_files(os.path.join(out_dir, LOG_NAME)) + joblog.shard_files(os.path.join(out_dir, RECHECK_NAME))
     for path in shards:
-        with sweep.shard_lock(path):  # UserError naming the process still writing it
+        with joblog.shard_lock(path):  # UserError naming the process still writing it
             pass
     for path in [*shards, *(os.path.join(out_dir, name) for name in OUTPUTS),
                  *glob.glob(os.path.join(glob.escape(out_dir), "figures", "*"))]:
@@ -129,13 +129,13 @@ def run(settings: Settings, log=print) -> Optional[analyse_lib.Analysis]:
         log(f"run: {len(todo)} jobs for {len(planned)} variants; shard {settings.shard_index} of {settings.num_shards}")
         runner = jobs_lib.Runner(settings.run, device, log)
         try:
-            sweep.run_jobs(todo, os.path.join(out, LOG_NAME), runner, settings.shard_index, settings.num_shards, log,
+            joblog.run_jobs(todo, os.path.join(out, LOG_NAME), runner, settings.shard_index, settings.num_shards, log,
                            unit=lambda payload: payload["variant"], describe=jobs_lib.describe)
         finally:
             runner.close()
     cli.check_stop()  # a stop asked for during the last job ends the run before the next step
     if "collect" in settings.steps:
-        merged = sweep.collect(os.path.join(out, LOG_NAME))
+        merged = joblog.collect(os.path.join(out, LOG_NAME))
         log(f"collect: {len(merged)} results in {os.path.join(out, LOG_NAME)}")
     if "recheck" in settings.steps:
         cli.check_stop()
@@ -181,7 +181,7 @@ def _recheck(settings: Settings, planned: list, log) -> None:
         f"({run.train_steps} steps)")
     runner = jobs_lib.Runner(run, device, log)
     try:
-        sweep.run_jobs(todo, os.path.join(out, RECHECK_NAME), runner, settings.shard_index, settings.num_shards, log,
+        joblog.run_jobs(todo, os.path.join(out, RECHECK_NAME), runner, settings.shard_index, settings.num_shards, log,
                        unit=lambda payload: payload["variant"], describe=jobs_lib.describe)
     finally:
         runner.close()

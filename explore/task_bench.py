@@ -20,9 +20,9 @@ import numpy as np
 from absl import flags
 
 import models
-from core import cli, files, runtime
+from core import cli, files, joblog, runtime
 from explore import jobs as jobs_lib
-from explore import report, sample, sweep
+from explore import report, sample
 from measure import device as device_lib
 from measure.analysis import plotting
 from train import config as train_config_lib  # plain settings: no TensorFlow, JAX or data
@@ -181,12 +181,12 @@ def main(argv):
         return runner(payload)
 
     try:
-        sweep.run_jobs(jobs, log, compute, describe=lambda r: f"top-1 {100 * r['top1']:.1f} % in {r['train_s']:.0f} s"
+        joblog.run_jobs(jobs, log, compute, describe=lambda r: f"top-1 {100 * r['top1']:.1f} % in {r['train_s']:.0f} s"
                        if r["status"] == "ok" else r["status"])
     except KeyboardInterrupt as interrupt:
         raise cli.Stopped.after(interrupt, f"every finished training is in {log}; run the same command again to "
                                 "resume") from None
-    done = {row["key"]: row for row in sweep.collect(log)}
+    done = {row["key"]: row for row in joblog.collect(log)}
     results = [done[key] for key, _ in jobs]
     rows = table(results)
     decades, low, high = rising_span(rows)

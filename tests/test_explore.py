@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from core import joblog
 from core.errors import UserError
-from explore import analyse, jobs, sweep
+from explore import analyse, jobs
 from explore import plan as plan_lib
 from explore import run as run_lib
 
@@ -202,7 +203,7 @@ def test_a_second_copy_on_the_same_shard_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     path = str(out / "results.shard-0-of-1.jsonl")
-    with sweep.shard_lock(path):
+    with joblog.shard_lock(path):
         done = _explore(f"--out={out}", *TINY, "--notrain")
     assert done.returncode == 2 and "another process" in done.stderr
 

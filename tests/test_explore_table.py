@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from explore import jobs, sweep, table
+from core import joblog
+from explore import jobs, table
 from explore import plan as plan_lib
 from explore import run as run_lib
 from measure import results
@@ -32,7 +33,7 @@ def sweep_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sweep"))
     planned = plan_lib.load_or_make(SETTINGS, out, progress=lambda _: None)
     shallow, deep = (p.variant for p in planned)
-    log = sweep.ResultLog(f"{out}/{run_lib.LOG_NAME}")
+    log = joblog.ResultLog(f"{out}/{run_lib.LOG_NAME}")
     log.append("m1", {"kind": jobs.MEASURE, "variant": shallow, "rows": [_row(shallow, 1, 5.0), _row(shallow, 8, 2.0)]})
     log.append("m2", {"kind": jobs.MEASURE, "variant": deep, "rows": [_row(deep, 1, 30.0),
                                                                        _row(deep, 8, 0.0, results.OUT_OF_MEMORY)]})

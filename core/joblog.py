@@ -1,4 +1,4 @@
-"""A sweep's storage and scheduling (pycls setup/launch/collect style), independent of what a job computes.
+"""A job log's storage and scheduling (pycls setup/launch/collect style), independent of what a job computes.
 
 Results go to an append-only JSONL `ResultLog`, one line per finished job keyed by its `key`. A line
 is written by one `os.write` on an O_APPEND file and fsynced, so a kill at any instant leaves at most
