@@ -207,8 +207,11 @@ def shard_files(log_path: str) -> list:
 
 def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard_index: int = 0,
              num_shards: int = 1, progress: Callable[[str], None] = print,
-             unit: Optional[Callable[[object], str]] = None, describe: Optional[Callable[[dict], str]] = None) -> list:
+             unit: Optional[Callable[[object], str]] = None, describe: Optional[Callable[[dict], str]] = None,
+             budget_s: Optional[float] = None) -> list:
     """Runs compute(payload) for this shard's (key, payload) jobs not yet logged, appending each; returns keys run.
+
+    With `budget_s`, no job starts once that many seconds have passed: the rest wait for a rerun.
 
     With `unit` (payload -> a name, e.g. the variant), whole units are dealt to shards, so the jobs of
     one unit (a variant's timing and its training seeds) run in one process. `describe` (result ->
@@ -233,18 +236,24 @@ def run_jobs(jobs: list, log_path: str, compute: Callable[[object], dict], shard
             units = set(shard(list(dict.fromkeys(unit(payload) for _, payload in jobs)), shard_index, num_shards))
             mine = [(key, payload) for key, payload in jobs if unit(payload) in units]
         todo = [(key, payload) for key, payload in mine if key not in done]
-        start = time.monotonic()
+        start, ran = time.monotonic(), []
         try:
             for count, (key, payload) in enumerate(todo, 1):
                 cli.check_stop()  # between jobs: every finished job is in the log
+                if budget_s is not None and time.monotonic() - start >= budget_s:
+                    break
                 result = compute(payload)
                 log.append(key, result)
-                left = (time.monotonic() - start) / count * (len(todo) - count)
+                ran.append(key)
+                elapsed = time.monotonic() - start
+                left = elapsed / count * (len(todo) - count)
+                if budget_s is not None:
+                    left = min(left, max(budget_s - elapsed, 0.0))
                 said = f": {describe(result)}" if describe else " ..."
                 progress(f"[{count}/{len(todo)}] {key}{said} (left: {values.format_duration(left)})")
         finally:
             log.close()
-    return [key for key, _ in todo]
+    return ran
 
 
 def collect(log_path: str) -> list:

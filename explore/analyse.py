@@ -90,6 +90,16 @@ class Recheck:
     kendall_tau: float  # between the two rankings: 1 the same order, 0 unrelated, -1 reversed
 
 
+@dataclasses.dataclass(frozen=True)
+class PredictionCheck:
+    """How the predictor's latencies at batch 1 compare with the times measured for the same variants."""
+
+    variants: int
+    within_10pct: float  # share predicted within +-10 % of measured
+    median_abs_error_pct: float
+    inside_interval: float  # share whose measured time lies inside the predicted interval
+
+
 @dataclasses.dataclass
 class Analysis:
     """The fits and frontiers of a sweep, each None (or empty) where the data do not allow it."""
@@ -111,6 +121,7 @@ class Analysis:
     ks: dict = dataclasses.field(default_factory=dict)  # (space, space) -> (plain, normalised) KS distance
     seed_noise: Optional["SeedNoise"] = None  # None until some variant is trained with two seeds or more
     recheck: Optional["Recheck"] = None  # None until the recheck step has trained three variants or more
+    prediction_check: Optional["PredictionCheck"] = None  # None unless a predictor's variants were timed at batch 1
     notes: list = dataclasses.field(default_factory=list)  # why something was not fitted
 
 
@@ -187,7 +198,20 @@ def analyse(variants: list[VariantResult], energy_budgets=(), network_rows=()) -
     _compare_spaces(out, trained)
     out.seed_noise = seed_noise(trained)
     out.recheck = recheck(trained, out.notes)
+    out.prediction_check = prediction_check(variants)
     return out
+
+
+def prediction_check(variants: list[VariantResult]) -> Optional[PredictionCheck]:
+    """Predicted against measured latency at batch 1, over the variants that have both (None without any)."""
+    pairs = [(v.costs["predicted_latency_ms_b1"], v.time_ms(1), v.costs["predicted_latency_low_ms_b1"],
+              v.costs["predicted_latency_high_ms_b1"])
+             for v in variants if "predicted_latency_ms_b1" in v.costs and v.time_ms(1) is not None]
+    if not pairs:
+        return None
+    errors = np.array([abs(p / m - 1) for p, m, _, _ in pairs])
+    inside = np.mean([low <= m <= high for _, m, low, high in pairs])
+    return PredictionCheck(len(pairs), float(np.mean(errors <= 0.1)), float(100 * np.median(errors)), float(inside))
 
 
 def recheck(trained: list[VariantResult], notes: list) -> Optional[Recheck]:

@@ -36,7 +36,8 @@ _RANGES = flags.DEFINE_list("ranges", DEMO_RANGES, "knob=low:high items narrowin
                             "(width, depth_<stage>, resolution; default: the demo's, only with its spaces).",
                             flag_values=FLAGS)
 _CONSTRAINTS = flags.DEFINE_list("constraints", [], "metric=low:high items (metrics: flops, macs, params, "
-                                 "activations at batch 1; either end may be empty), e.g. flops=:1e9.",
+                                 "activations at batch 1, and with --predictor latency_ms and energy_mj as predicted; "
+                                 "either end may be empty), e.g. flops=:1e9.",
                                  flag_values=FLAGS)
 # The other settings of the plan and of the run step have a flag per field, made from the field
 # (core.cli.define_flags) and named as it is but where renamed here; the plan fields above parse
@@ -74,8 +75,9 @@ def settings_from_flags() -> run_lib.Settings:
         raise UserError("--ranges items need both ends, e.g. width=0.25:1")
     constraints = tuple(values.bounds("constraints", item, example="flops=:1e9") for item in _CONSTRAINTS.value)
     for metric, _, _ in constraints:
-        if metric not in sample.METRICS:
-            raise UserError(f"--constraints: unknown metric {metric!r}; choose from: {', '.join(sample.METRICS)}")
+        if metric not in sample.METRICS and metric not in sample.PREDICTED:
+            raise UserError(f"--constraints: unknown metric {metric!r}; choose from: "
+                            f"{', '.join(sample.METRICS + tuple(sample.PREDICTED))}")
     budgets = tuple(mj / 1e3 for mj in values.numbers("energy_budgets_mj", _ENERGY_BUDGETS.value))
     if not all(b > 0 for b in budgets):
         raise UserError(f"--energy_budgets_mj takes positive energies per image in mJ; got "

@@ -18,6 +18,7 @@ from core import files
 from core.errors import UserError
 from explore import sample as sample_lib
 from explore import space as space_lib
+from measure import predict
 
 FORMAT = 1
 PLAN_NAME = "plan.json"
@@ -43,6 +44,12 @@ class PlanSettings:
         "help": "Values per knob of the grid sampler (at most the knob's own count).", "lower_bound": 1})
     seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the random sampler.", "lower_bound": 0})
     constraints: tuple[tuple[str, Optional[float], Optional[float]], ...] = ()  # (metric, low, high)
+    predictor: Optional[str] = dataclasses.field(default=None, metadata={
+        "help": "Predictor file (python -m measure.predict) of this device: record every sampled variant's predicted "
+                "latency (and energy) at batch 1; constraints may name latency_ms and energy_mj."})
+    predicted_front: bool = dataclasses.field(default=False, metadata={
+        "help": "With --predictor: plan only the sampled variants on the predicted front (none has more FLOPs at a "
+                "lower predicted latency), so that only those are timed and trained."})
     # A guard, not a choice of variants: plan.json leaves it out, so raising it keeps a stored plan valid.
     max_variants: int = dataclasses.field(default=MAX_VARIANTS, compare=False, metadata={
         "help": "Most variants the sample step may cost (the grid's size, or --samples times the spaces); raise it "
@@ -78,16 +85,32 @@ def _constraints(settings: PlanSettings) -> dict:
     return {metric: (low, high) for metric, low, high in settings.constraints}
 
 
-def _space_samples(name: str, settings: PlanSettings, progress=None) -> list[sample_lib.Sample]:
+def _space_samples(name: str, settings: PlanSettings, predictor, progress=None) -> list[sample_lib.Sample]:
     """The samples of one named space or scaling series under the settings."""
     if SCALING_SEPARATOR in name:
         base, _, rule = name.partition(SCALING_SEPARATOR)
-        return list(sample_lib.series(base, rule).values())
+        return list(sample_lib.series(base, rule, predictor=predictor).values())
     space = restrict(space_lib.space(name), settings.ranges)
     if settings.sampler == "grid":
-        return sample_lib.grid(space, _grid_points(space, settings.grid_points), progress=progress)
+        return sample_lib.grid(space, _grid_points(space, settings.grid_points), progress=progress,
+                               predictor=predictor)
     return sample_lib.random_sample(space, settings.samples, seed=settings.seed, constraints=_constraints(settings),
-                                    progress=progress)
+                                    progress=progress, predictor=predictor)
+
+
+def load_predictor(settings: PlanSettings) -> Optional[predict.Predictor]:
+    """The settings' predictor, refused in one line unless it was fitted on this device and runtime."""
+    return None if settings.predictor is None else predict.load_here(settings.predictor, precision=None)
+
+
+def predicted_front(planned: list["PlannedVariant"]) -> list["PlannedVariant"]:
+    """The variants no other beats on both counts: at least as many FLOPs for a lower predicted latency."""
+    front, most_flops = [], -1
+    for p in sorted(planned, key=lambda p: (p.costs["predicted_latency_ms_b1"], -p.costs["flops"])):
+        if p.costs["flops"] > most_flops:
+            front.append(p)
+            most_flops = p.costs["flops"]
+    return [p for p in planned if p in front]
 
 
 def sizes(settings: PlanSettings) -> dict[str, int]:
@@ -133,7 +156,9 @@ def check(settings: PlanSettings) -> None:
             raise UserError(f"--ranges names {knob!r}, a knob none of the spaces {', '.join(settings.spaces)} "
                             f"varies; their knobs are: {', '.join(sorted(names)) or '(none)'}")
         _check_range(settings.spaces, knob, low, high)
-    sample_lib.check_constraints(_constraints(settings))
+    if settings.predicted_front and settings.predictor is None:
+        raise UserError("--predicted_front keeps the variants on the predicted front: give --predictor=FILE too")
+    sample_lib.check_constraints(_constraints(settings), load_predictor(settings))
     for name in settings.spaces:
         if SCALING_SEPARATOR not in name:
             space = restrict(space_lib.space(name), settings.ranges)  # UserError on a range holding no value
@@ -165,9 +190,10 @@ def make(settings: PlanSettings, progress=print) -> list[PlannedVariant]:
     """Every variant of the settings' spaces, each once, with its configuration and costs at batch 1."""
     check(settings)
     check_size(settings)
+    predictor = load_predictor(settings)
     planned: dict[str, PlannedVariant] = {}
     for name in settings.spaces:
-        drawn = _space_samples(name, settings, progress)
+        drawn = _space_samples(name, settings, predictor, progress)
         progress(f"sample: {name}: {len(drawn)} variants")
         for s in drawn:
             if s.variant in planned:
@@ -175,6 +201,10 @@ def make(settings: PlanSettings, progress=print) -> list[PlannedVariant]:
                 planned[s.variant] = dataclasses.replace(old, spaces=tuple(dict.fromkeys((*old.spaces, name))))
             else:
                 planned[s.variant] = PlannedVariant(s.variant, (name,), _jsonable(s.config), dict(s.costs))
+    if settings.predicted_front:
+        front = predicted_front(list(planned.values()))
+        progress(f"sample: {len(front)} of {len(planned)} variants on the predicted front")
+        return front
     return list(planned.values())
 
 

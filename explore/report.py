@@ -61,6 +61,18 @@ def _finding4(analysis: analyse_lib.Analysis) -> list:
     return blocks + [("ul", items), ("verdict", verdict + ".")]
 
 
+def _prediction(analysis: analyse_lib.Analysis) -> list:
+    """The predictor's latencies at batch 1 checked against the measured ones, where the sweep had both."""
+    check = analysis.prediction_check
+    if check is None:
+        return []
+    return [("h", 2, "The predictor, checked"),
+            ("p", f"Over the {check.variants} variants timed at batch 1, the predicted latency (measure.predict; "
+                  f"column predicted_latency_ms_b1) was within ±10 % of the measured for "
+                  f"{100 * check.within_10pct:.0f} %, with a median error of {check.median_abs_error_pct:.1f} %; "
+                  f"{100 * check.inside_interval:.0f} % of the measured times fell inside the predicted interval.")]
+
+
 def _finding3(analysis: analyse_lib.Analysis) -> list:
     """The energy-bounded frontier: per budget, the most operations allowed and the best accuracy reached."""
     blocks = [("h", 2, "Finding 3 on variants: the energy-bounded frontier"),
@@ -144,6 +156,8 @@ def _json(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict) ->
                                for b in analysis.budgets],
             "recheck": None if analysis.recheck is None else dataclasses.asdict(analysis.recheck),
             "seed_noise": None if analysis.seed_noise is None else dataclasses.asdict(analysis.seed_noise),
+            "prediction_check": None if analysis.prediction_check is None
+            else dataclasses.asdict(analysis.prediction_check),
             "ks_distance": [{"spaces": [a, b], "plain": plain, "normalised": normalised}
                             for (a, b), (plain, normalised) in analysis.ks.items()],
             "notes": analysis.notes, "variants": table.records(analysis, run_settings)}
@@ -169,7 +183,7 @@ def write(analysis: analyse_lib.Analysis, settings: dict, run_settings: dict, ou
                                 "GFLOPs", "")
     blocks += _hyperbola_blocks(f"Against time per image at batch {analysis.batch}", analysis.hyperbola_time,
                                 analysis.hyperbola_time_held_out, "t", " ms")
-    blocks += _finding4(analysis) + _finding3(analysis) + _edf(analysis)
+    blocks += _finding4(analysis) + _prediction(analysis) + _finding3(analysis) + _edf(analysis)
     if analysis.notes:
         blocks += [("h", 2, "Notes"), ("ul", list(analysis.notes))]
     blocks.append(("h", 2, "Figures"))

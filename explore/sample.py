@@ -10,6 +10,7 @@ import functools
 import itertools
 import math
 import time
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -20,11 +21,13 @@ import models
 from core import cli, values
 from core.errors import UserError
 from explore import space as space_lib
-from measure import cost
+from measure import cost, predict
 from measure.cost import memo as cost_memo
 from models import variants
 
 METRICS = ("flops", "macs", "params", "activations")
+# Constraints on a predictor's figures at batch 1 (measure.predict), by the cost key that holds them.
+PREDICTED = {"latency_ms": "predicted_latency_ms_b1", "energy_mj": "predicted_energy_mj_b1"}
 DRAWS_PER_SAMPLE = 20  # random_sample gives up after this many draws per sample asked for (plus DRAWS_SLACK)
 DRAWS_SLACK = 100
 PROGRESS_EVERY = 100  # variants costed between progress lines...
@@ -63,11 +66,21 @@ class _Ticker:
                       f"(left: {values.format_duration(left)})")
 
 
-def costs(variant: variants.Variant) -> dict:
-    """The variant's flops, macs, params and activations at batch 1, from measure.cost (its shared memo)."""
+def costs(variant: variants.Variant, predictor: Optional[predict.Predictor] = None) -> dict:
+    """The variant's flops, macs, params and activations at batch 1, from measure.cost (its shared memo).
+
+    With a predictor, also its predicted latency per image at batch 1 with the interval, and energy
+    where the predictor knows the power, each under a key that says predicted.
+    """
     counted = cost.count_variant(variant, memo=cost_memo.SHARED)
-    return {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
-            "activations": counted.total.activations}
+    found = {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
+             "activations": counted.total.activations}
+    if predictor is not None:
+        guess = predictor.predict(predict.Layers.of(counted), 1)
+        found.update(predicted_latency_ms_b1=guess.latency_s * 1e3, predicted_latency_low_ms_b1=guess.low_s * 1e3,
+                     predicted_latency_high_ms_b1=guess.high_s * 1e3,
+                     predicted_energy_mj_b1=None if guess.energy_j is None else guess.energy_j * 1e3)
+    return found
 
 
 def realised(variant: variants.Variant, knobs=("width", "depths")) -> dict:
@@ -104,9 +117,10 @@ def _config_knobs(space: space_lib.Space) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name != space_lib.RESOLUTION))
 
 
-def _sample(variant: variants.Variant, knobs: tuple[str, ...], counted: dict | None = None) -> Sample:
+def _sample(variant: variants.Variant, knobs: tuple[str, ...], counted: dict | None = None,
+            predictor: Optional[predict.Predictor] = None) -> Sample:
     """The Sample of a variant (its costs counted unless given)."""
-    return Sample(str(variant), realised(variant, knobs), counted if counted is not None else costs(variant))
+    return Sample(str(variant), realised(variant, knobs), counted if counted is not None else costs(variant, predictor))
 
 
 def _check_points(space: space_lib.Space, points_per_knob) -> dict[str, int]:
@@ -151,10 +165,11 @@ def grid_size(space, points_per_knob) -> int:
     return math.prod(points.values())
 
 
-def grid(space, points_per_knob, progress=None) -> list[Sample]:
+def grid(space, points_per_knob, progress=None, predictor: Optional[predict.Predictor] = None) -> list[Sample]:
     """The full grid: `points_per_knob` values per knob (an int, or {knob: points}; 1 if not named), all distinct.
 
-    `progress` (a line -> None), if given, hears how far the costing is on large grids.
+    `progress` (a line -> None), if given, hears how far the costing is on large grids; a
+    `predictor` adds its predictions to every sample's costs.
     """
     space = space_lib.space(space)
     points = _check_points(space, points_per_knob)
@@ -162,17 +177,27 @@ def grid(space, points_per_knob, progress=None) -> list[Sample]:
     knobs, names = _config_knobs(space), [k.name for k in space.knobs]
     ticker, samples = _Ticker(progress, space.name, math.prod(len(axis) for axis in axes)), []
     for point in itertools.product(*axes):
-        samples.append(_sample(space.variant(dict(zip(names, point, strict=True))), knobs))
+        samples.append(_sample(space.variant(dict(zip(names, point, strict=True))), knobs, predictor=predictor))
         ticker.tick(len(samples))
     return samples
 
 
-def check_constraints(constraints) -> dict[str, tuple[float, float]]:
-    """Constraints as {metric: (low, high)} (None for an open end); UserError naming a bad one."""
+def check_constraints(constraints, predictor: Optional[predict.Predictor] = None) -> dict[str, tuple[float, float]]:
+    """Constraints as {cost key: (low, high)} (None for an open end); UserError naming a bad one.
+
+    The predicted metrics (PREDICTED: latency_ms, energy_mj at batch 1) need a predictor, and
+    energy one that knows the power.
+    """
     checked = {}
     for metric, bounds in (constraints or {}).items():
-        if metric not in METRICS:
-            raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(METRICS)}")
+        if metric not in METRICS and metric not in PREDICTED:
+            raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(METRICS + tuple(PREDICTED))}")
+        if metric in PREDICTED and predictor is None:
+            raise UserError(f"constraint {metric} is on a predicted figure: give --predictor=FILE "
+                            "(python -m measure.predict fits one)")
+        if metric == "energy_mj" and predictor.power_w is None:
+            raise UserError("constraint energy_mj needs power, and this predictor was fitted where no meter read; "
+                            "constrain latency_ms instead, or fit the predictor where a power meter reads")
         if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
             raise UserError(f"constraint {metric} must be (low, high); got {bounds!r}")
         for end in bounds:
@@ -185,7 +210,7 @@ def check_constraints(constraints) -> dict[str, tuple[float, float]]:
         high = math.inf if bounds[1] is None else bounds[1]
         if low > high:
             raise UserError(f"constraint {metric}: low {low} is above high {high}; swap them")
-        checked[metric] = (low, high)
+        checked[PREDICTED.get(metric, metric)] = (low, high)
     return checked
 
 
@@ -204,18 +229,19 @@ def check_count(space, count: int) -> None:
 
 
 def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws: int | None = None,
-                  progress=None) -> list[Sample]:
+                  progress=None, predictor: Optional[predict.Predictor] = None) -> list[Sample]:
     """`count` distinct seeded draws of a space meeting `constraints` ({metric: (low, high)}) by rejection.
 
     The first `count` draws are stratified (a Latin hypercube), later ones plain. The same seed
     gives the same samples. A draw equal to an earlier one (after quantising) is drawn again.
     UserError when `count` exceeds the space's distinct points, or when `max_draws` draws (default
     20 per sample plus 100) or the whole space yield too few samples meeting the constraints,
-    naming them. `progress` (a line -> None), if given, hears how far the draws are.
+    naming them. `progress` (a line -> None), if given, hears how far the draws are. A `predictor`
+    adds its predictions to the costs, and constraints may name them (see check_constraints).
     """
     space = space_lib.space(space)
     check_count(space, count)
-    bounds = check_constraints(constraints)
+    bounds = check_constraints(constraints, predictor)
     ticker = _Ticker(progress, space.name, count, verb="drawn")
     max_draws = DRAWS_PER_SAMPLE * count + DRAWS_SLACK if max_draws is None else max_draws
     rng, knobs, seen, samples = np.random.default_rng(seed), _config_knobs(space), set(), []
@@ -230,7 +256,7 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
         if str(variant) in seen:
             continue
         seen.add(str(variant))
-        counted = costs(variant)
+        counted = costs(variant, predictor)
         if all(low <= counted[metric] <= high for metric, (low, high) in bounds.items()):
             samples.append(_sample(variant, knobs, counted))
         ticker.tick(len(samples))  # after rejections too: tight constraints may keep few of many costed
@@ -244,7 +270,7 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
     return samples
 
 
-def series(base: str, rule: str, steps=None) -> dict[float, Sample]:
+def series(base: str, rule: str, steps=None, predictor: Optional[predict.Predictor] = None) -> dict[float, Sample]:
     """The scaling series of `space.scaling` as Samples, keyed by multiplier (phi for compound)."""
-    return {step: _sample(variant, ("width", "depths"))
+    return {step: _sample(variant, ("width", "depths"), predictor=predictor)
             for step, variant in space_lib.scaling(base, rule, steps).items()}

@@ -9,6 +9,9 @@ Columns (None where not measured; B is each batch size timed, S each seed traine
 - variant, spaces, network: the canonical variant string, the spaces it was drawn from, its network;
 - width, depths, resolution, channels: the configuration it realises (channels after rounding);
 - gflops, gmacs, params, activations: its counted costs per image at batch 1;
+- predicted_latency_ms_b1 (with _low_ and _high_ ends of its interval), predicted_energy_mj_b1: a
+  predictor's figures at batch 1 (measure.predict), where the sweep was planned with one; never
+  mixed with the measured columns;
 - latency_ms_bB, latency_p25_ms_bB, latency_p75_ms_bB: median and quartiles of the time per image;
 - images_per_s_bB, energy_mj_bB, power_w_bB: throughput, energy per image and power at batch B;
 - power_source: where power came from (a meter's name, "modelled" or "not measured");
@@ -20,6 +23,9 @@ Columns (None where not measured; B is each batch size timed, S each seed traine
 from typing import Optional
 
 from explore import analyse as analyse_lib
+
+PREDICTED = ("predicted_latency_ms_b1", "predicted_latency_low_ms_b1", "predicted_latency_high_ms_b1",
+             "predicted_energy_mj_b1")
 from measure import findings, results
 
 
@@ -30,7 +36,8 @@ def records(analysis: analyse_lib.Analysis, run_summary: dict) -> list[dict]:
         record = {"variant": v.variant, "spaces": " ".join(v.spaces), "network": v.variant.partition(":")[0],
                   **{knob: _plain(v.config.get(knob)) for knob in ("width", "depths", "resolution", "channels")},
                   "gflops": v.costs["flops"] / 1e9, "gmacs": v.costs["macs"] / 1e9, "params": v.costs["params"],
-                  "activations": v.costs["activations"]}
+                  "activations": v.costs["activations"],
+                  **{key: v.costs[key] for key in PREDICTED if key in v.costs}}
         for batch, row in sorted(v.rows.items()):
             ok = row.status == results.OK
             energy = findings.energy_per_image_j(row) if ok else None

@@ -33,7 +33,8 @@ if sorted(models.spec(name).family for name in FAMILY_REPRESENTATIVES) != sorted
 PROGRAMS = {"models": "models.__main__", "measure": "measure.__main__", "measure.cost": "measure.cost.__main__",
             "measure.bench": "measure.bench", "measure.cost.bench": "measure.cost.bench", "train": "train.main",
             "train.bench": "train.bench", "explore": "explore.main", "explore.bench": "explore.bench",
-            "explore.task_bench": "explore.task_bench"}
+            "explore.task_bench": "explore.task_bench", "measure.predict": "measure.predict.__main__",
+            "measure.predict.bench": "measure.predict.bench"}
 
 
 def pytest_configure(config):

@@ -5,8 +5,9 @@ import json
 from absl import flags
 
 import models
-from core import cli
+from core import cli, runtime
 from measure import cost as cost_lib
+from measure import predict
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 _MODEL = flags.DEFINE_string("model", "resnet50", "Network or variant to count (e.g. resnet50:width=0.5), or "
@@ -26,6 +27,8 @@ _DEPTH = flags.DEFINE_integer("depth", 2, "Module path levels kept in the per-la
 _SORT = flags.DEFINE_enum("sort", "order", ["order", "ops", "params", "activations", "path"],
                           "Order of the per-layer rows.", flag_values=FLAGS)
 _TRAIN = flags.DEFINE_bool("train", False, "Also count one training step (loss value and gradient).", flag_values=FLAGS)
+_PREDICTOR = flags.DEFINE_string("predictor", None, "A predictor file of this device (python -m measure.predict): "
+                                 "also print the predicted latency per image at --batch_size.", flag_values=FLAGS)
 _JSON = flags.DEFINE_bool("json", False, "Print JSON (an object, or a list for --model=all) instead of tables.",
                           flag_values=FLAGS)
 
@@ -42,10 +45,17 @@ def _count(variant: models.Variant, train: bool = False) -> cost_lib.Cost:
     return cost
 
 
-def _summary(variant: models.Variant) -> dict:
-    """Counts one variant; with --train, adds the training step and its ratio to the forward pass."""
+def _summary(variant: models.Variant, predictor=None) -> dict:
+    """Counts one variant; with --train, adds the training step and its ratio to the forward pass; with a
+    predictor, its predicted latency (and energy) per image at the batch size."""
     cost = _count(variant)
     row = cost.as_dict()
+    if predictor is not None:
+        at_one = cost if _BATCH_SIZE.value == 1 else cost_lib.count_variant(variant.sized(_RESOLUTION.value))
+        guess = predictor.predict(predict.Layers.of(at_one), _BATCH_SIZE.value)
+        row["predicted"] = {"latency_ms_per_image": guess.latency_s * 1e3, "low_ms": guess.low_s * 1e3,
+                            "high_ms": guess.high_s * 1e3,
+                            "energy_mj_per_image": None if guess.energy_j is None else guess.energy_j * 1e3}
     if _TRAIN.value:
         step = _count(variant, train=True)
         row["train_step"] = step.as_dict()
@@ -62,6 +72,12 @@ def _print_table(result: dict) -> None:
     print(f"  paper ops     {row['paper_ops']:>16,}   ({row['paper_ops_dense_groups']:,} groups dense)")
     print(f"  activations   {row['activations']:>16,}")
     print(f"  memory bytes  {row['memory_bytes']:>16,}   (peak activations {row['peak_activation_bytes']:,})")
+    if "predicted" in row:
+        guess = row["predicted"]
+        energy = (f", energy {guess['energy_mj_per_image']:.3g} mJ/image" if guess["energy_mj_per_image"] is not None
+                  else "")
+        print(f"  predicted     {guess['latency_ms_per_image']:>16.4g} ms/image at batch {row['batch_size']}  (90 % "
+              f"interval {guess['low_ms']:.4g} to {guess['high_ms']:.4g} ms){energy}")
     if "train_step" in row:
         print(f"  train step    {row['train_step']['flops']:>16,} FLOPs  "
               f"({row['train_to_forward_flops']:.2f}x the forward pass)")
@@ -86,7 +102,11 @@ def main(argv):
     variants = [models.variant(v) for v in (models.names() if _MODEL.value == "all" else [_MODEL.value])]
     for variant in variants:  # bad input fails before any output
         variant.sized(_RESOLUTION.value).input_shape(_BATCH_SIZE.value)
-    results = [_summary(variant) for variant in variants]
+    predictor = None
+    if _PREDICTOR.value is not None:
+        runtime.configure()  # the runtime the predictor was fitted under, before JAX starts
+        predictor = predict.load_here(_PREDICTOR.value, precision=None)
+    results = [_summary(variant, predictor) for variant in variants]
     if _JSON.value:
         rows = [r["row"] for r in results]
         print(json.dumps(rows if _MODEL.value == "all" else rows[0], indent=1))

@@ -1,0 +1,86 @@
+"""Fits this device's latency predictor: `python -m measure.predict` times calibration kernels, then fits.
+
+It times a seeded spread of single layers (and any --networks) at each batch size for at most
+--calibration_s seconds, one line per target appended to the calibration log (a rerun resumes and
+times nothing twice), reads the log and any --results directories of this device, fits the
+predictor and writes it as JSON to --out with its cross-validated accuracy.
+"""
+
+import os
+
+from absl import flags
+
+import models
+from core import cli, runtime, values
+from core.errors import UserError
+from measure import device as device_lib
+from measure import points, timing
+from measure import predict
+from measure.predict import calibrate, kernels
+
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+SAFE_STOPS = True  # long work: a signal is a request, honoured between targets (core.cli)
+DEFAULT_OUT = os.path.join("results", "predictor", "predictor.json")
+_OUT = flags.DEFINE_string("out", DEFAULT_OUT, "Predictor file to write (JSON); its calibration log goes beside it.",
+                           flag_values=FLAGS)
+_RESULTS = flags.DEFINE_list("results", [], "Results directories (python -m measure or python -m explore) or "
+                             "calibration logs of this device to learn from too.", flag_values=FLAGS)
+_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration timing this run may spend "
+                                    "(0: fit on what is already measured).", lower_bound=0, flag_values=FLAGS)
+_KERNELS = flags.DEFINE_integer("kernels", 400, "Calibration kernels in the seeded list (timed in order, as the "
+                                "budget allows).", lower_bound=0, flag_values=FLAGS)
+_NETWORKS = flags.DEFINE_list("networks", [], "Networks or variants to time in the calibration too, before the "
+                              "kernels.", flag_values=FLAGS)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time each target at.",
+                                 flag_values=FLAGS)
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision the predictor is for.",
+                               flag_values=FLAGS)
+_MIN_TIME = flags.DEFINE_float("min_time", 0.2, "Fewest seconds of timed calls per calibration point.",
+                               lower_bound=0, flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the calibration kernels.", lower_bound=0, flag_values=FLAGS)
+cli.require_finite(_CALIBRATION_S, _MIN_TIME)
+
+
+def log_path(out: str) -> str:
+    """The calibration log beside a predictor file."""
+    return os.path.splitext(out)[0] + ".calibration.jsonl"
+
+
+def main(argv):
+    """Calibrates within the budget (resuming), fits, writes the predictor and says how good it is."""
+    del argv
+    batch_sizes = values.positive_integers("batch_sizes", _BATCH_SIZES.value)
+    networks = [str(v) for v in models.variant_list(_NETWORKS.value)]
+    if os.path.isdir(_OUT.value):
+        raise UserError(f"--out {_OUT.value} is a directory; give the predictor's file name, e.g. {DEFAULT_OUT}")
+    runtime.configure()
+    device = device_lib.default_device()
+    name, here = device_lib.device_name(device), predict.environment_here(device)
+    log = log_path(_OUT.value)
+    sources = [log] if _CALIBRATION_S.value > 0 or os.path.exists(log) else []
+    if _CALIBRATION_S.value > 0:
+        targets = networks + [str(k) for k in kernels.draw(_KERNELS.value, _SEED.value)]
+        settings = points.Settings(precision=_PRECISION.value,
+                                   timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
+        timer = calibrate.Timer(settings, batch_sizes, device, name, here)
+        print(f"calibration: up to {_CALIBRATION_S.value:g} s on {name}, {len(targets)} targets in {log}")
+        try:
+            calibrate.calibrate(targets, log, timer, _CALIBRATION_S.value)
+        except KeyboardInterrupt as interrupt:
+            raise cli.Stopped.after(interrupt, f"every timed target is in {log}; run the same command again to "
+                                    "resume") from None
+        finally:
+            timer.close()
+    found = calibrate.read_points(sources + list(_RESULTS.value), name, _PRECISION.value, here)
+    fitted = predict.fit(found, here, _PRECISION.value, sources + list(_RESULTS.value))
+    predict.save(fitted, _OUT.value)
+    on = fitted.fitted_on
+    print(f"fitted on {on['points']} points of {on['networks_and_kernels']} kernels and networks; cross-validated: "
+          f"{100 * on['cross_validated_within_10pct']:.0f} % within +-10 %, median error "
+          f"{100 * on['cross_validated_median_abs_error']:.1f} %; 90 % interval x{fitted.interval[0]:.2f} to "
+          f"x{fitted.interval[1]:.2f}")
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    cli.run(main, FLAGS, safe_stops=SAFE_STOPS)

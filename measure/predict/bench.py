@@ -1,0 +1,204 @@
+"""Benchmark of the latency predictor: `python -m measure.predict.bench` prints how often it lands within +-10 %.
+
+It times (resumably, one line per target in --out/bench.jsonl) random ResNet variants of both
+block types, the paper's 14 networks, and VGG and ENet variants, plus the predictor's calibration
+kernels for --calibration_s. It fits the predictor on the kernels and a share of the ResNet
+variants, then prints, at each batch size, the share of held-out points predicted within +-10 %
+of measured (nn-Meter's metric): held-out ResNet variants (a seen space) and the families it never
+saw; beside it, a FLOPs-only linear baseline fitted on the same points. Last, the rate at which
+the predictor ranks variants, counting included (from a cold cost memo, then warm). It writes
+bench.json and predicted_vs_measured (PNG and SVG).
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+import models
+from core import cli, files, joblog, runtime, values
+from measure import device as device_lib
+from measure import points, predict, timing
+from measure.analysis import plotting
+from measure.cost import memo as cost_memo
+from measure.predict import calibrate, features, kernels
+from measure.predict import model as model_lib
+
+RESNETS = ("resnet18", "resnet50")  # basic and bottleneck blocks: the explorer's two ResNet spaces
+UNSEEN = ("vgg16:width=0.25,resolution=64", "vgg16:width=0.5,resolution=96", "vgg19:width=0.25,resolution=128",
+          "vgg19:width=0.5,resolution=64", "enet:resolution=128", "enet:resolution=256",
+          "enet:resolution=192", "googlenet:resolution=128", "bn_nin:resolution=128", "alexnet:resolution=127")
+
+FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
+SAFE_STOPS = True  # long work: a signal is a request, honoured between targets (core.cli)
+_OUT = flags.DEFINE_string("out", os.path.join("results", "predictor_bench"), "Directory of the timings and "
+                           "results; a rerun resumes.", flag_values=FLAGS)
+_FIT = flags.DEFINE_integer("fit_variants", 40, "Random ResNet variants the predictor is fitted on.", lower_bound=0,
+                            flag_values=FLAGS)
+_TEST = flags.DEFINE_integer("test_variants", 30, "Random ResNet variants held out to test it.", lower_bound=1,
+                             flag_values=FLAGS)
+_PAPER = flags.DEFINE_bool("paper_networks", True, "Test on the paper's 14 networks at their own resolution too.",
+                           flag_values=FLAGS)
+_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration kernels to time (resumed).",
+                                    lower_bound=0, flag_values=FLAGS)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time and predict at.", flag_values=FLAGS)
+_RANK = flags.DEFINE_integer("rank_variants", 3000, "Random ResNet variants ranked for the rate.", lower_bound=1,
+                             flag_values=FLAGS)
+_MIN_TIME = flags.DEFINE_float("min_time", 0.2, "Fewest seconds of timed calls per point.", lower_bound=0,
+                               flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the variants and kernels.", lower_bound=0, flag_values=FLAGS)
+cli.require_finite(_CALIBRATION_S, _MIN_TIME)
+
+
+def random_resnets(count: int, seed: int) -> list[str]:
+    """`count` distinct ResNet variants: 1-3 blocks a stage, widths 0.125-1, 32-128 px, both block types."""
+    rng, drawn = np.random.default_rng(seed), {}
+    while len(drawn) < count:
+        variant = models.from_knobs(str(rng.choice(RESNETS)), int(rng.integers(2, 9)) * 16,
+                                    depths=tuple(int(d) for d in rng.integers(1, 4, size=4)),
+                                    width=float(rng.integers(1, 9)) / 8)
+        drawn.setdefault(str(variant), None)
+    return list(drawn)
+
+
+def share_within(points: list, predicted: np.ndarray, batch_size: int) -> tuple[float, int]:
+    """(share of the points at this batch size predicted within +-10 %, how many points)."""
+    chosen = [i for i, p in enumerate(points) if p.batch_size == batch_size]
+    if not chosen:
+        return float("nan"), 0
+    errors = [abs(predicted[i] / points[i].latency_s - 1) for i in chosen]
+    return float(np.mean(np.array(errors) <= model_lib.WITHIN)), len(chosen)
+
+
+def flops_baseline(fit_points: list) -> np.ndarray:
+    """Coefficients of latency = a * FLOPs + b fitted (log error, non-negative) on the same points."""
+    vectors = np.array([[_flops(p), 1.0] for p in fit_points])
+    return model_lib.solve(vectors, np.array([p.latency_s for p in fit_points]))
+
+
+def ranking_rate(names: list[str], predictor: model_lib.Predictor) -> tuple[float, float]:
+    """Variants per minute counted and predicted at batch 1: from a cold cost memo, then again warm."""
+    rates = []
+    cost_memo.SHARED.clear()
+    for _ in range(2):
+        start = time.perf_counter()
+        for name in names:
+            predictor.predict(calibrate.layers_of(name), 1)
+        rates.append(len(names) / (time.perf_counter() - start) * 60)
+    return rates[0], rates[1]
+
+
+def _figure(groups: dict, batch_size: int):
+    """Predicted against measured latency per image at one batch size (log-log), one colour per group."""
+    fig, ax = plotting.axes(f"predicted against measured latency, batch {batch_size}",
+                            "measured latency per image [ms]", "predicted latency per image [ms]")
+    low, high = np.inf, 0.0
+    for label, (pts, predicted) in groups.items():
+        chosen = [i for i, p in enumerate(pts) if p.batch_size == batch_size]
+        measured = [pts[i].latency_s / batch_size * 1e3 for i in chosen]
+        guessed = [predicted[i] / batch_size * 1e3 for i in chosen]
+        if measured:
+            ax.scatter(measured, guessed, s=14, label=label)
+            low, high = min(low, *measured, *guessed), max(high, *measured, *guessed)
+    if high > 0:
+        line = np.array([low, high])
+        ax.plot(line, line, color="black", linewidth=0.8, label="exact")
+        ax.fill_between(line, line * (1 - model_lib.WITHIN), line * (1 + model_lib.WITHIN), color="grey", alpha=0.2,
+                        label="+-10 %")
+    plotting.log_axis(ax.xaxis)
+    plotting.log_axis(ax.yaxis)
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+def main(argv):
+    """Times what is missing, fits, and prints the predictor's accuracy against the FLOPs baseline and its rate."""
+    del argv
+    batch_sizes = values.positive_integers("batch_sizes", _BATCH_SIZES.value)
+    runtime.configure()
+    device = device_lib.default_device()
+    name, here = device_lib.device_name(device), predict.environment_here(device)
+    out = _OUT.value
+    files.prepare_out_dir(out)
+    resnets = random_resnets(_FIT.value + _TEST.value, _SEED.value)
+    fit_names, test_names = set(resnets[:_FIT.value]), set(resnets[_FIT.value:])
+    paper = models.names() if _PAPER.value else []
+    settings = points.Settings(timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
+    timer = calibrate.Timer(settings, batch_sizes, device, name, here)
+    kernel_log, network_log = os.path.join(out, "kernels.jsonl"), os.path.join(out, "bench.jsonl")
+    try:
+        start = time.perf_counter()
+        calibrate.calibrate([str(k) for k in kernels.draw(1000, _SEED.value)], kernel_log, timer, _CALIBRATION_S.value)
+        calibration_s = time.perf_counter() - start
+        calibrate.calibrate(resnets + list(UNSEEN) + paper, network_log, timer, float("inf"))
+    except KeyboardInterrupt as interrupt:
+        raise cli.Stopped.after(interrupt, f"every timed target is in {out}; run the same command again to "
+                                "resume") from None
+    finally:
+        timer.close()
+    kernel_points = calibrate.read_points([kernel_log], name, settings.precision, here)
+    network_points = calibrate.read_points([network_log], name, settings.precision, here)
+    fit_points = kernel_points + [p for p in network_points if p.name in fit_names]
+    predictor = predict.fit(fit_points, here, settings.precision, [kernel_log, network_log])
+    groups = {"held-out ResNet variants (seen space)": [p for p in network_points if p.name in test_names],
+              "VGG, ENet, GoogLeNet, NIN, AlexNet variants (unseen)": [p for p in network_points if p.name in UNSEEN],
+              "the paper's 14 networks": [p for p in network_points if p.name in paper]}
+    baseline = flops_baseline(fit_points)
+    summary = {"device": name, "calibration_kernels": len({p.name for p in kernel_points}),
+               "calibration_s_this_run": calibration_s,
+               "calibration_s_total": _seconds(kernel_log), "fit_points": len(fit_points), "rows": []}
+    print(f"{name}: fitted on {len(fit_points)} points ({summary['calibration_kernels']} kernels, "
+          f"{len(fit_names)} ResNet variants); calibration took {summary['calibration_s_total']:.0f} s of timing")
+    print(f"{'test set':<55}{'batch':>6}{'points':>7}{'predictor':>11}{'FLOPs':>8}")
+    predicted = {}
+    for label, pts in groups.items():
+        vectors = np.array([p.features for p in pts]) if pts else np.zeros((0, len(features.NAMES)))
+        predicted[label] = (pts, predictor.latency_s(vectors))
+        flops_predicted = np.array([_flops(p) * baseline[0] + baseline[1] for p in pts])
+        for batch_size in batch_sizes:
+            ours, count = share_within(pts, predicted[label][1], batch_size)
+            theirs, _ = share_within(pts, flops_predicted, batch_size)
+            summary["rows"].append({"test_set": label, "batch_size": batch_size, "points": count,
+                                    "predictor_within_10pct": ours, "flops_within_10pct": theirs,
+                                    "worst": _worst(pts, predicted[label][1], batch_size)})
+            print(f"{label:<55}{batch_size:>6}{count:>7}{100 * ours:>10.0f}%{100 * theirs:>7.0f}%")
+    for label, pts in groups.items():
+        for row in summary["rows"]:
+            if row["test_set"] == label and row["worst"]:
+                print(f"  worst at batch {row['batch_size']} ({label[:24]}...): " +
+                      ", ".join(f"{w['name']} {w['error_pct']:+.0f} %" for w in row["worst"]))
+    ranked = random_resnets(_RANK.value, _SEED.value + 1)
+    cold, warm = ranking_rate(ranked, predictor)
+    summary.update(rank_variants=len(ranked), rank_per_min_cold=cold, rank_per_min_warm=warm,
+                   predictor=predictor.as_json())
+    print(f"ranking {len(ranked)} random ResNet variants (counted exactly, then predicted): {cold:,.0f} per minute "
+          f"from a cold cost memo, {warm:,.0f} per minute warm")
+    files.atomic_write(os.path.join(out, "bench.json"), json.dumps(summary, indent=1) + "\n")
+    for batch_size in batch_sizes:
+        plotting.save(_figure(predicted, batch_size), out, f"predicted_vs_measured_b{batch_size}")
+    print(f"wrote {out}/bench.json and predicted_vs_measured_b*.png/.svg")
+
+
+def _flops(point: model_lib.Point) -> float:
+    """A point's FLOPs per call: MACs at every knot (twice) and the elementwise work, from its features."""
+    vector = dict(zip(features.NAMES, point.features))
+    macs = sum(vector[n] for n in features.NAMES if n.startswith("macs_k")) + vector["grouped_macs"]
+    return 2 * macs + vector["elementwise"]
+
+
+def _seconds(log: str) -> float:
+    """Seconds the calibration log's timings took, summed over its lines."""
+    return sum(line.get("seconds", 0.0) for line in joblog.ResultLog(log, repair=False).contents.rows)
+
+
+def _worst(pts: list, predicted: np.ndarray, batch_size: int, count: int = 3) -> list[dict]:
+    """The points of a batch size predicted worst, with their signed error in percent."""
+    chosen = sorted((i for i, p in enumerate(pts) if p.batch_size == batch_size),
+                    key=lambda i: -abs(predicted[i] / pts[i].latency_s - 1))
+    return [{"name": pts[i].name, "error_pct": 100 * (predicted[i] / pts[i].latency_s - 1)} for i in chosen[:count]]
+
+
+if __name__ == "__main__":
+    cli.run(main, FLAGS, safe_stops=SAFE_STOPS)

@@ -1,0 +1,149 @@
+"""The predictor's measurements: calibration kernels and networks timed here, and results directories read back.
+
+Calibration times a list of targets (kernel strings from measure.predict.kernels, and networks or
+variants) at each batch size, one line per target appended to a JSONL log through core.joblog:
+within a budget in seconds, resumed by the same command without timing a target twice. Each line
+holds results.Row dicts, as the explorer's measure jobs do, so one reader takes the calibration
+log, an explorer sweep's JSONL files and a main job's results.json alike. Rows from another
+device or precision are refused, as results directories refuse them.
+"""
+
+import dataclasses
+import glob
+import os
+import time
+from typing import Callable, Iterator, Optional
+
+import models
+from core import joblog
+from core.errors import UserError
+from measure import cost as cost_lib
+from measure import points, results, timing
+from measure.cost import memo as cost_memo
+from measure.predict import features, kernels
+from measure.predict import model as model_lib
+
+KERNEL_FAMILY = "kernel"
+
+
+def layers_of(name: str, resolution: Optional[int] = None) -> features.Layers:
+    """The counted layers (batch 1) of a kernel string or a variant (at `resolution` where given)."""
+    if kernels.is_kernel(name):
+        spec = kernels.parse(name)
+        return features.Layers.of(cost_lib.count_module(spec.module(), spec.input_shape(1)))
+    variant = models.variant(name).sized(resolution)
+    return features.Layers.of(cost_lib.count_variant(variant, memo=cost_memo.SHARED))
+
+
+def job_list(targets: list[str], batch_sizes: tuple[int, ...], precision: str, device: str) -> list:
+    """(key, payload) per target: every batch size of it timed in one job."""
+    batches = ",".join(map(str, batch_sizes))
+    return [(f"time {name} {precision} batches={batches} on {device}", {"name": name}) for name in targets]
+
+
+class Timer:
+    """Times calibration targets on one device: networks through the main job's points, kernels alone."""
+
+    def __init__(self, settings: points.Settings, batch_sizes: tuple[int, ...], device, device_name: str,
+                 environment: dict):
+        self.settings, self.batch_sizes, self.device, self.device_name = settings, batch_sizes, device, device_name
+        self.environment = environment  # recorded on every line: a log is refused where its runtime differs
+        self._session: Optional[points.Session] = None
+
+    def __call__(self, payload: dict) -> dict:
+        """The rows of one target, one per batch size."""
+        name, start = payload["name"], time.perf_counter()
+        rows = self._kernel(kernels.parse(name)) if kernels.is_kernel(name) else self._network(name)
+        return {"name": name, "environment": self.environment, "rows": [dataclasses.asdict(r) for r in rows],
+                "seconds": time.perf_counter() - start}
+
+    def _network(self, name: str) -> Iterator[results.Row]:
+        """A network's points, measured as the main job measures them (power where a meter reads)."""
+        if self._session is None:
+            self._session = points.Session(self.settings, self.device, self.device_name)
+        return list(self._session.points(models.variant(name), self.batch_sizes))
+
+    def _kernel(self, spec: kernels.KernelSpec) -> list[results.Row]:
+        """A kernel's latency at each batch size (its counts beside it)."""
+        counted = cost_lib.count_module(spec.module(), spec.input_shape(1))
+        rows = []
+        for batch_size in self.batch_sizes:
+            row = results.Row(model=str(spec), display_name=str(spec), family=KERNEL_FAMILY, batch_size=batch_size,
+                              resolution=spec.input_shape()[1], native_resolution=spec.input_shape()[1],
+                              precision=self.settings.precision, device=self.device_name, params=counted.params,
+                              macs_per_image=counted.ops("macs"), flops_per_image=counted.ops("flops"))
+            try:
+                measured = timing.time_forward(spec.module(), spec.input_shape(batch_size), self.settings.precision,
+                                               self.settings.timing_options, device=self.device)
+            except timing.MeasureFailed as failure:
+                rows.append(points.failed_row(row, failure.status, failure.message))
+                continue
+            rows.append(dataclasses.replace(row, **measured.row_fields(row.flops_per_image)))
+        return rows
+
+    def close(self) -> None:
+        """Closes the power meter, if one was opened."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def calibrate(targets: list[str], log_path: str, timer: Timer, budget_s: float,
+              progress: Callable[[str], None] = print) -> list[str]:
+    """Times the targets not yet in the log, in order, until the budget is spent, then merges the log; returns the keys timed."""
+    jobs = job_list(targets, timer.batch_sizes, timer.settings.precision, timer.device_name)
+    describe = lambda result: ", ".join(  # noqa: E731
+        f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image" if r["status"] == results.OK
+        else f"batch {r['batch_size']} {r['status']}" for r in result["rows"])
+    try:
+        return joblog.run_jobs(jobs, log_path, timer, progress=progress, describe=describe, budget_s=budget_s)
+    finally:
+        joblog.collect(log_path)
+
+
+def _rows_in(path: str) -> list[tuple[results.Row, dict]]:
+    """(row, the environment it was timed in, where recorded) of a results directory or a JSONL log of timed rows."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, results.JSON_NAME)):
+        stored = results.read(path)
+        return [(row, stored.environment) for row in stored.rows]
+    if os.path.isdir(path):
+        logs = sorted(glob.glob(os.path.join(glob.escape(path), "*.jsonl")))
+        if not logs:
+            raise UserError(f"{path} holds neither {results.JSON_NAME} nor JSONL logs of timed rows; give a "
+                            "directory python -m measure, python -m explore or python -m measure.predict wrote")
+    elif os.path.isfile(path):
+        logs = [path]
+    else:
+        raise UserError(f"{path} does not exist; give a results directory or a calibration log")
+    return [(results.row_from_json(value, f"{log}: {line['key']}: row {i}"), line.get("environment") or {})
+            for log in logs for line in joblog.ResultLog(log, repair=False).contents.rows
+            for i, value in enumerate(line.get("rows") or ())]
+
+
+def read_points(paths: list[str], device: str, precision: str, environment: dict) -> list[model_lib.Point]:
+    """The measured points of results directories or logs, each counted again here; UserError on another device."""
+    found = []
+    for path in paths:
+        for row, stored in _rows_in(path):
+            for key, value in stored.items():
+                if key in environment and value != environment[key]:
+                    raise UserError(f"{path} was measured with {key} {value!r}, not {environment[key]!r}: its "
+                                    "times do not hold here; leave it out or fit on this machine's measurements")
+            if row.status != results.OK or row.precision != precision or row.time_per_image_s is None:
+                continue
+            if row.device != device:
+                raise UserError(f"{path} holds rows timed on {row.device!r}, not on {device!r}: they would mix; "
+                                "leave it out or fit on this device's measurements")
+            found.append(_point(row, path))
+    return found
+
+
+def _point(row: results.Row, source: str) -> model_lib.Point:
+    """The point of a measured row: its latency per call and its features, counted here."""
+    if kernels.is_kernel(row.model):
+        layers = layers_of(row.model)
+    else:
+        layers = layers_of(row.model, None if row.resolution == row.native_resolution else row.resolution)
+    power = row.power_w if row.power_source not in ("not measured", "modelled") else None
+    return model_lib.Point(row.model, row.batch_size, row.time_per_image_s * row.batch_size,
+                           layers.vector(row.batch_size), source, power, row.family)

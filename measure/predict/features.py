@@ -1,0 +1,89 @@
+"""The predictor's features: a variant's counted layers at a batch size, as a vector summed over its layers.
+
+Every feature is a sum over layers of something the cost module counts exactly, so that a linear
+model on them is a per-layer model summed (nn-Meter's kernels, with XLA's fusion left to the
+per-layer terms). A convolution or dense layer is a matrix product of M x K by K x N: its module
+scope holds its multiply-accumulates (M N K), output elements (M N) and weights (about N K), so
+K = MACs / outputs and N = weights / K. How fast a device runs a product depends on K and N (the
+vector width it fills, the reuse of each weight): its MACs are spread over a few log2-spaced
+knots of K and of N (linear interpolation between neighbouring knots), so each knot learns its own
+time per MAC; grouped (depthwise) convolutions, a kernel of their own, count apart. The other features are the memory traffic and fixed costs: weight and activation
+bytes, elementwise work, layers and equations (a kernel launched, a fusion), and one per call.
+
+At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
+exactly; tests/test_cost_models.py pins it), while weights and layer counts do not: features of
+any batch come from one count at batch 1, and none falls when B grows.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from measure import cost as cost_lib
+
+K_KNOTS = tuple(range(2, 17, 2))  # log2 of the reduction length: 4 (a depthwise 3x3 is 9) to 65536
+N_KNOTS = tuple(range(2, 13, 2))  # log2 of the output channels: 4 to 4096
+BYTES = 4  # counted in float32: a predictor is fitted at one precision, whose bytes scale these by a constant
+
+NAMES = (*(f"macs_k{2 ** k}" for k in K_KNOTS), *(f"macs_n{2 ** n}" for n in N_KNOTS),
+         "grouped_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise", "transcendentals",
+         "matmul_layers", "equations", "calls")
+PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "padding_macs", "activation_bytes", "elementwise",
+                       "transcendentals"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+    """A variant's layers at batch 1, as arrays: what the features of any batch size are made from."""
+
+    macs: np.ndarray  # per matrix-product layer
+    k: np.ndarray  # reduction length
+    n: np.ndarray  # output channels
+    totals: dict  # per-image totals and per-call counts (see NAMES)
+    rows: int  # matrix-product layers
+
+    @classmethod
+    def of(cls, cost: cost_lib.Cost) -> "Layers":
+        """The layers of a cost counted at batch 1 (an eval forward pass)."""
+        if cost.batch_size not in (None, 1):
+            raise ValueError(f"features are made from a count at batch 1, not {cost.batch_size}")
+        macs, k, n, grouped = [], [], [], 0
+        for scope, tally in cost.breakdown.per_scope.items():
+            if tally.macs_dense_groups > tally.macs:  # a grouped (depthwise) convolution: its own, slower, kernel
+                grouped += tally.macs
+            elif tally.macs:
+                outputs = max(tally.activations, 1)
+                reduction = tally.macs / outputs
+                weights = cost.scope_params.get(scope, 0)
+                macs.append(tally.macs)
+                k.append(reduction)
+                # A product on data alone (no weights in its scope) has one output column per element.
+                n.append(weights / reduction if weights else outputs)
+        total = cost.total
+        totals = {"grouped_macs": grouped, "padding_macs": total.macs - total.macs_real_taps, "weight_bytes": cost.params * BYTES,
+                  "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
+                  "transcendentals": total.transcendentals, "matmul_layers": len(macs),
+                  "equations": total.equations, "calls": 1}
+        return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs))
+
+    def vector(self, batch_size: int) -> np.ndarray:
+        """The features at a batch size, in the order of NAMES."""
+        by_k = self.macs @ hat_weights(self.k, K_KNOTS)
+        by_n = self.macs @ hat_weights(self.n, N_KNOTS)
+        rest = [self.totals[name] * (batch_size if name in PER_IMAGE else 1)
+                for name in NAMES[len(K_KNOTS) + len(N_KNOTS):]]
+        return np.concatenate([by_k * batch_size, by_n * batch_size, np.array(rest, float)])
+
+
+def hat_weights(values: np.ndarray, knots: tuple) -> np.ndarray:
+    """Each value's share of each knot (rows: values): linear in log2 between the two neighbouring knots."""
+    position = np.clip(np.log2(np.maximum(values, 1.0)), knots[0], knots[-1])
+    grid = np.array(knots, float)
+    upper = np.clip(np.searchsorted(grid, position, side="right"), 1, len(grid) - 1)
+    lower = upper - 1
+    share = (position - grid[lower]) / (grid[upper] - grid[lower])
+    weights = np.zeros((len(values), len(grid)))
+    rows = np.arange(len(values))
+    weights[rows, lower] = 1 - share
+    weights[rows, upper] += share
+    return weights

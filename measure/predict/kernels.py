@@ -1,0 +1,123 @@
+"""Calibration kernels: single layers over a spread of shapes, timed alone as nn-Meter times its kernels.
+
+A kernel is a convolution (with BatchNorm and ReLU, the unit the networks repeat, which XLA fuses),
+a dense layer (with ReLU) or a max pooling, written like a variant string
+(`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw` gives a seeded spread of
+them: the kernel sizes, strides, grouped (AlexNet's two groups) and dilated convolutions and wide
+dense layers of the 14 networks, channels and sides log-uniform, each small enough to time in a
+fraction of a second. No depthwise convolution: none of the networks has one, and XLA:CPU runs them
+as a kernel of their own whose time follows the groups more than the MACs.
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import numpy as np
+
+from core.errors import UserError
+
+KINDS = ("conv", "dense", "pool")
+MAX_MACS = 4e8  # per image: a kernel times in well under a second even at batch 16 on a CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """One layer to time: its kind, channels, window, stride, groups, dilation and input side."""
+
+    kind: str
+    cin: int
+    cout: int = 0
+    k: int = 1
+    stride: int = 1
+    groups: int = 1
+    dilation: int = 1
+    side: int = 1
+
+    def __str__(self) -> str:
+        fields = {"conv": ("cin", "cout", "k", "stride", "groups", "dilation", "side"), "dense": ("cin", "cout"),
+                  "pool": ("cin", "k", "stride", "side")}[self.kind]
+        return f"{self.kind}:" + ",".join(f"{name}={getattr(self, name)}" for name in fields)
+
+    def input_shape(self, batch_size: int = 1) -> tuple[int, ...]:
+        """NHWC input of the kernel (a dense layer reads a 1x1 map)."""
+        side = 1 if self.kind == "dense" else self.side
+        return (batch_size, side, side, self.cin)
+
+    def module(self) -> nn.Module:
+        """The Flax module that runs the kernel."""
+        return Kernel(self)
+
+
+class Kernel(nn.Module):
+    """One calibration layer: convolution + BatchNorm + ReLU, dense + ReLU, or max pooling."""
+
+    spec: KernelSpec
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        s = self.spec
+        if s.kind == "pool":
+            return nn.max_pool(x, (s.k, s.k), strides=(s.stride, s.stride), padding="SAME")
+        if s.kind == "dense":
+            return nn.relu(nn.Dense(s.cout, name="dense")(x.reshape(x.shape[0], -1)))
+        y = nn.Conv(s.cout, (s.k, s.k), strides=s.stride, feature_group_count=s.groups, kernel_dilation=s.dilation,
+                    padding="SAME", use_bias=False, name="conv")(x)
+        return nn.relu(nn.BatchNorm(use_running_average=not train, name="bn")(y))
+
+
+def is_kernel(name: str) -> bool:
+    """Whether a name is a kernel string (else a network or variant)."""
+    return name.partition(":")[0] in KINDS
+
+
+def parse(text: str) -> KernelSpec:
+    """The kernel a string names; UserError on an unknown kind, field or value."""
+    kind, _, rest = text.partition(":")
+    if kind not in KINDS:
+        raise UserError(f"unknown kernel kind {kind!r} in {text!r}; choose one of: {', '.join(KINDS)}")
+    values = {}
+    for item in filter(None, rest.split(",")):
+        name, _, value = item.partition("=")
+        if name not in {f.name for f in dataclasses.fields(KernelSpec)} - {"kind"} or not value.isdigit() \
+                or int(value) < 1:
+            raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer")
+        values[name] = int(value)
+    spec = KernelSpec(kind, **values)
+    if spec.kind == "conv" and (spec.cin % spec.groups or spec.cout % spec.groups):
+        raise UserError(f"kernel {text!r}: groups {spec.groups} must divide cin and cout")
+    return spec
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float, multiple: int = 1) -> int:
+    """A value log-uniform between low and high, rounded to a multiple."""
+    return max(multiple, int(round(math.exp(rng.uniform(math.log(low), math.log(high))) / multiple)) * multiple)
+
+
+def _macs(spec: KernelSpec) -> float:
+    """MACs per image, roughly (for the size cap only; the cost module counts them exactly)."""
+    if spec.kind == "dense":
+        return spec.cin * spec.cout
+    if spec.kind == "pool":
+        return spec.side ** 2 * spec.cin * spec.k ** 2
+    return (spec.side / spec.stride) ** 2 * spec.cout * spec.cin / spec.groups * spec.k ** 2
+
+
+def draw(count: int, seed: int = 0) -> list[KernelSpec]:
+    """`count` distinct seeded kernels: convolutions mostly, dense layers and poolings, none above MAX_MACS."""
+    rng, drawn = np.random.default_rng(seed), {}
+    while len(drawn) < count:
+        kind = rng.choice(KINDS, p=(0.7, 0.15, 0.15))
+        if kind == "dense":
+            spec = KernelSpec("dense", _log_uniform(rng, 64, 25088, 8), _log_uniform(rng, 8, 4096, 8))
+        elif kind == "pool":
+            spec = KernelSpec("pool", _log_uniform(rng, 8, 512, 8), k=int(rng.choice([2, 3])), stride=2,
+                              side=_log_uniform(rng, 4, 128))
+        else:
+            cin, cout = _log_uniform(rng, 8, 1024, 8), _log_uniform(rng, 8, 1024, 8)
+            spec = KernelSpec("conv", cin, cout, k=int(rng.choice([1, 1, 3, 3, 3, 5, 7])),
+                              stride=int(rng.choice([1, 1, 2])), groups=2 if rng.random() < 0.1 else 1,
+                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 4, 128))
+        if _macs(spec) <= MAX_MACS:
+            drawn.setdefault(str(spec), spec)
+    return list(drawn.values())

@@ -1,0 +1,205 @@
+"""The predictor: per-layer time costs fitted to measured latencies, saved as JSON bound to one device and runtime.
+
+Latency per batch is a non-negative combination of the features (measure.predict.features), fitted
+by non-negative least squares on relative error: every coefficient is a time per unit (per MAC at a
+shape, per byte, per layer, per call), so more work never predicts less time, and a bigger batch
+never a shorter call. The interval is the spread of measured / predicted over a cross-validation
+(points of one network held out together), so it says how far a network the fit never saw lands.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Optional
+
+import numpy as np
+from scipy import optimize
+
+from core import files
+from core.errors import UserError
+from measure.predict import features
+
+FORMAT = "canziani-jax latency predictor"
+VERSION = 1
+RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
+FOLDS = 5
+INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
+WITHIN = 0.10  # nn-Meter's accuracy criterion: predicted within +-10 % of measured
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One measured latency: what was timed (a network or a calibration kernel), at which batch, and its features."""
+
+    name: str
+    batch_size: int
+    latency_s: float  # per call (batch), median
+    features: np.ndarray = dataclasses.field(repr=False, compare=False)
+    source: str = ""  # a results directory, or the calibration log
+    power_w: Optional[float] = None  # where a meter read
+    family: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A predicted latency per image with its interval, and energy per image where power is known."""
+
+    latency_s: float  # per image
+    low_s: float
+    high_s: float
+    energy_j: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """Fitted per-unit time costs, the interval, and where they hold: one device, runtime and precision."""
+
+    environment: dict  # measure.main_job.SAME_RUNTIME_KEYS -> value, where the points were timed
+    precision: str
+    coefficients: dict  # feature name -> seconds per unit
+    interval: tuple[float, float]  # measured / predicted, cross-validated quantiles
+    power_w: Optional[float] = None  # mean metered power of the points, where a meter read
+    fitted_on: dict = dataclasses.field(default_factory=dict)
+
+    def latency_s(self, vectors: np.ndarray) -> np.ndarray:
+        """Predicted seconds per call for feature vectors (rows)."""
+        return np.asarray(vectors, float) @ np.array([self.coefficients[n] for n in features.NAMES])
+
+    def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
+        """Latency per image at a batch size, its interval, and energy per image where power is known."""
+        per_image = float(self.latency_s(layers.vector(batch_size)[None])[0]) / batch_size
+        return Prediction(per_image, per_image * self.interval[0], per_image * self.interval[1],
+                          per_image * self.power_w if self.power_w is not None else None)
+
+    def check_here(self, environment: dict, precision: Optional[str], path: str) -> None:
+        """Refuses, in one line, to predict for another device, runtime or precision (None: any) than the fit's."""
+        for key, value in self.environment.items():
+            if environment.get(key, "") != value:
+                raise UserError(f"{path} was fitted with {key} {value!r}, not this process's "
+                                f"{environment.get(key, '')!r}: its times do not hold here; fit one here with "
+                                f"python -m measure.predict --out=...")
+        if precision is not None and precision != self.precision:
+            raise UserError(f"{path} predicts {self.precision} times, not {precision}; fit one at {precision} with "
+                            f"python -m measure.predict --precision={precision}")
+
+    def as_json(self) -> dict:
+        """The file's contents: readable, every number named."""
+        return {"format": FORMAT, "version": VERSION, "environment": self.environment, "precision": self.precision,
+                "unit": "seconds per call (one batch) per feature unit", "coefficients": self.coefficients,
+                "interval_measured_over_predicted": list(self.interval), "power_w": self.power_w,
+                "fitted_on": self.fitted_on}
+
+
+def solve(vectors: np.ndarray, latencies: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the squared log error (a ratio's), from the relative least squares.
+
+    A feature no point has (no fitted kernel or network does that work) gets no cost: the data say nothing of it.
+    """
+    design = vectors / latencies[:, None]
+    scale = design.max(axis=0)
+    active = scale > 0
+    scaled = design[:, active] / scale[active]
+    start, _ = optimize.nnls(scaled, np.ones(len(latencies)), maxiter=100 * scaled.shape[1])
+
+    def log_ratios(c):
+        return np.log(np.maximum(scaled @ c, 1e-12))
+
+    def jacobian(c):
+        return scaled / np.maximum(scaled @ c, 1e-12)[:, None]
+
+    # Squared relative error favours predicting low (a ratio above 1 costs little, below it a lot); the
+    # log of the ratio weighs both ways alike, so a point twice too slow counts as one twice too fast.
+    solved = optimize.least_squares(log_ratios, np.maximum(start, 1e-6), jac=jacobian, bounds=(0, np.inf),
+                                    x_scale="jac", max_nfev=200)
+    coefficients = np.zeros(vectors.shape[1])
+    coefficients[active] = solved.x / scale[active]
+    return coefficients
+
+
+def cross_validated_ratios(points: list[Point], folds: int = FOLDS) -> np.ndarray:
+    """measured / predicted for every point, each predicted by a fit without its network's points."""
+    names = sorted({p.name for p in points})
+    order = np.random.default_rng(0).permutation(len(names))
+    fold_of = {names[i]: rank % folds for rank, i in enumerate(order)}
+    vectors = np.array([p.features for p in points])
+    latencies = np.array([p.latency_s for p in points])
+    ratios = np.empty(len(points))
+    for fold in range(min(folds, len(names))):
+        held = np.array([fold_of[p.name] == fold for p in points])
+        if held.all():
+            continue
+        coefficients = solve(vectors[~held], latencies[~held])
+        ratios[held] = latencies[held] / np.maximum(vectors[held] @ coefficients, 1e-12)
+    return ratios
+
+
+def fit(points: list[Point], environment: dict, precision: str, sources: list[str]) -> Predictor:
+    """The predictor of these measured points; UserError when there are too few to fit."""
+    networks = {p.name for p in points}
+    if len(points) < len(features.NAMES) or len(networks) < 2 * FOLDS:
+        raise UserError(f"{len(points)} measured points of {len(networks)} networks or kernels are too few to fit "
+                        f"{len(features.NAMES)} costs; give a longer --calibration_s or more --results directories")
+    vectors = np.array([p.features for p in points])
+    latencies = np.array([p.latency_s for p in points])
+    coefficients = solve(vectors, latencies)
+    ratios = cross_validated_ratios(points)
+    powers = [p.power_w for p in points if p.power_w is not None]
+    interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
+    fitted_on = {"points": len(points), "networks_and_kernels": len(networks),
+                 "batch_sizes": sorted({p.batch_size for p in points}), "sources": sources,
+                 "families": sorted({p.family for p in points if p.family}),
+                 "cross_validated_within_10pct": float(np.mean(np.abs(1 / ratios - 1) <= WITHIN)),
+                 "cross_validated_median_abs_error": float(np.median(np.abs(1 / ratios - 1)))}
+    return Predictor(environment=dict(environment), precision=precision,
+                     coefficients={n: float(c) for n, c in zip(features.NAMES, coefficients)},
+                     interval=interval, power_w=float(np.mean(powers)) if powers else None, fitted_on=fitted_on)
+
+
+def save(predictor: Predictor, path: str) -> None:
+    """Writes the predictor's JSON file atomically."""
+    files.atomic_write(path, json.dumps(predictor.as_json(), indent=1) + "\n")
+
+
+def _number(value, what: str, positive: bool = False) -> float:
+    """A finite number (>= 0, or > 0 when `positive`), else files.Malformed naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (positive and value == 0):
+        raise files.Malformed(f"{what} is {value!r}, not a finite {'positive' if positive else 'non-negative'} number")
+    return float(value)
+
+
+def _parse(data) -> Predictor:
+    """The predictor a decoded file holds; files.Malformed naming what is wrong."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise files.Malformed("not a predictor file (no \"format\": \"%s\")" % FORMAT)
+    if data.get("version") != VERSION:
+        raise files.Malformed(f"version {data.get('version')!r}, not {VERSION}")
+    coefficients = data.get("coefficients")
+    if not isinstance(coefficients, dict) or set(coefficients) != set(features.NAMES):
+        raise files.Malformed("its coefficients are not this version's features")
+    environment = data.get("environment")
+    if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
+        raise files.Malformed("its environment is not an object of strings")
+    interval = data.get("interval_measured_over_predicted")
+    if not isinstance(interval, list) or len(interval) != 2:
+        raise files.Malformed("its interval is not a pair")
+    low, high = (_number(v, "the interval", positive=True) for v in interval)
+    if low > high:
+        raise files.Malformed("its interval's low end is above its high end")
+    power = data.get("power_w")
+    precision = data.get("precision")
+    if not isinstance(precision, str):
+        raise files.Malformed("its precision is not a string")
+    return Predictor(environment=environment, precision=precision,
+                     coefficients={n: _number(coefficients[n], f"coefficient {n}") for n in features.NAMES},
+                     interval=(low, high), power_w=None if power is None else _number(power, "power_w"),
+                     fitted_on=data.get("fitted_on") if isinstance(data.get("fitted_on"), dict) else {})
+
+
+def load(path: str) -> Predictor:
+    """The predictor in a file; UserError in one line when it is missing, corrupt or edited into nonsense."""
+    try:
+        return files.read_json(path, "a predictor file python -m measure.predict wrote",
+                               "fit it again with python -m measure.predict", check=_parse)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: give a file python -m measure.predict wrote") from None

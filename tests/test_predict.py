@@ -1,0 +1,256 @@
+"""The latency predictor: features, fitting, its file bound to one device, calibration, and the explorer's use of it."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core import joblog, runtime
+from core.errors import UserError
+from explore import analyse, plan, table
+from measure import predict
+from measure import results as results_lib
+from measure.predict import calibrate, features, kernels
+from measure.predict import model as model_lib
+
+SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32", "resnet50:depths=1-1-1-1,width=0.25,resolution=32"]
+
+
+@pytest.fixture(scope="module")
+def counted_points():
+    """Points with real counted features (kernels and two small ResNets at batch 1 and 4), latencies unset."""
+    names = [str(k) for k in kernels.draw(24, seed=3)] + SMALL_RESNETS
+    layers = {name: calibrate.layers_of(name) for name in names}
+    return [(name, batch, layers[name].vector(batch)) for name in names for batch in (1, 4)]
+
+
+def known_cost_model() -> dict:
+    """A made-up device: a time per MAC that falls with K, per byte, per equation and per call."""
+    coefficients = dict.fromkeys(features.NAMES, 0.0)
+    coefficients.update({"macs_k4": 4e-10, "macs_k64": 1e-10, "macs_k1024": 2e-11, "macs_k65536": 1e-11,
+                         "macs_n16": 5e-11, "weight_bytes": 3e-11, "elementwise": 2e-10, "equations": 2e-6,
+                         "calls": 3e-5})
+    return coefficients
+
+
+def points_of(counted, coefficients: dict) -> list:
+    """The points a device with these per-unit costs would measure, exactly."""
+    vector = np.array([coefficients[n] for n in features.NAMES])
+    return [model_lib.Point(name, batch, float(f @ vector), f, family="kernel") for name, batch, f in counted]
+
+
+def test_fitting_recovers_a_known_cost_model(counted_points):
+    points = points_of(counted_points, known_cost_model())
+    fitted = predict.fit(points, {"device": "made up"}, "float32", [])
+    predicted = fitted.latency_s(np.array([p.features for p in points]))
+    measured = np.array([p.latency_s for p in points])
+    assert np.max(np.abs(predicted / measured - 1)) < 0.02
+    assert fitted.fitted_on["cross_validated_within_10pct"] > 0.9
+    assert 0.8 < fitted.interval[0] <= 1.0 <= fitted.interval[1] < 1.25  # an exact device: a narrow interval
+    assert fitted.coefficients["calls"] == pytest.approx(3e-5, rel=0.05)
+
+
+def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):
+    points = points_of(counted_points, known_cost_model())
+    # No counted kernel computes a transcendental: the fit must not invent a cost for them.
+    assert all(p.features[features.NAMES.index("transcendentals")] == 0 for p in points)
+    fitted = predict.fit(points, {}, "float32", [])
+    assert fitted.coefficients["transcendentals"] == 0.0
+
+
+def test_too_few_points_is_one_line(counted_points):
+    with pytest.raises(UserError, match="too few to fit"):
+        predict.fit(points_of(counted_points[:6], known_cost_model()), {}, "float32", [])
+
+
+def test_features_of_a_convolution_recover_its_matrix_product():
+    spec = kernels.parse("conv:cin=8,cout=24,k=3,stride=1,groups=1,dilation=1,side=16")
+    layers = calibrate.layers_of(str(spec))
+    assert layers.rows == 1
+    assert layers.k[0] == 8 * 9 and layers.n[0] == 24  # no bias: the weights are exactly K x N
+    assert layers.macs[0] == 16 * 16 * 24 * 72
+    vector = dict(zip(features.NAMES, layers.vector(1)))
+    assert sum(vector[n] for n in features.NAMES if n.startswith("macs_k")) == pytest.approx(layers.macs[0])
+    assert sum(vector[n] for n in features.NAMES if n.startswith("macs_n")) == pytest.approx(layers.macs[0])
+    assert vector["grouped_macs"] == 0 and vector["calls"] == 1
+
+
+def test_grouped_convolutions_count_apart():
+    layers = calibrate.layers_of("conv:cin=16,cout=16,k=3,stride=1,groups=2,dilation=1,side=8")
+    vector = dict(zip(features.NAMES, layers.vector(1)))
+    assert layers.rows == 0 and vector["grouped_macs"] == 8 * 8 * 16 * 8 * 9
+
+
+def test_hat_weights_split_each_value_between_its_two_knots():
+    weights = features.hat_weights(np.array([1.0, 4.0, 8.0, 1e9]), (2, 4, 6))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    np.testing.assert_allclose(weights[1], [1.0, 0.0, 0.0])  # exactly on the first knot
+    np.testing.assert_allclose(weights[2], [0.5, 0.5, 0.0])  # log2(8) = 3, half way from 2 to 4
+    np.testing.assert_allclose(weights[3], [0.0, 0.0, 1.0])  # beyond the last knot: all on it
+
+
+@pytest.mark.parametrize("name", SMALL_RESNETS + ["vgg16:width=0.25,resolution=32", "enet:resolution=64"])
+def test_more_batch_never_predicts_less_time_per_batch(name, counted_points):
+    fitted = predict.fit(points_of(counted_points, known_cost_model()), {}, "float32", [])
+    layers = calibrate.layers_of(name)
+    per_batch = [fitted.predict(layers, b).latency_s * b for b in (1, 2, 4, 8, 16, 64)]
+    assert all(a < b for a, b in zip(per_batch, per_batch[1:]))
+    assert np.all(np.diff([layers.vector(b) for b in (1, 2, 4)], axis=0) >= 0)
+
+
+def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp_path, counted_points):
+    here = {"device": "cpu: here", "jaxlib": "1.0", "xla_flags": ""}
+    fitted = predict.fit(points_of(counted_points, known_cost_model()), here, "float32", ["log"])
+    path = str(tmp_path / "p.json")
+    predict.save(fitted, path)
+    loaded = predict.load(path)
+    assert loaded.coefficients == fitted.coefficients and loaded.interval == pytest.approx(fitted.interval)
+    loaded.check_here(here, "float32", path)
+    with pytest.raises(UserError, match=r"fitted with device 'cpu: here', not .*'NVIDIA H200'.*python -m measure.predict"):
+        loaded.check_here({**here, "device": "NVIDIA H200"}, "float32", path)
+    with pytest.raises(UserError, match="fitted with xla_flags"):
+        loaded.check_here({**here, "xla_flags": "--xla_foo"}, "float32", path)
+    with pytest.raises(UserError, match="predicts float32 times, not bfloat16"):
+        loaded.check_here(here, "bfloat16", path)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda text: text[: len(text) // 2], "not a predictor file"),
+    (lambda text: text.replace('"calls": ', '"calls": -'), "coefficient calls"),
+    (lambda text: text.replace('"calls": ', '"calls": NaN, "x": '), "NaN is not a number"),
+    (lambda text: text.replace('"macs_k4"', '"macs_k3"'), "not this version's features"),
+    (lambda text: text.replace('"version": 1', '"version": 7'), "version 7"),
+    (lambda text: "[]", "no \"format\""),
+])
+def test_a_corrupt_or_hand_edited_file_is_one_line(tmp_path, counted_points, edit, reason):
+    path = tmp_path / "p.json"
+    predict.save(predict.fit(points_of(counted_points, known_cost_model()), {}, "float32", []), str(path))
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(UserError, match=reason) as raised:
+        predict.load(str(path))
+    assert "\n" not in str(raised.value) and "python -m measure.predict" in str(raised.value)
+
+
+def _fitted_here(tmp_path, counted_points) -> str:
+    """A predictor file bound to this process's device and runtime (its costs made up)."""
+    runtime.configure()
+    fitted = predict.fit(points_of(counted_points, known_cost_model()), predict.environment_here(), "float32", [])
+    path = str(tmp_path / "here.json")
+    predict.save(fitted, path)
+    return path
+
+
+def test_measure_cost_prints_the_prediction_and_refuses_a_foreign_file(tmp_path, counted_points, run_program):
+    path = _fitted_here(tmp_path, counted_points)
+    variant = SMALL_RESNETS[0]
+    result = run_program("measure.cost", f"--model={variant}", "--batch_size=4", f"--predictor={path}", "--json")
+    assert result.returncode == 0
+    guess = json.loads(result.stdout)["predicted"]
+    expected = predict.load(path).predict(calibrate.layers_of(variant), 4)
+    assert guess["latency_ms_per_image"] == pytest.approx(expected.latency_s * 1e3)
+    assert guess["low_ms"] <= guess["latency_ms_per_image"] <= guess["high_ms"]
+    foreign = json.loads(open(path).read())
+    foreign["environment"]["device"] = "NVIDIA H200"
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    refused = run_program("measure.cost", f"--model={variant}", f"--predictor={tmp_path / 'foreign.json'}")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "NVIDIA H200" in refused.stderr
+
+
+def _plan(tmp_path, counted_points, **changes) -> plan.PlanSettings:
+    return plan.PlanSettings(spaces=("resnet_basic",), ranges=(("width", 0.125, 0.5), ("resolution", 32, 64)),
+                             samples=6, predictor=_fitted_here(tmp_path, counted_points), **changes)
+
+
+def test_the_explorer_records_predictions_apart_from_measurements(tmp_path, counted_points):
+    planned = plan.make(_plan(tmp_path, counted_points), progress=lambda line: None)
+    predictor = predict.load(str(tmp_path / "here.json"))
+    for p in planned:
+        expected = predictor.predict(calibrate.layers_of(p.variant), 1).latency_s * 1e3
+        assert p.costs["predicted_latency_ms_b1"] == pytest.approx(expected)
+        assert p.costs["predicted_energy_mj_b1"] is None  # no meter read where it was fitted
+    # One variant timed (a measured row), the others not: no predicted figure reaches a measured column.
+    results = [analyse.VariantResult(p.variant, p.spaces, p.config, p.costs) for p in planned]
+    results[0].rows[1] = results_lib.Row(model=planned[0].variant, display_name="", family="ResNet", batch_size=1,
+                                         resolution=32, precision="float32", device="cpu", time_per_image_s=0.004)
+    records = table.records(analyse.analyse(results), {})
+    assert records[0]["latency_ms_b1"] == pytest.approx(4.0)
+    assert records[0]["predicted_latency_ms_b1"] == pytest.approx(planned[0].costs["predicted_latency_ms_b1"])
+    assert all("latency_ms_b1" not in r for r in records[1:])
+    assert all(r["predicted_latency_ms_b1"] > 0 for r in records)
+    check = analyse.prediction_check(results)
+    assert check.variants == 1
+    assert check.median_abs_error_pct == pytest.approx(100 * abs(planned[0].costs["predicted_latency_ms_b1"] / 4 - 1))
+
+
+def test_constraints_on_predicted_latency_and_the_predicted_front(tmp_path, counted_points):
+    everything = plan.make(_plan(tmp_path, counted_points), progress=lambda line: None)
+    latencies = sorted(p.costs["predicted_latency_ms_b1"] for p in everything)
+    limit = latencies[len(latencies) // 2]
+    bounded = plan.make(_plan(tmp_path, counted_points, constraints=(("latency_ms", None, limit),)),
+                        progress=lambda line: None)
+    assert all(p.costs["predicted_latency_ms_b1"] <= limit for p in bounded)
+    front = plan.predicted_front(everything)
+    for p in everything:  # every variant left out is beaten by one on the front: faster with no fewer FLOPs
+        if p not in front:
+            assert any(f.costs["predicted_latency_ms_b1"] <= p.costs["predicted_latency_ms_b1"]
+                       and f.costs["flops"] >= p.costs["flops"] for f in front)
+    assert plan.make(_plan(tmp_path, counted_points, predicted_front=True), progress=lambda line: None) == front
+
+
+def test_predicted_constraints_without_a_predictor_are_one_line(run_program, tmp_path):
+    result = run_program("explore", f"--out={tmp_path}", "--steps=sample", "--constraints=latency_ms=:20")
+    assert result.returncode == 2 and "give --predictor=FILE" in result.stderr
+    result = run_program("explore", f"--out={tmp_path}", "--steps=sample", "--predicted_front")
+    assert result.returncode == 2 and "--predictor=FILE" in result.stderr
+
+
+def test_rows_of_another_device_are_refused(tmp_path):
+    log = tmp_path / "calibration.jsonl"
+    row = dataclasses.asdict(results_lib.Row(
+        model="conv:cin=8,cout=8,k=1,stride=1,groups=1,dilation=1,side=4", display_name="", family="kernel",
+        batch_size=1, resolution=4, precision="float32", device="elsewhere", time_per_image_s=1e-4))
+    log.write_text(json.dumps({"key": "a", "rows": [row]}) + "\n")
+    with pytest.raises(UserError, match="timed on 'elsewhere'"):
+        calibrate.read_points([str(log)], "here", "float32", {})
+    log.write_text(json.dumps({"key": "a", "environment": {"jaxlib": "0.1"}, "rows": [row]}) + "\n")
+    with pytest.raises(UserError, match="measured with jaxlib '0.1'"):
+        calibrate.read_points([str(log)], "elsewhere", "float32", {"jaxlib": "9.9"})
+
+
+def test_a_budget_stops_a_job_list_and_the_rest_waits_for_a_rerun(tmp_path):
+    log = str(tmp_path / "log.jsonl")
+    jobs = [(f"job-{i}", i) for i in range(5)]
+    assert joblog.run_jobs(jobs, log, lambda i: {"value": i}, progress=lambda line: None, budget_s=0) == []
+    assert joblog.run_jobs(jobs, log, lambda i: time.sleep(0.05) or {"value": i}, progress=lambda line: None,
+                           budget_s=0.01) == ["job-0"]
+    assert joblog.run_jobs(jobs, log, lambda i: {"value": i}, progress=lambda line: None) == [k for k, _ in jobs[1:]]
+
+
+@pytest.mark.slow
+def test_calibration_killed_mid_way_resumes_without_repeating_or_losing_a_measurement(tmp_path):
+    out = tmp_path / "p.json"
+    command = [sys.executable, "-m", "measure.predict", f"--out={out}", "--kernels=14", "--batch_sizes=1,2",
+               "--min_time=0", "--calibration_s=600"]
+    shard = tmp_path / "p.calibration.shard-0-of-1.jsonl"
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not shard.exists() or shard.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    timed_before = [json.loads(line)["key"] for line in shard.read_text().splitlines() if line.endswith("}")]
+    assert 3 <= len(timed_before) < 14
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    keys = [row["key"] for row in joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows]
+    assert len(keys) == len(set(keys)) == 14  # each kernel timed once: none repeated, none lost
+    shard_keys = [json.loads(line)["key"] for line in shard.read_text().splitlines()]
+    assert shard_keys[:len(timed_before)] == timed_before and len(shard_keys) == 14
+    fitted = predict.load(str(out))
+    assert fitted.fitted_on["points"] == 28
