@@ -81,7 +81,7 @@ def _add(tallies: dict, key, tally: rules.Tally, times: int) -> None:
     """Adds `times` x `tally` to the tally under `key`; a new key gets a copy (`tally` may be shared)."""
     mine = tallies.get(key)
     if mine is None:
-        tallies[key] = rules.Tally(**vars(tally)) if times == 1 else tally.scaled(times)
+        tallies[key] = tally.scaled(times)  # a copy even at times 1: `tally` may be shared
     else:
         mine += tally if times == 1 else tally.scaled(times)
 
