@@ -109,9 +109,9 @@ def _front(scales: Scales, analysis, which: str, x) -> list:
                           linewidth=1.2, label=f"Pareto front ({len(front)} variants)", zorder=2)
 
 
-def _curve(scales: Scales, fit, held, xs, unit: str, name: str) -> list:
-    """The fitted hyperbola over the data's range (where x > x0); returns its handle."""
-    xs = _values(xs)
+def _curve(scales: Scales, fit, held, xs, ys, unit: str, name: str) -> list:
+    """The fitted hyperbola over the data's range (where x > x0), cut where it falls a span below the data."""
+    xs, ys = _values(xs), _values(ys)
     xs = xs[[scales.shows(x) for x in xs]]
     if fit is None or not xs.size:
         return []
@@ -120,7 +120,13 @@ def _curve(scales: Scales, fit, held, xs, unit: str, name: str) -> list:
         return []
     held_text = f", held-out MAE {held.mae:.2f} pp" if held else ""
     grid = scales.grid(low, high)
-    return scales.curve(grid, fit.predict(grid), color="grey", linestyle="--",
+    predicted = fit.predict(grid)
+    # Near its asymptote x0 the curve dives towards minus infinity: drawn there it would squash the data.
+    floor = max(0.0, ys.min() - max(np.ptp(ys), 1.0))
+    kept = predicted >= floor
+    if kept.sum() < 2:
+        return []
+    return scales.curve(grid[kept], predicted[kept], color="grey", linestyle="--",
                         label=plotting.hyperbola_label(fit, "top-1", name, unit) + held_text)
 
 
@@ -135,7 +141,7 @@ def accuracy_vs_ops(analysis: analyse_lib.Analysis) -> Figure:
     _by_space(scales, trained, lambda v: v.gflops, lambda v: v.accuracy, analysis)
     inside = _front(scales, analysis, "ops", lambda v: v.gflops)
     inside += _curve(scales, analysis.hyperbola_ops, analysis.hyperbola_ops_held_out, [v.gflops for v in trained],
-                     "", "GFLOPs")
+                     [v.accuracy for v in trained], "", "GFLOPs")
     scales.footnote(fig)
     plotting.legend_outside(ax, inside=inside)
     return fig
@@ -162,7 +168,7 @@ def accuracy_vs_time(analysis: analyse_lib.Analysis) -> Figure:
     _by_space(scales, timed, lambda v: v.time_ms(batch), lambda v: v.accuracy, analysis)
     inside = _front(scales, analysis, "time", lambda v: v.time_ms(batch))
     inside += _curve(scales, analysis.hyperbola_time, analysis.hyperbola_time_held_out,
-                     [v.time_ms(batch) for v in timed], " ms", "t")
+                     [v.time_ms(batch) for v in timed], [v.accuracy for v in timed], " ms", "t")
     if powered:
         for x, label in lines:
             if scales.shows(x):

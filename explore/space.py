@@ -23,6 +23,7 @@ RULES = ("width", "depth", "resolution", "compound")
 MULTIPLIERS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # the width, depth and resolution series
 PHIS = (-2, -1, 0, 1, 2)  # the compound series' exponents
 COMPOUND = {"depth": 1.2, "width": 1.1, "resolution": 1.15}  # EfficientNet's alpha, beta, gamma
+
 SCALED_RESOLUTION_QUANTUM = 8  # scaled resolutions are rounded to a multiple of this
 SCALED_WIDTH_DIGITS = 4  # scaled widths are rounded to this many decimals (clean variant strings)
 
@@ -230,6 +231,11 @@ def _scaled_resolution(base: str, factor: float) -> int:
 def _scaled_depths(base: str, factor: float) -> tuple[int, ...]:
     """Each stage depth of the base network times `factor`, rounded up and never below 1."""
     return tuple(max(1, math.ceil(depth * factor - 1e-9)) for depth in models.get(base).depths)
+
+
+def compound_growth() -> float:
+    """The factor operations grow by per step of phi under COMPOUND: alpha x beta^2 x gamma^2 (about 1.92)."""
+    return COMPOUND["depth"] * COMPOUND["width"] ** 2 * COMPOUND["resolution"] ** 2
 
 
 def scaling(base: str, rule: str, steps=None) -> dict[float, variants.Variant]:

@@ -123,7 +123,7 @@ def energy_per_image_j(row: results.Row) -> Optional[float]:
     return None
 
 
-def _least_energy(rows: Sequence[results.Row], batch_size: Optional[int]) -> dict[str, tuple[float, results.Row]]:
+def least_energy(rows: Sequence[results.Row], batch_size: Optional[int]) -> dict[str, tuple[float, results.Row]]:
     """Per network, its lowest energy per image over batch sizes, and the row achieving it."""
     best = {}
     for row in ok_rows(rows, batch_size):
@@ -141,7 +141,7 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
     """Networks whose energy per image (at their most frugal batch size) fits the budget, and the best."""
     if not energy_per_image_j > 0:
         raise ValueError(f"the energy budget must be positive, got {energy_per_image_j}")
-    energies, least = zip(*_least_energy(rows, batch_size).values())
+    energies, least = zip(*least_energy(rows, batch_size).values())
     # Networks without the paper's accuracy (0.0) can fit the budget but are never the best of it.
     (point,) = fitting.budget_frontier(energies,
                                        [r.top1_percent_paper for r in least], [gops_per_image(r) for r in least],
@@ -161,7 +161,7 @@ def energy_bound(rows: Sequence[results.Row], energy_per_image_j: float,
 
 def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
     """Finding 3's numbers: energy's rank correlation with operations, and the most frugal network's accuracy."""
-    least = _least_energy(rows, None)
+    least = least_energy(rows, None)
     energies = [e for e, _ in least.values()]
     networks = [r for _, r in least.values()]
     rho = fitting.rank_correlation(energies, [gops_per_image(r) for r in networks])
@@ -176,7 +176,7 @@ def energy_order(rows: Sequence[results.Row]) -> EnergyOrder:
 
 def energy_budgets(rows: Sequence[results.Row], count: int = 4) -> list[float]:
     """`count` budgets (J per image), log-spaced from the most to the least frugal network."""
-    return fitting.log_budgets([e for e, _ in _least_energy(rows, None).values()], count)
+    return fitting.log_budgets([e for e, _ in least_energy(rows, None).values()], count)
 
 
 def power_spread(rows: Sequence[results.Row]) -> PowerSpread:

@@ -268,3 +268,16 @@ def test_points_a_log_axis_cannot_show_are_left_off_with_a_note():
     fig = figures.accuracy_vs_time(out)
     fig.canvas.draw()
     assert fig.axes[0].get_xscale() == "linear" and not fig.get_supxlabel()
+
+
+def test_the_hyperbola_is_not_drawn_where_it_dives_far_below_the_data():
+    # Accuracy 90 - 0.2 / (G - 0.05) over 0.06-0.4 GFLOPs (70-89 %): the axis reaches just above the asymptote
+    # G = 0.05, where the curve reads -500 %; drawn there it would squash the points into a line at the top.
+    gflops = np.geomspace(0.06, 0.4, 8)
+    out = analyse.analyse([variant(f"v{i}", g, 90.0 - 0.2 / (g - 0.05), 3.0 * g + 0.5) for i, g in enumerate(gflops)])
+    accuracies = [v.accuracy for v in out.variants]
+    for draw in (figures.accuracy_vs_ops, figures.accuracy_vs_time):
+        ax = draw(out).axes[0]
+        [hyperbola] = labelled(ax.get_lines(), "top-1 = ")
+        assert min(hyperbola.get_ydata()) >= min(accuracies) - np.ptp(accuracies) - 1e-9, draw.__name__
+        assert ax.get_ylim()[0] > 0, draw.__name__

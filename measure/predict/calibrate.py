@@ -145,5 +145,5 @@ def _point(row: results.Row, source: str) -> model_lib.Point:
     else:
         layers = layers_of(row.model, None if row.resolution == row.native_resolution else row.resolution)
     power = row.power_w if row.power_source not in ("not measured", "modelled") else None
-    return model_lib.Point(row.model, row.batch_size, row.time_per_image_s * row.batch_size,
+    return model_lib.Point(row.model, row.batch_size, (row.time_per_image_p25_s or row.time_per_image_s) * row.batch_size,
                            layers.vector(row.batch_size), source, power, row.family)
