@@ -18,7 +18,10 @@ def environment_here(device: Optional[jax.Device] = None) -> dict:
 
 
 def load_here(path: str, precision: Optional[str] = "float32", device: Optional[jax.Device] = None) -> Predictor:
-    """The predictor in `path`, refused in one line unless fitted on this device and runtime (at `precision`: None any)."""
+    """The predictor in `path`, refused in one line unless fitted on this device and runtime (and `precision`).
+
+    `precision` None accepts the predictor's own.
+    """
     predictor = load(path)
     predictor.check_here(environment_here(device), precision, path)
     return predictor

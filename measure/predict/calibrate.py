@@ -90,7 +90,10 @@ class Timer:
 
 def calibrate(targets: list[str], log_path: str, timer: Timer, budget_s: float,
               progress: Callable[[str], None] = print) -> list[str]:
-    """Times the targets not yet in the log, in order, until the budget is spent, then merges the log; returns the keys timed."""
+    """Times the targets not yet in the log, in order, until the budget is spent, then merges the log.
+
+    Returns the keys timed.
+    """
     jobs = job_list(targets, timer.batch_sizes, timer.settings.precision, timer.device_name)
     describe = lambda result: ", ".join(  # noqa: E731
         f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image" if r["status"] == results.OK
@@ -145,5 +148,7 @@ def _point(row: results.Row, source: str) -> model_lib.Point:
     else:
         layers = layers_of(row.model, None if row.resolution == row.native_resolution else row.resolution)
     power = row.power_w if row.power_source not in ("not measured", "modelled") else None
-    return model_lib.Point(row.model, row.batch_size, (row.time_per_image_p25_s or row.time_per_image_s) * row.batch_size,
-                           layers.vector(row.batch_size), source, power, row.family)
+    # The lower quartile of the timed calls: the time a shared machine's other jobs disturb least.
+    per_image = row.time_per_image_p25_s or row.time_per_image_s
+    return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size, layers.vector(row.batch_size), source,
+                           power, row.family)

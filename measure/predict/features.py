@@ -7,7 +7,8 @@ scope holds its multiply-accumulates (M N K), output elements (M N) and weights 
 K = MACs / outputs and N = weights / K. How fast a device runs a product depends on K and N (the
 vector width it fills, the reuse of each weight): its MACs are spread over a few log2-spaced
 knots of K and of N (linear interpolation between neighbouring knots), so each knot learns its own
-time per MAC; grouped (depthwise) convolutions, a kernel of their own, count apart. The other features are the memory traffic and fixed costs: weight and activation
+time per MAC; grouped convolutions, a kernel of their own, count apart, as do windows overhanging
+tiny maps. The other features are the memory traffic and fixed costs: weight and activation
 bytes, elementwise work, layers and equations (a kernel launched, a fusion), and one per call.
 
 At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
@@ -23,13 +24,16 @@ from measure import cost as cost_lib
 
 K_KNOTS = tuple(range(2, 17, 2))  # log2 of the reduction length: 4 (a depthwise 3x3 is 9) to 65536
 N_KNOTS = tuple(range(2, 13, 2))  # log2 of the output channels: 4 to 4096
+# A convolution whose window overhangs a map of at most this many positions (1x1, 2x2) takes another path
+# in XLA:CPU, many times slower per MAC than on a 3x3 map: its MACs count apart too.
+TINY_MAP_POSITIONS = 4
 BYTES = 4  # counted in float32: a predictor is fitted at one precision, whose bytes scale these by a constant
 
 NAMES = (*(f"macs_k{2 ** k}" for k in K_KNOTS), *(f"macs_n{2 ** n}" for n in N_KNOTS),
-         "grouped_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise", "transcendentals",
-         "matmul_layers", "equations", "calls")
-PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "padding_macs", "activation_bytes", "elementwise",
-                       "transcendentals"})
+         "grouped_macs", "tiny_map_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise",
+         "transcendentals", "matmul_layers", "equations", "calls")
+PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "tiny_map_macs", "padding_macs",
+                       "activation_bytes", "elementwise", "transcendentals"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Layers:
         """The layers of a cost counted at batch 1 (an eval forward pass)."""
         if cost.batch_size not in (None, 1):
             raise ValueError(f"features are made from a count at batch 1, not {cost.batch_size}")
-        macs, k, n, grouped = [], [], [], 0
+        macs, k, n, grouped, tiny_map = [], [], [], 0, 0
         for scope, tally in cost.breakdown.per_scope.items():
             if tally.macs_dense_groups > tally.macs:  # a grouped (depthwise) convolution: its own, slower, kernel
                 grouped += tally.macs
@@ -59,8 +63,11 @@ class Layers:
                 k.append(reduction)
                 # A product on data alone (no weights in its scope) has one output column per element.
                 n.append(weights / reduction if weights else outputs)
+                if outputs / n[-1] <= TINY_MAP_POSITIONS and tally.macs_real_taps < tally.macs:
+                    tiny_map += tally.macs
         total = cost.total
-        totals = {"grouped_macs": grouped, "padding_macs": total.macs - total.macs_real_taps, "weight_bytes": cost.params * BYTES,
+        totals = {"grouped_macs": grouped, "tiny_map_macs": tiny_map, "padding_macs": total.macs - total.macs_real_taps,
+                  "weight_bytes": cost.params * BYTES,
                   "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
                   "transcendentals": total.transcendentals, "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}

@@ -117,7 +117,8 @@ def draw(count: int, seed: int = 0) -> list[KernelSpec]:
             cin, cout = _log_uniform(rng, 8, 1024, 8), _log_uniform(rng, 8, 1024, 8)
             spec = KernelSpec("conv", cin, cout, k=int(rng.choice([1, 1, 3, 3, 3, 5, 7])),
                               stride=int(rng.choice([1, 1, 2])), groups=2 if rng.random() < 0.1 else 1,
-                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 4, 128))
-        if _macs(spec) <= MAX_MACS:
+                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 1, 128))
+        # Windows wider than 3 overhang only maps at least their size, as in the networks (stems, Inception).
+        if _macs(spec) <= MAX_MACS and (spec.kind != "conv" or spec.k <= max(3, spec.side)):
             drawn.setdefault(str(spec), spec)
     return list(drawn.values())
