@@ -254,3 +254,14 @@ def test_calibration_killed_mid_way_resumes_without_repeating_or_losing_a_measur
     assert shard_keys[:len(timed_before)] == timed_before and len(shard_keys) == 14
     fitted = predict.load(str(out))
     assert fitted.fitted_on["points"] == 28
+
+
+def test_bad_input_to_the_fit_is_one_line(tmp_path, run_program):
+    for args, message in [([f"--out={tmp_path}"], "is a directory"),
+                          ([f"--out={tmp_path}/new/p.json", "--calibration_s=0"], "too few to fit"),
+                          ([f"--out={tmp_path}/p.json", "--calibration_s=0", "--results=/no/such/dir"], "does not exist"),
+                          ([f"--out={tmp_path}/p.json", "--batch_sizes=0"], "batch_sizes"),
+                          ([f"--out={tmp_path}/p.json", "--networks=resnet18:width=nope"], "width")]:
+        result = run_program("measure.predict", *args)
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, (args, result)
+    assert os.path.isdir(tmp_path / "new") and not os.path.exists(tmp_path / "new" / "p.json")

@@ -11,7 +11,7 @@ import os
 from absl import flags
 
 import models
-from core import cli, runtime, values
+from core import cli, files, runtime, values
 from core.errors import UserError
 from measure import device as device_lib
 from measure import points, timing
@@ -53,6 +53,7 @@ def main(argv):
     networks = [str(v) for v in models.variant_list(_NETWORKS.value)]
     if os.path.isdir(_OUT.value):
         raise UserError(f"--out {_OUT.value} is a directory; give the predictor's file name, e.g. {DEFAULT_OUT}")
+    files.prepare_out_dir(os.path.dirname(os.path.abspath(_OUT.value)))  # one line if it cannot be made
     runtime.configure()
     device = device_lib.default_device()
     name, here = device_lib.device_name(device), predict.environment_here(device)

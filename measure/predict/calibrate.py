@@ -12,7 +12,7 @@ import dataclasses
 import glob
 import os
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import models
 from core import joblog
@@ -57,7 +57,7 @@ class Timer:
         return {"name": name, "environment": self.environment, "rows": [dataclasses.asdict(r) for r in rows],
                 "seconds": time.perf_counter() - start}
 
-    def _network(self, name: str) -> Iterator[results.Row]:
+    def _network(self, name: str) -> list[results.Row]:
         """A network's points, measured as the main job measures them (power where a meter reads)."""
         if self._session is None:
             self._session = points.Session(self.settings, self.device, self.device_name)
