@@ -265,3 +265,12 @@ def test_bad_input_to_the_fit_is_one_line(tmp_path, run_program):
         result = run_program("measure.predict", *args)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, (args, result)
     assert os.path.isdir(tmp_path / "new") and not os.path.exists(tmp_path / "new" / "p.json")
+
+
+def test_kernels_together_weigh_as_much_as_networks_together():
+    vector = np.ones(len(features.NAMES))
+    points = [model_lib.Point(f"k{i}", 1, 1.0, vector, family=model_lib.KERNEL_FAMILY) for i in range(30)]
+    points += [model_lib.Point(f"n{i}", 1, 1.0, vector, family="ResNet") for i in range(10)]
+    weights = model_lib.weights(points)
+    assert weights[:30].sum() == pytest.approx(weights[30:].sum()) == pytest.approx(len(points) / 2)
+    np.testing.assert_allclose(model_lib.weights(points[:30]), 1.0)  # kernels alone: all alike

@@ -23,7 +23,7 @@ from measure.cost import memo as cost_memo
 from measure.predict import features, kernels
 from measure.predict import model as model_lib
 
-KERNEL_FAMILY = "kernel"
+KERNEL_FAMILY = model_lib.KERNEL_FAMILY
 
 
 def layers_of(name: str, resolution: Optional[int] = None) -> features.Layers:

@@ -25,6 +25,7 @@ RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near 
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
 WITHIN = 0.10  # nn-Meter's accuracy criterion: predicted within +-10 % of measured
+KERNEL_FAMILY = "kernel"  # the family of calibration kernels' rows and points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,22 +91,24 @@ class Predictor:
                 "fitted_on": self.fitted_on}
 
 
-def solve(vectors: np.ndarray, latencies: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients minimising the squared log error (a ratio's), from the relative least squares.
+def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Non-negative coefficients minimising the (weighted) squared log error, from the relative least squares.
 
     A feature no point has (no fitted kernel or network does that work) gets no cost: the data say nothing of it.
     """
-    design = vectors / latencies[:, None]
+    root = np.sqrt(weights) if weights is not None else np.ones(len(latencies))
+    design = vectors / latencies[:, None] * root[:, None]
     scale = design.max(axis=0)
     active = scale > 0
     scaled = design[:, active] / scale[active]
-    start, _ = optimize.nnls(scaled, np.ones(len(latencies)), maxiter=100 * scaled.shape[1])
+    start, _ = optimize.nnls(scaled, root, maxiter=100 * scaled.shape[1])
+    unweighted = scaled / root[:, None]
 
     def log_ratios(c):
-        return np.log(np.maximum(scaled @ c, 1e-12))
+        return root * np.log(np.maximum(unweighted @ c, 1e-12))
 
     def jacobian(c):
-        return scaled / np.maximum(scaled @ c, 1e-12)[:, None]
+        return root[:, None] * unweighted / np.maximum(unweighted @ c, 1e-12)[:, None]
 
     # Squared relative error favours predicting low (a ratio above 1 costs little, below it a lot); the
     # log of the ratio weighs both ways alike, so a point twice too slow counts as one twice too fast.
@@ -114,6 +117,18 @@ def solve(vectors: np.ndarray, latencies: np.ndarray) -> np.ndarray:
     coefficients = np.zeros(vectors.shape[1])
     coefficients[active] = solved.x / scale[active]
     return coefficients
+
+
+def weights(points: list[Point]) -> np.ndarray:
+    """Each point's weight in the fit: single kernels together count as much as whole networks together.
+
+    Calibration gives many more kernel points than a results directory gives network points, yet the
+    networks hold what kernels alone cannot show (many layers' fixed costs in one call).
+    """
+    kernel = np.array([p.family == KERNEL_FAMILY for p in points])
+    if kernel.all() or not kernel.any():
+        return np.ones(len(points))
+    return np.where(kernel, len(points) / (2 * kernel.sum()), len(points) / (2 * (~kernel).sum()))
 
 
 def cross_validated_ratios(points: list[Point], folds: int = FOLDS) -> np.ndarray:
@@ -128,7 +143,7 @@ def cross_validated_ratios(points: list[Point], folds: int = FOLDS) -> np.ndarra
         held = np.array([fold_of[p.name] == fold for p in points])
         if held.all():
             continue
-        coefficients = solve(vectors[~held], latencies[~held])
+        coefficients = solve(vectors[~held], latencies[~held], weights([p for p, h in zip(points, held) if not h]))
         ratios[held] = latencies[held] / np.maximum(vectors[held] @ coefficients, 1e-12)
     return ratios
 
@@ -141,7 +156,7 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
                         f"{len(features.NAMES)} costs; give a longer --calibration_s or more --results directories")
     vectors = np.array([p.features for p in points])
     latencies = np.array([p.latency_s for p in points])
-    coefficients = solve(vectors, latencies)
+    coefficients = solve(vectors, latencies, weights(points))
     ratios = cross_validated_ratios(points)
     powers = [p.power_w for p in points if p.power_w is not None]
     interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
