@@ -21,6 +21,7 @@ from explore import jobs
 from explore import plan as plan_lib
 from measure import findings, results
 from measure.analysis import fitting
+from measure.predict import model as predict_model
 
 HELD_OUT_FOLDS = 5
 LOG_NAME = "results.jsonl"
@@ -209,9 +210,10 @@ def prediction_check(variants: list[VariantResult]) -> Optional[PredictionCheck]
              for v in variants if "predicted_latency_ms_b1" in v.costs and v.time_ms(1) is not None]
     if not pairs:
         return None
-    errors = np.array([abs(p / m - 1) for p, m, _, _ in pairs])
+    predicted, measured = np.array([p for p, _, _, _ in pairs]), np.array([m for _, m, _, _ in pairs])
     inside = np.mean([low <= m <= high for _, m, low, high in pairs])
-    return PredictionCheck(len(pairs), float(np.mean(errors <= 0.1)), float(100 * np.median(errors)), float(inside))
+    return PredictionCheck(len(pairs), predict_model.share_within(predicted, measured),
+                           float(100 * np.median(np.abs(predicted / measured - 1))), float(inside))
 
 
 def recheck(trained: list[VariantResult], notes: list) -> Optional[Recheck]:

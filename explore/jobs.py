@@ -103,8 +103,7 @@ def spread(count: int, chosen: int) -> list[int]:
 def describe(result: dict) -> str:
     """A finished job's result in a few words, for its progress line."""
     if result["kind"] == MEASURE:
-        return ", ".join(f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image"
-                         if r["status"] == results.OK else f"batch {r['batch_size']} {r['status']}" for r in result["rows"])
+        return results.describe_rows(result["rows"])
     if result["status"] != results.OK:
         return result["status"]
     return f"top-1 {100 * result['top1']:.1f} % in {result['train_s']:.1f} s"

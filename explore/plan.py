@@ -105,12 +105,12 @@ def load_predictor(settings: PlanSettings) -> Optional[predict.Predictor]:
 
 def predicted_front(planned: list["PlannedVariant"]) -> list["PlannedVariant"]:
     """The variants no other beats on both counts: at least as many FLOPs for a lower predicted latency."""
-    front, most_flops = [], -1
+    front, most_flops = set(), -1
     for p in sorted(planned, key=lambda p: (p.costs["predicted_latency_ms_b1"], -p.costs["flops"])):
         if p.costs["flops"] > most_flops:
-            front.append(p)
+            front.add(p.variant)
             most_flops = p.costs["flops"]
-    return [p for p in planned if p in front]
+    return [p for p in planned if p.variant in front]
 
 
 def sizes(settings: PlanSettings) -> dict[str, int]:
@@ -141,8 +141,8 @@ def check_size(settings: PlanSettings) -> None:
                     "if that many is meant")
 
 
-def check(settings: PlanSettings) -> None:
-    """Refuses settings no plan can come from, in one line naming the setting (UserError)."""
+def check(settings: PlanSettings) -> Optional[predict.Predictor]:
+    """Refuses settings no plan can come from, in one line naming the setting (UserError); returns the predictor."""
     if not settings.spaces:
         raise UserError("no spaces to explore: give --spaces, e.g. --spaces=resnet_basic,resnet18/width")
     if settings.sampler not in SAMPLERS:
@@ -158,12 +158,14 @@ def check(settings: PlanSettings) -> None:
         _check_range(settings.spaces, knob, low, high)
     if settings.predicted_front and settings.predictor is None:
         raise UserError("--predicted_front keeps the variants on the predicted front: give --predictor=FILE too")
-    sample_lib.check_constraints(_constraints(settings), load_predictor(settings))
+    predictor = load_predictor(settings)
+    sample_lib.check_constraints(_constraints(settings), predictor)
     for name in settings.spaces:
         if SCALING_SEPARATOR not in name:
             space = restrict(space_lib.space(name), settings.ranges)  # UserError on a range holding no value
             if settings.sampler == "random":
                 sample_lib.check_count(space, settings.samples)
+    return predictor
 
 
 def _check_range(spaces, knob: str, low, high) -> None:
@@ -188,9 +190,8 @@ def knob_names(spaces) -> set[str]:
 
 def make(settings: PlanSettings, progress=print) -> list[PlannedVariant]:
     """Every variant of the settings' spaces, each once, with its configuration and costs at batch 1."""
-    check(settings)
+    predictor = check(settings)
     check_size(settings)
-    predictor = load_predictor(settings)
     planned: dict[str, PlannedVariant] = {}
     for name in settings.spaces:
         drawn = _space_samples(name, settings, predictor, progress)

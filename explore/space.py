@@ -23,7 +23,6 @@ RULES = ("width", "depth", "resolution", "compound")
 MULTIPLIERS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # the width, depth and resolution series
 PHIS = (-2, -1, 0, 1, 2)  # the compound series' exponents
 COMPOUND = {"depth": 1.2, "width": 1.1, "resolution": 1.15}  # EfficientNet's alpha, beta, gamma
-
 SCALED_RESOLUTION_QUANTUM = 8  # scaled resolutions are rounded to a multiple of this
 SCALED_WIDTH_DIGITS = 4  # scaled widths are rounded to this many decimals (clean variant strings)
 

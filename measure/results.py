@@ -247,6 +247,12 @@ def _row(value, index: int) -> Row:
     return Row(**fields)
 
 
+def describe_rows(rows: list[dict]) -> str:
+    """Timed rows (as dicts) in a few words for a progress line: each batch size's time per image, or its status."""
+    return ", ".join(f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image" if r["status"] == OK
+                     else f"batch {r['batch_size']} {r['status']}" for r in rows)
+
+
 def row_from_json(value, where: str) -> Row:
     """A row from its JSON object (as `dataclasses.asdict` wrote it), every field checked; UserError naming `where`."""
     try:

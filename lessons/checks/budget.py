@@ -1,8 +1,7 @@
 """Checkers of lesson 7 (design under a latency budget): each answer is computed again from the lesson's own data."""
 
-import numpy as np
-
 from lessons.checks import close, verdict
+from measure.predict import model as predict_model
 
 
 def most_flops_under(answer, planned: list, budget_ms: float) -> bool:
@@ -22,8 +21,7 @@ def most_flops_under(answer, planned: list, budget_ms: float) -> bool:
 
 def share_within_10pct(answer, predicted_ms: list, measured_ms: list) -> bool:
     """The share (0 to 1) of the checked variants whose predicted latency was within +-10 % of the measured."""
-    errors = np.abs(np.array(predicted_ms) / np.array(measured_ms) - 1)
-    expected = float(np.mean(errors <= 0.10))
+    expected = predict_model.share_within(predicted_ms, measured_ms)
     if expected > 0 and close(answer, 100 * expected, rel=0.01):
         return verdict(False, "give a share between 0 and 1, not a percentage")
     return verdict(close(answer, expected, rel=0.01),

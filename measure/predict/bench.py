@@ -66,10 +66,7 @@ def random_resnets(count: int, seed: int) -> list[str]:
 def share_within(points: list, predicted: np.ndarray, batch_size: int) -> tuple[float, int]:
     """(share of the points at this batch size predicted within +-10 %, how many points)."""
     chosen = [i for i, p in enumerate(points) if p.batch_size == batch_size]
-    if not chosen:
-        return float("nan"), 0
-    errors = [abs(predicted[i] / points[i].latency_s - 1) for i in chosen]
-    return float(np.mean(np.array(errors) <= model_lib.WITHIN)), len(chosen)
+    return model_lib.share_within([predicted[i] for i in chosen], [points[i].latency_s for i in chosen]), len(chosen)
 
 
 def flops_baseline(fit_points: list) -> np.ndarray:

@@ -18,7 +18,7 @@ import models
 from core import joblog
 from core.errors import UserError
 from measure import cost as cost_lib
-from measure import points, results, timing
+from measure import findings, points, results, timing
 from measure.cost import memo as cost_memo
 from measure.predict import features, kernels
 from measure.predict import model as model_lib
@@ -95,11 +95,9 @@ def calibrate(targets: list[str], log_path: str, timer: Timer, budget_s: float,
     Returns the keys timed.
     """
     jobs = job_list(targets, timer.batch_sizes, timer.settings.precision, timer.device_name)
-    describe = lambda result: ", ".join(  # noqa: E731
-        f"batch {r['batch_size']} {r['time_per_image_s'] * 1e3:.3g} ms/image" if r["status"] == results.OK
-        else f"batch {r['batch_size']} {r['status']}" for r in result["rows"])
     try:
-        return joblog.run_jobs(jobs, log_path, timer, progress=progress, describe=describe, budget_s=budget_s)
+        return joblog.run_jobs(jobs, log_path, timer, progress=progress,
+                               describe=lambda result: results.describe_rows(result["rows"]), budget_s=budget_s)
     finally:
         joblog.collect(log_path)
 
@@ -125,7 +123,7 @@ def _rows_in(path: str) -> list[tuple[results.Row, dict]]:
 
 def read_points(paths: list[str], device: str, precision: str, environment: dict) -> list[model_lib.Point]:
     """The measured points of results directories or logs, each counted again here; UserError on another device."""
-    found = []
+    found, counted = [], {}  # a target timed at several batch sizes is counted once
     for path in paths:
         for row, stored in _rows_in(path):
             for key, value in stored.items():
@@ -137,17 +135,16 @@ def read_points(paths: list[str], device: str, precision: str, environment: dict
             if row.device != device:
                 raise UserError(f"{path} holds rows timed on {row.device!r}, not on {device!r}: they would mix; "
                                 "leave it out or fit on this device's measurements")
-            found.append(_point(row, path))
+            resolution = None if row.resolution == row.native_resolution else row.resolution
+            if (row.model, resolution) not in counted:
+                counted[row.model, resolution] = layers_of(row.model, resolution)
+            found.append(_point(row, counted[row.model, resolution], path))
     return found
 
 
-def _point(row: results.Row, source: str) -> model_lib.Point:
-    """The point of a measured row: its latency per call and its features, counted here."""
-    if kernels.is_kernel(row.model):
-        layers = layers_of(row.model)
-    else:
-        layers = layers_of(row.model, None if row.resolution == row.native_resolution else row.resolution)
-    power = row.power_w if row.power_source not in ("not measured", "modelled") else None
+def _point(row: results.Row, layers: features.Layers, source: str) -> model_lib.Point:
+    """The point of a measured row: its latency per call and the features of its counted layers."""
+    power = row.power_w if findings.has_power(row) and row.power_source != "modelled" else None
     # The lower quartile of the timed calls: the time a shared machine's other jobs disturb least.
     per_image = row.time_per_image_p25_s or row.time_per_image_s
     return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size, layers.vector(row.batch_size), source,

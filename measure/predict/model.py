@@ -119,6 +119,12 @@ def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarr
     return coefficients
 
 
+def share_within(predicted, measured) -> float:
+    """The share of predictions within +-10 % (WITHIN) of their measured values (NaN for none)."""
+    errors = np.abs(np.asarray(predicted, float) / np.asarray(measured, float) - 1)
+    return float(np.mean(errors <= WITHIN)) if errors.size else float("nan")
+
+
 def weights(points: list[Point]) -> np.ndarray:
     """Each point's weight in the fit: single kernels together count as much as whole networks together.
 
@@ -163,7 +169,7 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
     fitted_on = {"points": len(points), "networks_and_kernels": len(networks),
                  "batch_sizes": sorted({p.batch_size for p in points}), "sources": sources,
                  "families": sorted({p.family for p in points if p.family}),
-                 "cross_validated_within_10pct": float(np.mean(np.abs(1 / ratios - 1) <= WITHIN)),
+                 "cross_validated_within_10pct": share_within(1 / ratios, np.ones(len(ratios))),
                  "cross_validated_median_abs_error": float(np.median(np.abs(1 / ratios - 1)))}
     return Predictor(environment=dict(environment), precision=precision,
                      coefficients={n: float(c) for n, c in zip(features.NAMES, coefficients)},
