@@ -256,6 +256,18 @@ def test_calibration_killed_mid_way_resumes_without_repeating_or_losing_a_measur
     assert fitted.fitted_on["points"] == 28
 
 
+@pytest.mark.slow
+def test_a_budget_too_short_still_times_the_targets_a_fit_needs(tmp_path):
+    out = tmp_path / "p.json"
+    finished = subprocess.run([sys.executable, "-m", "measure.predict", f"--out={out}", "--kernels=40",
+                               "--batch_sizes=1", "--min_time=0", "--calibration_s=0.001"],
+                              capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    keys = [row["key"] for row in joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows]
+    assert len(keys) == model_lib.FEWEST_TARGETS
+    assert predict.load(str(out)).fitted_on["points"] == model_lib.FEWEST_TARGETS
+
+
 def test_bad_input_to_the_fit_is_one_line(tmp_path, run_program):
     for args, message in [([f"--out={tmp_path}"], "is a directory"),
                           ([f"--out={tmp_path}/new/p.json", "--calibration_s=0"], "too few to fit"),

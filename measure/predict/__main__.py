@@ -1,7 +1,7 @@
 """Fits this device's latency predictor: `python -m measure.predict` times calibration kernels, then fits.
 
-It times a seeded spread of single layers (and any --networks) at each batch size for at most
---calibration_s seconds, one line per target appended to the calibration log (a rerun resumes and
+It times a seeded spread of single layers (and any --networks) at each batch size: the first
+targets a fit needs however long they take, then more for up to --calibration_s seconds, one line per target appended to the calibration log (a rerun resumes and
 times nothing twice), reads the log and any --results directories of this device, fits the
 predictor and writes it as JSON to --out with its cross-validated accuracy.
 """
@@ -16,7 +16,7 @@ from core.errors import UserError
 from measure import device as device_lib
 from measure import points, timing
 from measure import predict
-from measure.predict import calibrate, kernels
+from measure.predict import calibrate, kernels, model
 
 FLAGS = flags.FlagValues()  # this program's own: programs can share a process (tests)
 SAFE_STOPS = True  # long work: a signal is a request, honoured between targets (core.cli)
@@ -26,7 +26,8 @@ _OUT = flags.DEFINE_string("out", DEFAULT_OUT, "Predictor file to write (JSON); 
 _RESULTS = flags.DEFINE_list("results", [], "Results directories (python -m measure or python -m explore) or "
                              "calibration logs of this device to learn from too.", flag_values=FLAGS)
 _CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration timing this run may spend "
-                                    "(0: fit on what is already measured).", lower_bound=0, flag_values=FLAGS)
+                                    "once the targets a fit needs are timed (0: fit on what is already measured).",
+                                    lower_bound=0, flag_values=FLAGS)
 _KERNELS = flags.DEFINE_integer("kernels", 400, "Calibration kernels in the seeded list (timed in order, as the "
                                 "budget allows).", lower_bound=0, flag_values=FLAGS)
 _NETWORKS = flags.DEFINE_list("networks", [], "Networks or variants to time in the calibration too, before the "
@@ -64,7 +65,8 @@ def main(argv):
         settings = points.Settings(precision=_PRECISION.value,
                                    timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
         timer = calibrate.Timer(settings, batch_sizes, device, name, here)
-        print(f"calibration: up to {_CALIBRATION_S.value:g} s on {name}, {len(targets)} targets in {log}")
+        print(f"calibration: the first {min(len(targets), model.FEWEST_TARGETS)} targets, then up to "
+              f"{_CALIBRATION_S.value:g} s, of {len(targets)} on {name}, in {log}")
         try:
             calibrate.calibrate(targets, log, timer, _CALIBRATION_S.value)
         except KeyboardInterrupt as interrupt:

@@ -92,14 +92,23 @@ def calibrate(targets: list[str], log_path: str, timer: Timer, budget_s: float,
               progress: Callable[[str], None] = print) -> list[str]:
     """Times the targets not yet in the log, in order, until the budget is spent, then merges the log.
 
-    Returns the keys timed.
+    The first model.FEWEST_TARGETS are timed however long they take: a budget too short for a slow
+    or busy machine still ends in a fit. Returns the keys timed.
     """
     jobs = job_list(targets, timer.batch_sizes, timer.settings.precision, timer.device_name)
+    start = time.monotonic()
     try:
-        return joblog.run_jobs(jobs, log_path, timer, progress=progress,
-                               describe=lambda result: results.describe_rows(result["rows"]), budget_s=budget_s)
+        ran = joblog.run_jobs(jobs[:model_lib.FEWEST_TARGETS], log_path, timer, progress=progress, describe=_describe)
+        left = max(budget_s - (time.monotonic() - start), 0.0)
+        return ran + joblog.run_jobs(jobs, log_path, timer, progress=progress, describe=_describe,
+                                     budget_s=left)
     finally:
         joblog.collect(log_path)
+
+
+def _describe(result: dict) -> str:
+    """What one timed target found, for its progress line."""
+    return results.describe_rows(result["rows"])
 
 
 def _rows_in(path: str) -> list[tuple[results.Row, dict]]:

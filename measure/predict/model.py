@@ -26,6 +26,7 @@ FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
 WITHIN = 0.10  # nn-Meter's accuracy criterion: predicted within +-10 % of measured
 KERNEL_FAMILY = "kernel"  # the family of calibration kernels' rows and points
+FEWEST_TARGETS = len(features.NAMES)  # calibration times this many whatever its budget: enough points to fit
 
 
 @dataclasses.dataclass(frozen=True)
