@@ -223,6 +223,21 @@ def test_rows_of_another_device_are_refused(tmp_path):
         calibrate.read_points([str(log)], "elsewhere", "float32", {"jaxlib": "9.9"})
 
 
+def test_times_are_set_against_the_pace_recorded_beside_them(tmp_path):
+    log = tmp_path / "calibration.jsonl"
+    lines = []
+    for i, pace in enumerate([1e-3, 2e-3, None, "fast", -1.0]):
+        row = dataclasses.asdict(results_lib.Row(
+            model=f"conv:cin=8,cout=8,k=1,stride=1,groups=1,dilation=1,side={4 + i}", display_name="",
+            family="kernel", batch_size=1, resolution=4 + i, native_resolution=4 + i, precision="float32",
+            device="here", time_per_image_s=1e-4, time_per_image_p25_s=1e-4))
+        lines.append(json.dumps({"key": f"k{i}", "rows": [row], **({} if pace is None else {"pace_s": pace})}))
+    log.write_text("\n".join(lines) + "\n")
+    found = calibrate.read_points([str(log)], "here", "float32", {})
+    # The typical pace is the median of the two readings; a line without a reading (or a garbled one) stays as timed.
+    assert [p.latency_s for p in found] == pytest.approx([1.5e-4, 0.75e-4, 1e-4, 1e-4, 1e-4])
+
+
 def test_a_budget_stops_a_job_list_and_the_rest_waits_for_a_rerun(tmp_path):
     log = str(tmp_path / "log.jsonl")
     jobs = [(f"job-{i}", i) for i in range(5)]
@@ -263,8 +278,9 @@ def test_a_budget_too_short_still_times_the_targets_a_fit_needs(tmp_path):
                                "--batch_sizes=1", "--min_time=0", "--calibration_s=0.001"],
                               capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
-    keys = [row["key"] for row in joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows]
-    assert len(keys) == model_lib.FEWEST_TARGETS
+    lines = joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows
+    assert len({line["key"] for line in lines}) == model_lib.FEWEST_TARGETS
+    assert all(0 < line["pace_s"] < 1 for line in lines)
     assert predict.load(str(out)).fitted_on["points"] == model_lib.FEWEST_TARGETS
 
 

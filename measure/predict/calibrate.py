@@ -6,6 +6,11 @@ within a budget in seconds, resumed by the same command without timing a target 
 holds results.Row dicts, as the explorer's measure jobs do, so one reader takes the calibration
 log, an explorer sweep's JSONL files and a main job's results.json alike. Rows from another
 device or precision are refused, as results directories refuse them.
+
+A shared machine's pace drifts (other tenants, clocks) by tens of per cent over minutes, more than
+the predictor's error. So each line also holds the time of one fixed kernel (kernels.PACE_REFERENCE)
+taken just before and after its target, and read_points sets every target's latency against it:
+times taken in a slow minute and a fast one land on one scale, the median pace of all the lines read.
 """
 
 import dataclasses
@@ -13,6 +18,8 @@ import glob
 import os
 import time
 from typing import Callable, Optional
+
+import numpy as np
 
 import models
 from core import joblog
@@ -24,6 +31,7 @@ from measure.predict import features, kernels
 from measure.predict import model as model_lib
 
 KERNEL_FAMILY = model_lib.KERNEL_FAMILY
+PACE_OPTIONS = timing.TimingOptions(min_time_s=0.03, min_repeats=5, warmup=0)  # compiled and warm once per Timer
 
 
 def layers_of(name: str, resolution: Optional[int] = None) -> features.Layers:
@@ -49,13 +57,25 @@ class Timer:
         self.settings, self.batch_sizes, self.device, self.device_name = settings, batch_sizes, device, device_name
         self.environment = environment  # recorded on every line: a log is refused where its runtime differs
         self._session: Optional[points.Session] = None
+        self._pace: Optional[timing.Timing] = None
 
     def __call__(self, payload: dict) -> dict:
-        """The rows of one target, one per batch size."""
+        """The rows of one target, one per batch size, and the machine's pace around them."""
         name, start = payload["name"], time.perf_counter()
+        before = self.pace_s()
         rows = self._kernel(kernels.parse(name)) if kernels.is_kernel(name) else self._network(name)
+        # The faster of the two: a spike in one reading is the reference's bad luck, not the machine's pace.
+        pace = min(before, self.pace_s())
         return {"name": name, "environment": self.environment, "rows": [dataclasses.asdict(r) for r in rows],
-                "seconds": time.perf_counter() - start}
+                "pace_s": pace, "seconds": time.perf_counter() - start}
+
+    def pace_s(self) -> float:
+        """Seconds per call of kernels.PACE_REFERENCE now (the lower quartile of a few calls)."""
+        if self._pace is None:
+            spec = kernels.parse(kernels.PACE_REFERENCE)
+            self._pace = timing.time_forward(spec.module(), spec.input_shape(1), self.settings.precision,
+                                             PACE_OPTIONS, device=self.device)
+        return float(np.percentile(timing.latencies(self._pace.run_batch, PACE_OPTIONS), 25))
 
     def _network(self, name: str) -> list[results.Row]:
         """A network's points, measured as the main job measures them (power where a meter reads)."""
@@ -111,11 +131,11 @@ def _describe(result: dict) -> str:
     return results.describe_rows(result["rows"])
 
 
-def _rows_in(path: str) -> list[tuple[results.Row, dict]]:
-    """(row, the environment it was timed in, where recorded) of a results directory or a JSONL log of timed rows."""
+def timed_rows(path: str) -> list[tuple[results.Row, dict, Optional[float]]]:
+    """(row, the environment it was timed in, the pace around it; where recorded) of a results directory or a log."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, results.JSON_NAME)):
         stored = results.read(path)
-        return [(row, stored.environment) for row in stored.rows]
+        return [(row, stored.environment, None) for row in stored.rows]
     if os.path.isdir(path):
         logs = sorted(glob.glob(os.path.join(glob.escape(path), "*.jsonl")))
         if not logs:
@@ -125,36 +145,47 @@ def _rows_in(path: str) -> list[tuple[results.Row, dict]]:
         logs = [path]
     else:
         raise UserError(f"{path} does not exist; give a results directory or a calibration log")
-    return [(results.row_from_json(value, f"{log}: {line['key']}: row {i}"), line.get("environment") or {})
+    return [(results.row_from_json(value, f"{log}: {line['key']}: row {i}"), line.get("environment") or {},
+             _positive(line.get("pace_s")))
             for log in logs for line in joblog.ResultLog(log, repair=False).contents.rows
             for i, value in enumerate(line.get("rows") or ())]
 
 
+def _positive(value) -> Optional[float]:
+    """A recorded pace: a positive finite number, else None (an older log, or a hand-edited one)."""
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) and value > 0 else None
+
+
 def read_points(paths: list[str], device: str, precision: str, environment: dict) -> list[model_lib.Point]:
-    """The measured points of results directories or logs, each counted again here; UserError on another device."""
+    """The measured points of results directories or logs, each counted again here; UserError on another device.
+
+    A latency timed beside a pace reading is scaled to the median pace of all of them (see the module docstring).
+    """
     found, counted = [], {}  # a target timed at several batch sizes is counted once
-    for path in paths:
-        for row, stored in _rows_in(path):
-            for key, value in stored.items():
-                if key in environment and value != environment[key]:
-                    raise UserError(f"{path} was measured with {key} {value!r}, not {environment[key]!r}: its "
-                                    "times do not hold here; leave it out or fit on this machine's measurements")
-            if row.status != results.OK or row.precision != precision or row.time_per_image_s is None:
-                continue
-            if row.device != device:
-                raise UserError(f"{path} holds rows timed on {row.device!r}, not on {device!r}: they would mix; "
-                                "leave it out or fit on this device's measurements")
-            resolution = None if row.resolution == row.native_resolution else row.resolution
-            if (row.model, resolution) not in counted:
-                counted[row.model, resolution] = layers_of(row.model, resolution)
-            found.append(_point(row, counted[row.model, resolution], path))
+    read = [(path, *entry) for path in paths for entry in timed_rows(path)]
+    paces = [pace for *_, pace in read if pace is not None]
+    typical = float(np.median(paces)) if paces else None
+    for path, row, stored, pace in read:
+        for key, value in stored.items():
+            if key in environment and value != environment[key]:
+                raise UserError(f"{path} was measured with {key} {value!r}, not {environment[key]!r}: its "
+                                "times do not hold here; leave it out or fit on this machine's measurements")
+        if row.status != results.OK or row.precision != precision or row.time_per_image_s is None:
+            continue
+        if row.device != device:
+            raise UserError(f"{path} holds rows timed on {row.device!r}, not on {device!r}: they would mix; "
+                            "leave it out or fit on this device's measurements")
+        resolution = None if row.resolution == row.native_resolution else row.resolution
+        if (row.model, resolution) not in counted:
+            counted[row.model, resolution] = layers_of(row.model, resolution)
+        found.append(_point(row, counted[row.model, resolution], path, typical / pace if pace else 1.0))
     return found
 
 
-def _point(row: results.Row, layers: features.Layers, source: str) -> model_lib.Point:
-    """The point of a measured row: its latency per call and the features of its counted layers."""
+def _point(row: results.Row, layers: features.Layers, source: str, pace_scale: float) -> model_lib.Point:
+    """The point of a measured row: its latency per call (at the typical pace) and the features of its layers."""
     power = row.power_w if findings.has_power(row) and row.power_source != "modelled" else None
     # The lower quartile of the timed calls: the time a shared machine's other jobs disturb least.
     per_image = row.time_per_image_p25_s or row.time_per_image_s
-    return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size, layers.vector(row.batch_size), source,
-                           power, row.family)
+    return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size * pace_scale,
+                           layers.vector(row.batch_size), source, power, row.family)

@@ -19,6 +19,9 @@ from core.errors import UserError
 
 KINDS = ("conv", "dense", "pool")
 MAX_MACS = 4e8  # per image: a kernel times in well under a second even at batch 16 on a CPU
+# Timed beside every calibration target (batch 1): how fast the machine runs right now. A shared
+# machine's pace drifts by tens of per cent over minutes; times set against it stay comparable.
+PACE_REFERENCE = "conv:cin=128,cout=128,k=3,stride=1,groups=1,dilation=1,side=16"
 
 
 @dataclasses.dataclass(frozen=True)
