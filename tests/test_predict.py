@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import models
 from core import joblog, runtime
 from core.errors import UserError
 from explore import analyse, plan, table
@@ -79,6 +80,16 @@ def test_features_of_a_convolution_recover_its_matrix_product():
     assert sum(vector[n] for n in features.NAMES if n.startswith("macs_k")) == pytest.approx(layers.macs[0])
     assert sum(vector[n] for n in features.NAMES if n.startswith("macs_n")) == pytest.approx(layers.macs[0])
     assert vector["grouped_macs"] == 0 and vector["calls"] == 1
+
+
+@pytest.mark.parametrize("name", ["resnet18:width=0.25,resolution=64", "resnet50:width=0.25,resolution=64",
+                                  "vgg16:width=0.25,resolution=64"])
+def test_a_networks_layers_as_kernels_hold_all_its_multiply_accumulates(name):
+    variant = models.variant(name)
+    layers = kernels.of_network(variant.module(), variant.input_shape(1))
+    assert {k.kind for k in layers} == {"conv", "dense"}
+    from_layers = sum(calibrate.layers_of(str(k)).macs.sum() for k in layers)
+    assert from_layers == calibrate.layers_of(name).macs.sum()
 
 
 def test_grouped_convolutions_count_apart():
@@ -238,6 +249,15 @@ def test_times_are_set_against_the_pace_recorded_beside_them(tmp_path):
     assert [p.latency_s for p in found] == pytest.approx([1.5e-4, 0.75e-4, 1e-4, 1e-4, 1e-4])
 
 
+def test_the_calibration_budget_counts_every_runs_timing(tmp_path):
+    log = tmp_path / "p.calibration.jsonl"
+    log.write_text(json.dumps({"key": "a", "seconds": 1.5}) + "\n" + json.dumps({"key": "b", "seconds": 2.0}) + "\n")
+    (tmp_path / "p.calibration.shard-0-of-1.jsonl").write_text(
+        json.dumps({"key": "b", "seconds": 2.0}) + "\n" + json.dumps({"key": "c", "seconds": 0.5}) + "\n"
+        + json.dumps({"key": "d", "seconds": "garbled"}) + "\n")
+    assert calibrate.logged_seconds(str(log)) == pytest.approx(4.0)  # b once, d's garbled seconds as none
+
+
 def test_a_budget_stops_a_job_list_and_the_rest_waits_for_a_rerun(tmp_path):
     log = str(tmp_path / "log.jsonl")
     jobs = [(f"job-{i}", i) for i in range(5)]
@@ -281,6 +301,10 @@ def test_a_budget_too_short_still_times_the_targets_a_fit_needs(tmp_path):
     lines = joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows
     assert len({line["key"] for line in lines}) == model_lib.FEWEST_TARGETS
     assert all(0 < line["pace_s"] < 1 for line in lines)
+    again = subprocess.run([sys.executable, "-m", "measure.predict", f"--out={out}", "--kernels=40", "--batch_sizes=1",
+                            "--min_time=0", "--calibration_s=0.001"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr  # the budget is spent: the rerun times nothing more
+    assert joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows == lines
     assert predict.load(str(out)).fitted_on["points"] == model_lib.FEWEST_TARGETS
 
 

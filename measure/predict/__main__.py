@@ -1,9 +1,11 @@
 """Fits this device's latency predictor: `python -m measure.predict` times calibration kernels, then fits.
 
 It times a seeded spread of single layers (and any --networks) at each batch size: the first
-targets a fit needs however long they take, then more for up to --calibration_s seconds, one line per target appended to the calibration log (a rerun resumes and
-times nothing twice), reads the log and any --results directories of this device, fits the
-predictor and writes it as JSON to --out with its cross-validated accuracy.
+targets a fit needs however long they take, then more until the log holds --calibration_s seconds
+of timing (a rerun after a kill finishes the budget, a larger one adds targets). Each target is
+one line appended to the calibration log (a rerun times nothing twice). It reads the log and any
+--results directories of this device, fits the predictor and writes it as JSON to --out with its
+cross-validated accuracy.
 """
 
 import os
@@ -25,8 +27,8 @@ _OUT = flags.DEFINE_string("out", DEFAULT_OUT, "Predictor file to write (JSON); 
                            flag_values=FLAGS)
 _RESULTS = flags.DEFINE_list("results", [], "Results directories (python -m measure or python -m explore) or "
                              "calibration logs of this device to learn from too.", flag_values=FLAGS)
-_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration timing this run may spend "
-                                    "once the targets a fit needs are timed (0: fit on what is already measured).",
+_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration timing the log may hold, over "
+                                    "all runs, once the targets a fit needs are timed (0: fit on what is measured).",
                                     lower_bound=0, flag_values=FLAGS)
 _KERNELS = flags.DEFINE_integer("kernels", 400, "Calibration kernels in the seeded list (timed in order, as the "
                                 "budget allows).", lower_bound=0, flag_values=FLAGS)
@@ -66,7 +68,7 @@ def main(argv):
                                    timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
         timer = calibrate.Timer(settings, batch_sizes, device, name, here)
         print(f"calibration: the first {min(len(targets), model.FEWEST_TARGETS)} targets, then up to "
-              f"{_CALIBRATION_S.value:g} s, of {len(targets)} on {name}, in {log}")
+              f"{_CALIBRATION_S.value:g} s in all, of {len(targets)} on {name}, in {log}")
         try:
             calibrate.calibrate(targets, log, timer, _CALIBRATION_S.value)
         except KeyboardInterrupt as interrupt:

@@ -8,7 +8,8 @@ of measured (nn-Meter's metric): held-out ResNet variants (a seen space) and the
 saw; beside it, a FLOPs-only linear baseline fitted on the same points. Last, the rate at which
 the predictor ranks variants, counting included (from a cold cost memo, then warm), and how
 often a second timing of the held-out ResNets lands within +-10 % of the first: the ceiling any
-predictor meets on this machine. Times are set against the machine's pace (see
+predictor meets on this machine; and how well some of them are predicted from their own layers,
+each timed alone: the ceiling of any predictor that adds up per-layer times, as nn-Meter does. Times are set against the machine's pace (see
 measure.predict.calibrate). It writes bench.json and predicted_vs_measured (PNG and SVG).
 """
 
@@ -43,9 +44,12 @@ _TEST = flags.DEFINE_integer("test_variants", 30, "Random ResNet variants held o
                              flag_values=FLAGS)
 _PAPER = flags.DEFINE_bool("paper_networks", True, "Test on the paper's 14 networks at their own resolution too.",
                            flag_values=FLAGS)
-_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration kernels to time (resumed).",
+_CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration kernels to time, over all runs.",
                                     lower_bound=0, flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time and predict at.", flag_values=FLAGS)
+_COMPOSITION = flags.DEFINE_integer("composition_variants", 12, "Held-out ResNet variants whose layers are each "
+                                    "timed alone, to test how well layer times add up to a network's.", lower_bound=0,
+                                    flag_values=FLAGS)
 _RANK = flags.DEFINE_integer("rank_variants", 3000, "Random ResNet variants ranked for the rate.", lower_bound=1,
                              flag_values=FLAGS)
 _MIN_TIME = flags.DEFINE_float("min_time", 0.2, "Fewest seconds of timed calls per point.", lower_bound=0,
@@ -94,6 +98,26 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
             keys = [key for key in again if key in first and key[1] == batch_size]
             shares[label] = model_lib.share_within([again[k] for k in keys], [first[k] for k in keys])
         agreed[batch_size] = shares
+    return agreed
+
+
+def composition(layers: dict, read: list, network_log: str, kernel_log: str, batch_sizes: tuple) -> dict:
+    """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c.
+
+    a, b and c are fitted on these networks themselves (b may be negative: each layer timed alone paid a
+    call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
+    """
+    timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, kernel_log)}
+    agreed = {}
+    for batch_size in batch_sizes:
+        known = [name for name, ks in layers.items()
+                 if all((k, batch_size) in timed for k in [name, *ks])]
+        if len(known) < 4:
+            continue
+        design = np.array([[sum(timed[k, batch_size] for k in layers[n]), len(layers[n]), 1.0] for n in known])
+        measured = np.array([timed[n, batch_size] for n in known])
+        coefficients = np.linalg.lstsq(design / measured[:, None], np.ones(len(known)), rcond=None)[0]
+        agreed[batch_size] = model_lib.share_within(design @ coefficients, measured)
     return agreed
 
 
@@ -147,7 +171,7 @@ def main(argv):
     settings = points.Settings(timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
     timer = calibrate.Timer(settings, batch_sizes, device, name, here)
     kernel_log, network_log = os.path.join(out, "kernels.jsonl"), os.path.join(out, "bench.jsonl")
-    repeat_log = os.path.join(out, "repeat.jsonl")
+    repeat_log, composition_log = os.path.join(out, "repeat.jsonl"), os.path.join(out, "composition.jsonl")
     try:
         start = time.perf_counter()
         calibrate.calibrate([str(k) for k in kernels.draw(1000, _SEED.value)], kernel_log, timer, _CALIBRATION_S.value)
@@ -155,12 +179,18 @@ def main(argv):
         calibrate.calibrate(resnets + list(UNSEEN) + paper, network_log, timer, float("inf"))
         # The held-out ResNets once more, last: how far two timings of one network differ on this machine.
         calibrate.calibrate(resnets[_FIT.value:], repeat_log, timer, float("inf"))
+        layers = {name: [str(k) for k in kernels.of_network(models.variant(name).module(),
+                                                              models.variant(name).input_shape(1))]
+                  for name in resnets[_FIT.value:][:_COMPOSITION.value]}
+        calibrate.calibrate(list(dict.fromkeys(k for ks in layers.values() for k in ks)), composition_log, timer,
+                            float("inf"))
     except KeyboardInterrupt as interrupt:
         raise cli.Stopped.after(interrupt, f"every timed target is in {out}; run the same command again to "
                                 "resume") from None
     finally:
         timer.close()
-    read = calibrate.read_points([kernel_log, network_log, repeat_log], name, settings.precision, here)
+    read = calibrate.read_points([kernel_log, network_log, repeat_log, composition_log], name, settings.precision,
+                                 here)
     kernel_points = [p for p in read if p.source == kernel_log]
     network_points = [p for p in read if p.source == network_log]
     fit_points = kernel_points + [p for p in network_points if p.name in fit_names]
@@ -171,7 +201,7 @@ def main(argv):
     baseline = flops_baseline(fit_points)
     summary = {"device": name, "calibration_kernels": len({p.name for p in kernel_points}),
                "calibration_s_this_run": calibration_s,
-               "calibration_s_total": _seconds(kernel_log), "fit_points": len(fit_points), "rows": []}
+               "calibration_s_total": calibrate.logged_seconds(kernel_log), "fit_points": len(fit_points), "rows": []}
     print(f"{name}: fitted on {len(fit_points)} points ({summary['calibration_kernels']} kernels, "
           f"{len(fit_names)} ResNet variants); calibration took {summary['calibration_s_total']:.0f} s of timing")
     print(f"{'test set':<55}{'batch':>6}{'points':>7}{'predictor':>11}{'FLOPs':>8}")
@@ -200,6 +230,10 @@ def main(argv):
     for batch_size, agreed in summary["repeatability"].items():
         print(f"re-timed held-out ResNets at batch {batch_size} within +-10 % of their first timing: "
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
+    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes)
+    for batch_size, agreed in summary["composition"].items():
+        print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a per-layer "
+              f"and a per-call time fitted on them): {100 * agreed:.0f} % within +-10 %")
     print(f"ranking {len(ranked)} random ResNet variants (counted exactly, then predicted): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")
     files.atomic_write(os.path.join(out, "bench.json"), json.dumps(summary, indent=1) + "\n")
@@ -213,11 +247,6 @@ def _flops(point: model_lib.Point) -> float:
     vector = dict(zip(features.NAMES, point.features))
     macs = sum(vector[n] for n in features.NAMES if n.startswith("macs_k")) + vector["grouped_macs"]
     return 2 * macs + vector["elementwise"]
-
-
-def _seconds(log: str) -> float:
-    """Seconds the calibration log's timings took, summed over its lines."""
-    return sum(line.get("seconds", 0.0) for line in joblog.ResultLog(log, repair=False).contents.rows)
 
 
 def _worst(pts: list, predicted: np.ndarray, batch_size: int, count: int = 3) -> list[dict]:

@@ -110,20 +110,30 @@ class Timer:
 
 def calibrate(targets: list[str], log_path: str, timer: Timer, budget_s: float,
               progress: Callable[[str], None] = print) -> list[str]:
-    """Times the targets not yet in the log, in order, until the budget is spent, then merges the log.
+    """Times the targets not yet in the log, in order, until the log holds `budget_s` of timing, then merges it.
 
-    The first model.FEWEST_TARGETS are timed however long they take: a budget too short for a slow
-    or busy machine still ends in a fit. Returns the keys timed.
+    The budget counts every run's timing, so a rerun after a kill finishes the work rather than
+    adding a budget's worth. The first model.FEWEST_TARGETS are timed however long they take: a
+    budget too short for a slow or busy machine still ends in a fit. Returns the keys timed.
     """
     jobs = job_list(targets, timer.batch_sizes, timer.settings.precision, timer.device_name)
-    start = time.monotonic()
     try:
         ran = joblog.run_jobs(jobs[:model_lib.FEWEST_TARGETS], log_path, timer, progress=progress, describe=_describe)
-        left = max(budget_s - (time.monotonic() - start), 0.0)
+        left = max(budget_s - logged_seconds(log_path), 0.0)
         return ran + joblog.run_jobs(jobs, log_path, timer, progress=progress, describe=_describe,
                                      budget_s=left)
     finally:
         joblog.collect(log_path)
+
+
+def logged_seconds(log_path: str) -> float:
+    """Seconds of timing the log and its running shard file hold, summed over their lines."""
+    lines = {}
+    for path in [log_path, *joblog.shard_files(log_path)]:
+        if os.path.exists(path):
+            for line in joblog.ResultLog(path, repair=False).contents.rows:
+                lines.setdefault(line["key"], line)
+    return sum(_positive(line.get("seconds")) or 0.0 for line in lines.values())
 
 
 def _describe(result: dict) -> str:

@@ -13,6 +13,8 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from core.errors import UserError
@@ -125,3 +127,37 @@ def draw(count: int, seed: int = 0) -> list[KernelSpec]:
         if _macs(spec) <= MAX_MACS and (spec.kind != "conv" or spec.k <= max(3, spec.side)):
             drawn.setdefault(str(spec), spec)
     return list(drawn.values())
+
+
+def of_network(module: nn.Module, input_shape: tuple[int, ...]) -> list[KernelSpec]:
+    """The square convolutions and the dense layers of a network, in call order, each as the kernel that times it alone.
+
+    A traced init records every Flax Conv and Dense call with its input's shape; other padding than
+    SAME is timed as SAME (the MACs differ only at the borders), and windows that are not square are
+    left out: no kernel string can say them.
+    """
+    found = []
+
+    def record(next_fun, args, kwargs, context):
+        layer, x = context.module, args[0] if args else None
+        if context.method_name == "__call__" and isinstance(layer, nn.Dense):
+            found.append(KernelSpec("dense", math.prod(x.shape[1:]), layer.features))
+        elif context.method_name == "__call__" and isinstance(layer, nn.Conv) and x.ndim == 4:
+            size, stride, dilation = (_pair(getattr(layer, name)) for name in ("kernel_size", "strides",
+                                                                            "kernel_dilation"))
+            if len(set(size)) == len(set(stride)) == len(set(dilation)) == 1 and x.shape[1] == x.shape[2]:
+                found.append(KernelSpec("conv", x.shape[-1], layer.features, k=size[0], stride=stride[0],
+                                        groups=layer.feature_group_count, dilation=dilation[0], side=x.shape[1]))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
+                       jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return found
+
+
+def _pair(value) -> tuple[int, ...]:
+    """A Flax window, stride or dilation field as a tuple (None: 1)."""
+    if value is None:
+        return (1, 1)
+    return (value, value) if isinstance(value, int) else tuple(value)
