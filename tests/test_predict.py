@@ -237,7 +237,7 @@ def test_rows_of_another_device_are_refused(tmp_path):
 def test_times_are_set_against_the_pace_recorded_beside_them(tmp_path):
     log = tmp_path / "calibration.jsonl"
     lines = []
-    for i, pace in enumerate([1e-3, 2e-3, None, "fast", -1.0]):
+    for i, pace in enumerate([1e-3, 2e-3, None, "fast", -1.0, True]):
         row = dataclasses.asdict(results_lib.Row(
             model=f"conv:cin=8,cout=8,k=1,stride=1,groups=1,dilation=1,side={4 + i}", display_name="",
             family="kernel", batch_size=1, resolution=4 + i, native_resolution=4 + i, precision="float32",
@@ -246,7 +246,7 @@ def test_times_are_set_against_the_pace_recorded_beside_them(tmp_path):
     log.write_text("\n".join(lines) + "\n")
     found = calibrate.read_points([str(log)], "here", "float32", {})
     # The typical pace is the median of the two readings; a line without a reading (or a garbled one) stays as timed.
-    assert [p.latency_s for p in found] == pytest.approx([1.5e-4, 0.75e-4, 1e-4, 1e-4, 1e-4])
+    assert [p.latency_s for p in found] == pytest.approx([1.5e-4, 0.75e-4, 1e-4, 1e-4, 1e-4, 1e-4])
 
 
 def test_the_calibration_budget_counts_every_runs_timing(tmp_path):

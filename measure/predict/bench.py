@@ -6,11 +6,12 @@ kernels for --calibration_s. It fits the predictor on the kernels and a share of
 variants, then prints, at each batch size, the share of held-out points predicted within +-10 %
 of measured (nn-Meter's metric): held-out ResNet variants (a seen space) and the families it never
 saw; beside it, a FLOPs-only linear baseline fitted on the same points. Last, the rate at which
-the predictor ranks variants, counting included (from a cold cost memo, then warm), and how
-often a second timing of the held-out ResNets lands within +-10 % of the first: the ceiling any
-predictor meets on this machine; and how well some of them are predicted from their own layers,
-each timed alone: the ceiling of any predictor that adds up per-layer times, as nn-Meter does. Times are set against the machine's pace (see
-measure.predict.calibrate). It writes bench.json and predicted_vs_measured (PNG and SVG).
+the predictor ranks variants, counting included (from a cold cost memo, then warm). And two
+ceilings: how often a second timing of the held-out ResNets lands within +-10 % of the first (no
+predictor does better on this machine), and how well some of them are predicted from their own
+layers, each timed alone (no predictor that adds up per-layer times, as nn-Meter does, does
+better). Times are set against the machine's pace (see measure.predict.calibrate). It writes
+bench.json and predicted_vs_measured (PNG and SVG).
 """
 
 import json
@@ -101,13 +102,13 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
     return agreed
 
 
-def composition(layers: dict, read: list, network_log: str, kernel_log: str, batch_sizes: tuple) -> dict:
+def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple) -> dict:
     """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c.
 
     a, b and c are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
-    timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, kernel_log)}
+    timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()
@@ -232,8 +233,8 @@ def main(argv):
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
     summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes)
     for batch_size, agreed in summary["composition"].items():
-        print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a per-layer "
-              f"and a per-call time fitted on them): {100 * agreed:.0f} % within +-10 %")
+        print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
+              f"per-layer and a per-call time fitted on them): {100 * agreed:.0f} % within +-10 %")
     print(f"ranking {len(ranked)} random ResNet variants (counted exactly, then predicted): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")
     files.atomic_write(os.path.join(out, "bench.json"), json.dumps(summary, indent=1) + "\n")

@@ -162,8 +162,9 @@ def timed_rows(path: str) -> list[tuple[results.Row, dict, Optional[float]]]:
 
 
 def _positive(value) -> Optional[float]:
-    """A recorded pace: a positive finite number, else None (an older log, or a hand-edited one)."""
-    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) and value > 0 else None
+    """A logged pace or duration: a positive finite number, else None (an older log's, or a hand-edited one's)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and np.isfinite(value) and value > 0 else None
 
 
 def read_points(paths: list[str], device: str, precision: str, environment: dict) -> list[model_lib.Point]:
