@@ -1,7 +1,8 @@
 """Benchmark of the design-space explorer: `python -m explore.bench` prints its speed figures.
 
-One section per figure, each its own function called from `main`: the rate of a cost-only
-exploration of random ResNet variants through the cost memo (from a cold cache), the uncached
+One section per figure, each its own function called from `main`: the rate at which the explorer
+samples random ResNet variants (costs and realised configuration) through the cost memo (from a
+cold cache), the uncached
 rate for the ratio, a check that the memoised counts equal the uncached ones, and the wall time of the
 default demo (`python -m explore` with no flags) with what its analysis found.
 """
@@ -55,12 +56,13 @@ def per_minute(seconds: float, variants_counted: int) -> str:
 
 
 def memoised_rate(drawn: list[variants.Variant]) -> float:
-    """Prints the explorer's cost-only rate (explore.sample.costs, its shared memo emptied first); seconds taken."""
+    """Prints the rate of the explorer's work per variant (explore.sample.sample_of: costs and realised
+    configuration, through the shared memo emptied first); seconds taken."""
     memo = memo_lib.SHARED
     memo.clear()
     start = time.perf_counter()
     for variant in drawn:
-        sample.costs(variant)
+        sample.sample_of(variant)
     seconds = time.perf_counter() - start
     print(f"memoised, from a cold cache: {per_minute(seconds, len(drawn))}")
     print(f"  memo: {len(memo)} calls stored ({memo.weight} of {memo.capacity} cells), "

@@ -6,15 +6,11 @@ one already drawn; asking for more samples than the space has distinct points is
 """
 
 import dataclasses
-import functools
 import itertools
 import math
 import time
 from typing import Optional
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import models
@@ -66,13 +62,17 @@ class _Ticker:
                       f"(left: {values.format_duration(left)})")
 
 
-def costs(variant: variants.Variant, predictor: Optional[predict.Predictor] = None) -> dict:
-    """The variant's flops, macs, params and activations at batch 1, from measure.cost (its shared memo).
+def count_shared(variant: variants.Variant) -> cost.Cost:
+    """The variant's count at batch 1 through measure.cost's shared memo."""
+    return cost.count_variant(variant, memo=cost_memo.SHARED)
+
+
+def costs(counted: cost.Cost, predictor: Optional[predict.Predictor] = None) -> dict:
+    """A counted variant's flops, macs, params and activations at batch 1.
 
     With a predictor, also its predicted latency per image at batch 1 with the interval, and energy
     where the predictor knows the power, each under a key that says predicted.
     """
-    counted = cost.count_variant(variant, memo=cost_memo.SHARED)
     found = {"flops": counted.ops("flops"), "macs": counted.ops("macs"), "params": counted.params,
              "activations": counted.total.activations}
     if predictor is not None:
@@ -83,32 +83,17 @@ def costs(variant: variants.Variant, predictor: Optional[predict.Predictor] = No
     return found
 
 
-def realised(variant: variants.Variant, knobs=("width", "depths")) -> dict:
+def realised(variant: variants.Variant, counted: cost.Cost, knobs=("width", "depths")) -> dict:
     """The configuration a variant builds: the named knobs' values (those it has), its resolution, and
-    `channels`, the output channels of each top-level module once widths are rounded (multiples of 8)."""
+    `channels`, the output channels of each top-level module once widths are rounded (multiples of 8),
+    as its count traced them."""
     module = variant.module()
     config = {knob: getattr(module, knob) for knob in knobs if knob in models.knobs(variant.name)}
     if "depths" in config:
         config["depths"] = tuple(config["depths"])
     config[space_lib.RESOLUTION] = variant.input_shape()[1]
-    config["channels"] = output_channels(module, variant.input_shape())
+    config["channels"] = dict(counted.module_channels)
     return config
-
-
-def output_channels(module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Output channels of each top-level submodule of `module` (stem, stages, head) in call order, traced abstractly."""
-    channels = {}
-
-    def record(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and len(context.module.path) == 1:
-            channels.setdefault(context.module.path[0], int(jax.tree.leaves(out)[0].shape[-1]))
-        return out
-
-    with nn.intercept_methods(record):
-        jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
-                       jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    return channels
 
 
 def _config_knobs(space: space_lib.Space) -> tuple[str, ...]:
@@ -117,10 +102,13 @@ def _config_knobs(space: space_lib.Space) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name != space_lib.RESOLUTION))
 
 
-def _sample(variant: variants.Variant, knobs: tuple[str, ...], counted: dict | None = None,
-            predictor: Optional[predict.Predictor] = None) -> Sample:
-    """The Sample of a variant (its costs counted unless given)."""
-    return Sample(str(variant), realised(variant, knobs), counted if counted is not None else costs(variant, predictor))
+def sample_of(variant: variants.Variant, knobs: tuple[str, ...] = ("width", "depths"),
+              predictor: Optional[predict.Predictor] = None, counted: Optional[cost.Cost] = None,
+              found: Optional[dict] = None) -> Sample:
+    """The Sample of a variant: what the explorer does for each one (counted, and its costs found, unless given)."""
+    counted = counted if counted is not None else count_shared(variant)
+    return Sample(str(variant), realised(variant, counted, knobs), found if found is not None else
+                  costs(counted, predictor))
 
 
 def _check_points(space: space_lib.Space, points_per_knob) -> dict[str, int]:
@@ -177,7 +165,7 @@ def grid(space, points_per_knob, progress=None, predictor: Optional[predict.Pred
     knobs, names = _config_knobs(space), [k.name for k in space.knobs]
     ticker, samples = _Ticker(progress, space.name, math.prod(len(axis) for axis in axes)), []
     for point in itertools.product(*axes):
-        samples.append(_sample(space.variant(dict(zip(names, point, strict=True))), knobs, predictor=predictor))
+        samples.append(sample_of(space.variant(dict(zip(names, point, strict=True))), knobs, predictor=predictor))
         ticker.tick(len(samples))
     return samples
 
@@ -256,9 +244,10 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
         if str(variant) in seen:
             continue
         seen.add(str(variant))
-        counted = costs(variant, predictor)
-        if all(low <= counted[metric] <= high for metric, (low, high) in bounds.items()):
-            samples.append(_sample(variant, knobs, counted))
+        counted = count_shared(variant)
+        found = costs(counted, predictor)
+        if all(low <= found[metric] <= high for metric, (low, high) in bounds.items()):
+            samples.append(sample_of(variant, knobs, counted=counted, found=found))
         ticker.tick(len(samples))  # after rejections too: tight constraints may keep few of many costed
     if len(samples) < count and not bounds:
         raise UserError(f"space {space.name!r}: only {len(samples)} distinct of {count} samples after {draws} draws; "
@@ -272,5 +261,5 @@ def random_sample(space, count: int, seed: int = 0, constraints=None, max_draws:
 
 def series(base: str, rule: str, steps=None, predictor: Optional[predict.Predictor] = None) -> dict[float, Sample]:
     """The scaling series of `space.scaling` as Samples, keyed by multiplier (phi for compound)."""
-    return {step: _sample(variant, ("width", "depths"), predictor=predictor)
+    return {step: sample_of(variant, ("width", "depths"), predictor=predictor)
             for step, variant in space_lib.scaling(base, rule, steps).items()}

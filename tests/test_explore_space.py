@@ -202,11 +202,14 @@ def test_bad_input_one_line_user_error(call, match):
 
 
 def test_realised_configuration_has_the_rounded_channels_of_each_stage():
-    config = sample.realised(variants.variant("resnet18:depths=1-2-1-1,width=0.3,resolution=32"))
-    assert config["depths"] == (1, 2, 1, 1) and config["resolution"] == 32
-    # 64 * 0.3 = 19.2 rounds to 24 (a multiple of 8 within 10 %); 128 * 0.3 = 38.4 to 40, and so on.
-    assert config["channels"] == {"stem_conv": 24, "stem_bn": 24, "stage1": 24, "stage2": 40, "stage3": 80,
-                                  "stage4": 152, "fc": 1000}
+    variant = variants.variant("resnet18:depths=1-2-1-1,width=0.3,resolution=32")
+    # Counted without the memo, then twice through it (the second time every stage is answered from it).
+    for counted in (cost.count_variant(variant), sample.count_shared(variant), sample.count_shared(variant)):
+        config = sample.realised(variant, counted)
+        assert config["depths"] == (1, 2, 1, 1) and config["resolution"] == 32
+        # 64 * 0.3 = 19.2 rounds to 24 (a multiple of 8 within 10 %); 128 * 0.3 = 38.4 to 40, and so on.
+        assert config["channels"] == {"stem_conv": 24, "stem_bn": 24, "stage1": 24, "stage2": 40, "stage3": 80,
+                                      "stage4": 152, "fc": 1000}
 
 
 def test_a_few_random_samples_reach_both_ends_of_every_knob():

@@ -47,6 +47,9 @@ class Cost:
     # The variables' shapes and dtypes as the trace made them: timing draws its weights for these
     # instead of tracing the network again.
     variables: Optional[dict] = dataclasses.field(default=None, repr=False, compare=False)
+    # Output channels of each top-level submodule (stem, stages, head), in call order: the explorer's
+    # realised configuration, read from this trace rather than another.
+    module_channels: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @functools.cached_property
     def total(self) -> rules.Tally:
@@ -167,7 +170,7 @@ def _cross_entropy_step(module: nn.Module):
 
 
 def _record_calls(calls: list, memo=None):
-    """An interceptor noting every module call (path, class, paper cost, output elements) in `calls`.
+    """An interceptor noting every module call (a memo.Call) in `calls`.
 
     With a memo it answers the cacheable submodule calls from it, noting them as memo.Answered
     before their own call. Its trace's token is pushed on `_TRACES`: a memo miss traces the call
@@ -183,9 +186,10 @@ def _record_calls(calls: list, memo=None):
         else:
             out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
-            elements = sum(rules.size(leaf) for leaf in jax.tree.leaves(out))
-            calls.append((context.module.path, type(context.module).__name__,
-                          rules.paper_module_cost(context.module), elements))
+            leaves = jax.tree.leaves(out)
+            calls.append(memo_lib.Call(context.module.path, type(context.module).__name__,
+                                       rules.paper_module_cost(context.module), sum(rules.size(leaf) for leaf in leaves),
+                                       int(leaves[0].shape[-1]) if leaves and leaves[0].ndim else 0))
         return out
 
     return token, record
@@ -245,7 +249,7 @@ def _walk(closed, calls: list, root: str, static: frozenset, train: bool, keep_c
 
     With `keep_calls` memoised calls are kept by reference (a memo entry's own rows).
     """
-    opaque = {(root,) + path for path, _, factor, _ in memo_lib.flat_calls(calls) if factor is not None}
+    opaque = {(root,) + call.path for call in memo_lib.flat_calls(calls) if call.factor is not None}
     raw = walk_lib.Breakdown(calls=[] if keep_calls else None)
     walk_lib.walk(closed.jaxpr, raw, static=static, skip_static=not train,
                   is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
@@ -276,7 +280,7 @@ def _count_call(module: nn.Module, args: tuple, kwargs: dict, memo) -> Optional[
                                   raw.unknown_primitives, raw.notes,
                                   [(lengths, scope[1:], entry, n) for lengths, scope, entry, n in raw.calls])
     outs = traced.closed.jaxpr.outvars[:len(jax.tree.leaves(traced.out))]
-    inner = tuple(c for c in traced.calls if isinstance(c, memo_lib.Answered) or c[0])  # its own call is the caller's
+    inner = tuple(c for c in traced.calls if isinstance(c, memo_lib.Answered) or c.path)  # its own call is the caller's
     return memo_lib.Entry(relative, inner, traced.variables, traced.own_leaves, jax.tree.structure(traced.out),
                           tuple(v.aval for v in outs), *profile)
 
@@ -318,9 +322,9 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
             breakdown.per_scope[relative] += tally
         else:  # the walk's own tally, not shared
             breakdown.per_scope[relative] = tally
-    for path, kind, factor, elements in calls:
-        if not train and factor:
-            breakdown.add(path, f"{kind} (module)", rules.Tally(paper_other=factor * elements))
+    for call in calls:
+        if not train and call.factor:
+            breakdown.add(call.path, f"{call.kind} (module)", rules.Tally(paper_other=call.factor * call.elements))
 
     params = variables.get("params", {})  # a network without parameters has no collection
     state = {k: v for k, v in variables.items() if k != "params"}
@@ -328,9 +332,13 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     for key_path, leaf in tree_util.tree_flatten_with_path(params)[0]:
         scope = tuple(k.key for k in key_path[:-1])
         scope_params[scope] = scope_params.get(scope, 0) + rules.size(leaf)
+    channels = {}
+    for call in calls:
+        if len(call.path) == 1:
+            channels.setdefault(call.path[0], call.channels)
     return Cost(breakdown, input_bytes=memory.nbytes(x), scope_params=scope_params, peak_activation_bytes=peak,
                 param_bytes=_bytes(params), batch_stats=sum(rules.size(leaf) for leaf in jax.tree.leaves(state)),
-                batch_stats_bytes=_bytes(state), variables=variables)
+                batch_stats_bytes=_bytes(state), variables=variables, module_channels=channels)
 
 
 def count_variant(variant: models.Variant, batch_size: int = 1, train: bool = False, dtype=jnp.float32,

@@ -60,7 +60,7 @@ class Entry:
     """
 
     breakdown: Any  # walk.Breakdown keeping calls, scopes relative to the submodule
-    calls: tuple  # module calls inside it: (path relative to it, class name, paper factor, output elements) or Answered
+    calls: tuple  # module calls inside it (Call, path relative to it) or Answered
     variables: dict  # abstract variables by collection, rooted at the submodule
     own_leaves: int  # how many of the variables' leaves are its own, not a memoised call's
     out_tree: Any
@@ -92,6 +92,16 @@ memoised_call_p.multiple_results = True
 memoised_call_p.def_abstract_eval(lambda *operands, entry: entry.out_avals)
 
 
+class Call(NamedTuple):
+    """One module call in a trace, in call order."""
+
+    path: tuple
+    kind: str  # the module's class name
+    factor: Optional[int]  # rules.paper_module_cost: paper-convention operations per output element, if any
+    elements: int  # output elements
+    channels: int  # the last dimension of its first output (0 for a scalar)
+
+
 class Answered(NamedTuple):
     """A call answered from the memo, among a trace's module calls: its inner calls are its entry's."""
 
@@ -100,13 +110,12 @@ class Answered(NamedTuple):
 
 
 def flat_calls(calls, prefix: tuple = ()):
-    """Every module call (path, class name, paper factor, output elements) in order, answered ones' inner calls too."""
+    """Every module Call in order, answered ones' inner calls too, with paths from the trace's root."""
     for call in calls:
         if isinstance(call, Answered):
             yield from flat_calls(call.entry.calls, prefix + call.path)
         else:
-            path, kind, factor, elements = call
-            yield prefix + path, kind, factor, elements
+            yield call._replace(path=prefix + call.path)
 
 
 def entry_of(eqn) -> Optional[Entry]:

@@ -22,7 +22,8 @@ import numpy as np
 from absl import flags
 
 import models
-from core import cli, files, joblog, runtime, values
+from core import cli, files, runtime, values
+from explore import sample
 from measure import device as device_lib
 from measure import points, predict, results, timing
 from measure.analysis import plotting
@@ -123,13 +124,15 @@ def composition(layers: dict, read: list, network_log: str, layer_log: str, batc
 
 
 def ranking_rate(names: list[str], predictor: model_lib.Predictor) -> tuple[float, float]:
-    """Variants per minute counted and predicted at batch 1: from a cold cost memo, then again warm."""
+    """Variants per minute the explorer samples with the predictor (counts, predictions and realised
+    configuration, explore.sample.sample_of): from a cold cost memo, then again warm."""
     rates = []
     cost_memo.SHARED.clear()
+    drawn = [models.variant(name) for name in names]
     for _ in range(2):
         start = time.perf_counter()
-        for name in names:
-            predictor.predict(calibrate.layers_of(name), 1)
+        for variant in drawn:
+            sample.sample_of(variant, predictor=predictor)
         rates.append(len(names) / (time.perf_counter() - start) * 60)
     return rates[0], rates[1]
 
@@ -235,7 +238,8 @@ def main(argv):
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
               f"per-layer and a per-call time fitted on them): {100 * agreed:.0f} % within +-10 %")
-    print(f"ranking {len(ranked)} random ResNet variants (counted exactly, then predicted): {cold:,.0f} per minute "
+    print(f"the explorer ranks {len(ranked)} random ResNet variants (counted exactly, predicted, configuration "
+          f"realised): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")
     files.atomic_write(os.path.join(out, "bench.json"), json.dumps(summary, indent=1) + "\n")
     for batch_size in batch_sizes:
