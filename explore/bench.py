@@ -2,9 +2,9 @@
 
 One section per figure, each its own function called from `main`: the rate at which the explorer
 samples random ResNet variants (costs and realised configuration) through the cost memo (from a
-cold cache), the uncached
-rate for the ratio, a check that the memoised counts equal the uncached ones, and the wall time of the
-default demo (`python -m explore` with no flags) with what its analysis found.
+cold cache), the uncached rate for the ratio, a check that the memoised counts equal the uncached
+ones, and the wall time of the default demo (`python -m explore` with no flags) with what its
+analysis found.
 """
 
 import json

@@ -75,9 +75,8 @@ def settings_from_flags() -> run_lib.Settings:
         raise UserError("--ranges items need both ends, e.g. width=0.25:1")
     constraints = tuple(values.bounds("constraints", item, example="flops=:1e9") for item in _CONSTRAINTS.value)
     for metric, _, _ in constraints:
-        if metric not in sample.METRICS and metric not in sample.PREDICTED:
-            raise UserError(f"--constraints: unknown metric {metric!r}; choose from: "
-                            f"{', '.join(sample.METRICS + tuple(sample.PREDICTED))}")
+        if metric not in sample.CONSTRAINABLE:
+            raise UserError(f"--constraints: unknown metric {metric!r}; choose from: {', '.join(sample.CONSTRAINABLE)}")
     budgets = tuple(mj / 1e3 for mj in values.numbers("energy_budgets_mj", _ENERGY_BUDGETS.value))
     if not all(b > 0 for b in budgets):
         raise UserError(f"--energy_budgets_mj takes positive energies per image in mJ; got "

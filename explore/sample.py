@@ -24,6 +24,10 @@ from models import variants
 METRICS = ("flops", "macs", "params", "activations")
 # Constraints on a predictor's figures at batch 1 (measure.predict), by the cost key that holds them.
 PREDICTED = {"latency_ms": "predicted_latency_ms_b1", "energy_mj": "predicted_energy_mj_b1"}
+CONSTRAINABLE = METRICS + tuple(PREDICTED)
+# The keys `costs` adds with a predictor: its latency per image at batch 1, the interval's ends, and energy.
+PREDICTED_COSTS = ("predicted_latency_ms_b1", "predicted_latency_low_ms_b1", "predicted_latency_high_ms_b1",
+                   "predicted_energy_mj_b1")
 DRAWS_PER_SAMPLE = 20  # random_sample gives up after this many draws per sample asked for (plus DRAWS_SLACK)
 DRAWS_SLACK = 100
 PROGRESS_EVERY = 100  # variants costed between progress lines...
@@ -77,9 +81,8 @@ def costs(counted: cost.Cost, predictor: Optional[predict.Predictor] = None) -> 
              "activations": counted.total.activations}
     if predictor is not None:
         guess = predictor.predict(predict.Layers.of(counted), 1)
-        found.update(predicted_latency_ms_b1=guess.latency_s * 1e3, predicted_latency_low_ms_b1=guess.low_s * 1e3,
-                     predicted_latency_high_ms_b1=guess.high_s * 1e3,
-                     predicted_energy_mj_b1=None if guess.energy_j is None else guess.energy_j * 1e3)
+        found.update(zip(PREDICTED_COSTS, (guess.latency_s * 1e3, guess.low_s * 1e3, guess.high_s * 1e3,
+                                           None if guess.energy_j is None else guess.energy_j * 1e3), strict=True))
     return found
 
 
@@ -178,8 +181,8 @@ def check_constraints(constraints, predictor: Optional[predict.Predictor] = None
     """
     checked = {}
     for metric, bounds in (constraints or {}).items():
-        if metric not in METRICS and metric not in PREDICTED:
-            raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(METRICS + tuple(PREDICTED))}")
+        if metric not in CONSTRAINABLE:
+            raise UserError(f"unknown constraint {metric!r}; choose from: {', '.join(CONSTRAINABLE)}")
         if metric in PREDICTED and predictor is None:
             raise UserError(f"constraint {metric} is on a predicted figure: give --predictor=FILE "
                             "(python -m measure.predict fits one)")

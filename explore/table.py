@@ -23,9 +23,7 @@ Columns (None where not measured; B is each batch size timed, S each seed traine
 from typing import Optional
 
 from explore import analyse as analyse_lib
-
-PREDICTED = ("predicted_latency_ms_b1", "predicted_latency_low_ms_b1", "predicted_latency_high_ms_b1",
-             "predicted_energy_mj_b1")
+from explore import sample
 from measure import findings, results
 
 
@@ -37,7 +35,7 @@ def records(analysis: analyse_lib.Analysis, run_summary: dict) -> list[dict]:
                   **{knob: _plain(v.config.get(knob)) for knob in ("width", "depths", "resolution", "channels")},
                   "gflops": v.costs["flops"] / 1e9, "gmacs": v.costs["macs"] / 1e9, "params": v.costs["params"],
                   "activations": v.costs["activations"],
-                  **{key: v.costs[key] for key in PREDICTED if key in v.costs}}
+                  **{key: v.costs[key] for key in sample.PREDICTED_COSTS if key in v.costs}}
         for batch, row in sorted(v.rows.items()):
             ok = row.status == results.OK
             energy = findings.energy_per_image_j(row) if ok else None

@@ -93,7 +93,7 @@ def table(results: list[dict]) -> list[dict]:
     """One row per result: what was trained, its GFLOPs per image, top-1 [%] and training seconds."""
     rows = []
     for r in results:
-        gflops = (sample.costs(sample.count_shared(models.variant(r["variant"])))["flops"] / 1e9 if r["kind"] == jobs_lib.TRAIN
+        gflops = (sample.count_shared(models.variant(r["variant"])).ops("flops") / 1e9 if r["kind"] == jobs_lib.TRAIN
                   else None)
         rows.append({"model": r.get("variant", f"{LINEAR} on pixels ({r.get('resolution')} px)"),
                      "gflops": gflops, "top1_pct": 100 * r["top1"] if r["status"] == "ok" else None,

@@ -20,7 +20,8 @@ from measure import results as results_lib
 from measure.predict import calibrate, features, kernels
 from measure.predict import model as model_lib
 
-SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32", "resnet50:depths=1-1-1-1,width=0.25,resolution=32"]
+SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32",
+                 "resnet50:depths=1-1-1-1,width=0.25,resolution=32"]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,8 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     loaded = predict.load(path)
     assert loaded.coefficients == fitted.coefficients and loaded.interval == pytest.approx(fitted.interval)
     loaded.check_here(here, "float32", path)
-    with pytest.raises(UserError, match=r"fitted with device 'cpu: here', not .*'NVIDIA H200'.*python -m measure.predict"):
+    with pytest.raises(UserError,
+                       match=r"fitted with device 'cpu: here', not .*'NVIDIA H200'.*python -m measure.predict"):
         loaded.check_here({**here, "device": "NVIDIA H200"}, "float32", path)
     with pytest.raises(UserError, match="fitted with xla_flags"):
         loaded.check_here({**here, "xla_flags": "--xla_foo"}, "float32", path)
@@ -311,7 +313,8 @@ def test_a_budget_too_short_still_times_the_targets_a_fit_needs(tmp_path):
 def test_bad_input_to_the_fit_is_one_line(tmp_path, run_program):
     for args, message in [([f"--out={tmp_path}"], "is a directory"),
                           ([f"--out={tmp_path}/new/p.json", "--calibration_s=0"], "too few to fit"),
-                          ([f"--out={tmp_path}/p.json", "--calibration_s=0", "--results=/no/such/dir"], "does not exist"),
+                          ([f"--out={tmp_path}/p.json", "--calibration_s=0", "--results=/no/such/dir"],
+                           "does not exist"),
                           ([f"--out={tmp_path}/p.json", "--batch_sizes=0"], "batch_sizes"),
                           ([f"--out={tmp_path}/p.json", "--networks=resnet18:width=nope"], "width")]:
         result = run_program("measure.predict", *args)

@@ -187,9 +187,10 @@ def _record_calls(calls: list, memo=None):
             out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
             leaves = jax.tree.leaves(out)
+            elements = sum(rules.size(leaf) for leaf in leaves)
+            channels = int(leaves[0].shape[-1]) if leaves and leaves[0].ndim else 0
             calls.append(memo_lib.Call(context.module.path, type(context.module).__name__,
-                                       rules.paper_module_cost(context.module), sum(rules.size(leaf) for leaf in leaves),
-                                       int(leaves[0].shape[-1]) if leaves and leaves[0].ndim else 0))
+                                       rules.paper_module_cost(context.module), elements, channels))
         return out
 
     return token, record

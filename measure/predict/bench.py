@@ -183,9 +183,8 @@ def main(argv):
         calibrate.calibrate(resnets + list(UNSEEN) + paper, network_log, timer, float("inf"))
         # The held-out ResNets once more, last: how far two timings of one network differ on this machine.
         calibrate.calibrate(resnets[_FIT.value:], repeat_log, timer, float("inf"))
-        layers = {name: [str(k) for k in kernels.of_network(models.variant(name).module(),
-                                                              models.variant(name).input_shape(1))]
-                  for name in resnets[_FIT.value:][:_COMPOSITION.value]}
+        composed = [models.variant(name) for name in resnets[_FIT.value:][:_COMPOSITION.value]]
+        layers = {str(v): [str(k) for k in kernels.of_network(v.module(), v.input_shape(1))] for v in composed}
         calibrate.calibrate(list(dict.fromkeys(k for ks in layers.values() for k in ks)), composition_log, timer,
                             float("inf"))
     except KeyboardInterrupt as interrupt:
