@@ -21,11 +21,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity (taskset, a container's cpuset), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this OS: the machine's count
+        return os.cpu_count() or 1
+
+
 def device_name(device: Optional[jax.Device] = None) -> str:
-    """A readable name of the device: the GPU's kind, or the CPU's model with its core count."""
+    """A readable name of the device: the GPU's kind, or the CPU's model with the cores this process may use.
+
+    The cores are part of the name: timings on one core and on two must never share a results
+    directory or a predictor.
+    """
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        return f"cpu: {_cpu_model()}, {os.cpu_count()} cores"
+        cores = usable_cores()
+        return f"cpu: {_cpu_model()}, {cores} {'core' if cores == 1 else 'cores'}"
     return device.device_kind
 
 

@@ -30,6 +30,30 @@ def test_every_network_counts_the_same(name):
     assert memoised.ops("paper", dense_groups=True) == uncached.ops("paper", dense_groups=True) > 0
 
 
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "enet"])
+def test_skipping_flax_plain_field_registration_changes_no_count(name, monkeypatch):
+    """Counts (eval with and without a memo, training) equal those with Flax registering every field."""
+    def counts():
+        return [count_lib.every_count(cost.count_model(name, memo=memo_lib.Memo())),
+                count_lib.every_count(cost.count_model(name)),
+                count_lib.every_count(cost.count_model(name, batch_size=2, train=True))]
+
+    fast = counts()
+    monkeypatch.setattr(count_lib, "_plain_field", lambda value: False)  # every field registered, as Flax does alone
+    assert counts() == fast
+
+
+def test_a_count_skips_registering_plain_fields_and_restores_flax(monkeypatch):
+    registered = []
+    original = nn.Module._register_submodules
+    monkeypatch.setattr(nn.Module, "_register_submodules",
+                        spy := lambda module, field, value: registered.append(value) or original(module, field, value))
+    cost.count_model("resnet18", memo=memo_lib.Memo())
+    assert registered  # what may hold a submodule still goes through Flax...
+    assert not [value for value in registered if count_lib._plain_field(value)]  # ...and no plain value does
+    assert nn.Module._register_submodules is spy
+
+
 def _random_variants(count_per_space: int, seed: int):
     """Seeded random variants of the ResNet, VGG and ENet spaces."""
     rng = np.random.default_rng(seed)

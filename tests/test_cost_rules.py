@@ -1,5 +1,6 @@
 """Hand-computed counts of small functions in every convention, each also checked against XLA."""
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -12,7 +13,7 @@ from jax import lax
 import models
 from measure import cost
 from measure.cost import count as count_lib
-from measure.cost import walk
+from measure.cost import rules, walk
 from models import layers
 
 S = jax.ShapeDtypeStruct
@@ -406,3 +407,13 @@ def test_scopes_of_named_scopes_key_the_per_layer_rows():
 
     rows = {r.path: r.ops for r in cost.count_function(two_layers, S((4, 8), F32), S((8, 8), F32)).per_layer("macs")}
     assert rows == {"first": 256, "second": 256}
+
+
+def test_tally_adds_and_scales_every_field():
+    """Tally's hand-written += and scaled() touch every field (a new field must be added to both)."""
+    names = [f.name for f in dataclasses.fields(rules.Tally)]
+    a = rules.Tally(*range(1, len(names) + 1))
+    b = rules.Tally(*(10 * (i + 1) for i in range(len(names))))
+    a += b
+    assert [getattr(a, n) for n in names] == [11 * (i + 1) for i in range(len(names))]
+    assert [getattr(b.scaled(3), n) for n in names] == [30 * (i + 1) for i in range(len(names))]

@@ -17,7 +17,7 @@ import pytest
 import models
 from core import files
 from core.errors import UserError
-from measure import main_job, points, power, results, timing
+from measure import device, main_job, points, power, results, timing
 
 FAST = timing.TimingOptions(min_time_s=0.0, min_repeats=2, warmup=1)
 MEASURE = points.Settings(resolution=32, timing_options=FAST, power_window_s=0.05, idle_settle_s=0.0)
@@ -403,3 +403,13 @@ def test_a_bug_while_measuring_is_recorded_as_an_error_and_keeps_its_traceback(t
         run_quietly(main_job.Config(out_dir=str(tmp_path), **ONE))
     (row,) = results.read(str(tmp_path)).rows
     assert (row.status, row.error) == ("error", "ZeroDivisionError: a bug in the harness")
+
+
+def test_a_cpu_is_named_with_the_cores_this_process_may_use(monkeypatch):
+    """Timings pinned to one core (taskset, a cpuset) and on all of them never share a name, a directory or a fit."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    one = device.device_name()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 5})
+    three = device.device_name()
+    assert one.startswith("cpu: ") and one.endswith(", 1 core")
+    assert three == one[:-len("1 core")] + "3 cores"

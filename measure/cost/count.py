@@ -1,13 +1,16 @@
 """Costs of a JAX function or a Flax model, traced abstractly: nothing is allocated or run."""
 
+import contextlib
 import dataclasses
 import functools
 import itertools
+import types
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import tree_util
 
 import models
@@ -138,13 +141,53 @@ def _bytes(tree) -> int:
     return sum(memory.nbytes(leaf) for leaf in jax.tree.leaves(tree))
 
 
+@contextlib.contextmanager
 def _module_scopes():
     """Flax's named scope around every module call, on whatever the user's FLAX_PROFILE says.
 
     The per-layer rows and the paper's module-level rules key on these scopes; Flax opens them
-    only when its `flax_profile` setting is on. The override restores the setting on exit.
+    only when its `flax_profile` setting is on. The override restores the setting on exit. Flax's
+    registration of plain fields is skipped meanwhile (`_plain_fields_unregistered`).
     """
-    return nn.override_named_call(True)
+    with nn.override_named_call(True), _plain_fields_unregistered():
+        yield
+
+
+_PLAIN_ATOMS = (type(None), bool, int, float, str, types.FunctionType, np.dtype)
+
+
+def _plain_field(value) -> bool:
+    """Whether a module field's value can hold no submodule: atoms, functions, classes and tuples of them."""
+    kind = type(value)
+    return kind in _PLAIN_ATOMS or isinstance(value, type) or (kind is tuple and all(map(_plain_field, value)))
+
+
+@contextlib.contextmanager
+def _plain_fields_unregistered():
+    """Within: Flax's submodule registration skips the fields that can hold no submodule (`_plain_field`).
+
+    Flax registers every field of every module it binds, twice (when the module is bound and when
+    it is set up): it maps over the value in search of submodules and freezes it. For a plain value
+    that finds nothing and changes nothing, yet it is the largest part of building a module, and a
+    sweep builds tens of thousands. So while a count traces, Flax's private
+    `Module._register_submodules` passes plain values by; where this Flax has no such method, or a
+    count is already tracing, nothing changes. tests/test_cost_memo.py checks every count is the same.
+    """
+    register = getattr(nn.Module, "_register_submodules", None)
+    if register is None or getattr(register, "skips_plain_fields", False):
+        yield
+        return
+
+    def register_unless_plain(module, name, value):
+        if not _plain_field(value):
+            register(module, name, value)
+
+    register_unless_plain.skips_plain_fields = True
+    nn.Module._register_submodules = register_unless_plain
+    try:
+        yield
+    finally:
+        nn.Module._register_submodules = register
 
 
 def count_function(fn, *args) -> Cost:
@@ -250,7 +293,7 @@ def _walk(closed, calls: list, root: str, static: frozenset, train: bool, keep_c
 
     With `keep_calls` memoised calls are kept by reference (a memo entry's own rows).
     """
-    opaque = {(root,) + call.path for call in memo_lib.flat_calls(calls) if call.factor is not None}
+    opaque = {(root,) + call.path for call in memo_lib.paper_calls(calls)}
     raw = walk_lib.Breakdown(calls=[] if keep_calls else None)
     walk_lib.walk(closed.jaxpr, raw, static=static, skip_static=not train,
                   is_opaque=lambda scope: any(scope[:i] in opaque for i in range(1, len(scope) + 1)))
@@ -312,7 +355,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
     else:
         traced, raw, peak = _eval_count(module, (x,), {"train": False}, memo,
                                         lambda traced: memory.peak_live_bytes(traced.closed.jaxpr, traced.static))
-        calls, variables = list(memo_lib.flat_calls(traced.calls)), traced.variables
+        calls, variables = traced.calls, traced.variables
 
     breakdown = walk_lib.Breakdown(per_primitive=raw.per_primitive, unknown_primitives=raw.unknown_primitives,
                                    notes=raw.notes)
@@ -323,7 +366,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
             breakdown.per_scope[relative] += tally
         else:  # the walk's own tally, not shared
             breakdown.per_scope[relative] = tally
-    for call in calls:
+    for call in memo_lib.paper_calls(calls):
         if not train and call.factor:
             breakdown.add(call.path, f"{call.kind} (module)", rules.Tally(paper_other=call.factor * call.elements))
 
@@ -334,8 +377,8 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
         scope = tuple(k.key for k in key_path[:-1])
         scope_params[scope] = scope_params.get(scope, 0) + rules.size(leaf)
     channels = {}
-    for call in calls:
-        if len(call.path) == 1:
+    for call in calls:  # the trace's own: an answered call's inner calls are never top-level
+        if isinstance(call, memo_lib.Call) and len(call.path) == 1:
             channels.setdefault(call.path[0], call.channels)
     return Cost(breakdown, input_bytes=memory.nbytes(x), scope_params=scope_params, peak_activation_bytes=peak,
                 param_bytes=_bytes(params), batch_stats=sum(rules.size(leaf) for leaf in jax.tree.leaves(state)),

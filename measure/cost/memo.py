@@ -85,6 +85,15 @@ class Entry:
         """The entries of the memoised calls inside it."""
         return (call.entry for call in self.calls if isinstance(call, Answered))
 
+    @functools.cached_property
+    def paper_calls(self) -> tuple:
+        """The module calls inside it that the paper costs as a whole (see `paper_calls`), paths relative to it.
+
+        Kept once per entry: every count that answers the call needs them, and flattening the calls
+        of nested entries again for each would cost more than the rest of its walk.
+        """
+        return tuple(paper_calls(self.calls))
+
 
 # Never lowered or differentiated: it only stands for a counted call inside an abstract trace.
 memoised_call_p = extend.core.Primitive("memoised_call")
@@ -109,13 +118,15 @@ class Answered(NamedTuple):
     entry: Entry
 
 
-def flat_calls(calls, prefix: tuple = ()):
-    """Every module Call in order, answered ones' inner calls too, with paths from the trace's root."""
+def paper_calls(calls):
+    """The module Calls with a paper cost (rules.paper_module_cost is not None) in order, answered ones' inner
+    ones too, with paths from the trace's root."""
     for call in calls:
         if isinstance(call, Answered):
-            yield from flat_calls(call.entry.calls, prefix + call.path)
-        else:
-            yield call._replace(path=prefix + call.path)
+            for inner in call.entry.paper_calls:
+                yield inner._replace(path=call.path + inner.path)
+        elif call.factor is not None:
+            yield call
 
 
 def entry_of(eqn) -> Optional[Entry]:

@@ -126,15 +126,23 @@ class Tally:
     equations: int = 0
 
     def __iadd__(self, other: "Tally") -> "Tally":
-        # Field by field through the slots: a sweep adds tallies millions of times, and a loop over
-        # dataclasses.fields costs more than the additions.
-        for name in _TALLY_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Written out field by field: a sweep adds tallies millions of times, and a loop over the
+        # fields costs several times the additions (tests/test_cost_rules.py checks every field is here).
+        self.macs += other.macs
+        self.macs_real_taps += other.macs_real_taps
+        self.macs_dense_groups += other.macs_dense_groups
+        self.elementwise += other.elementwise
+        self.transcendentals += other.transcendentals
+        self.paper_other += other.paper_other
+        self.activations += other.activations
+        self.equations += other.equations
         return self
 
     def scaled(self, factor: int) -> "Tally":
         """This tally repeated `factor` times (a loop body)."""
-        return Tally(*(getattr(self, name) * factor for name in _TALLY_FIELDS))
+        return Tally(self.macs * factor, self.macs_real_taps * factor, self.macs_dense_groups * factor,
+                     self.elementwise * factor, self.transcendentals * factor, self.paper_other * factor,
+                     self.activations * factor, self.equations * factor)
 
     def ops(self, convention: str, real_taps: bool = False, dense_groups: bool = False) -> int:
         """The operation count under a named convention (see the module docstring)."""
@@ -145,9 +153,6 @@ class Tally:
         if convention == "paper":
             return 2 * (self.macs_dense_groups if dense_groups else self.macs) + self.paper_other
         raise UserError(f"unknown convention {convention!r}; choose one of: {', '.join(CONVENTIONS)}")
-
-
-_TALLY_FIELDS = tuple(f.name for f in dataclasses.fields(Tally))
 
 
 def size(aval) -> int:
