@@ -17,7 +17,7 @@ from core.errors import UserError
 from explore import analyse, plan, table
 from measure import predict
 from measure import results as results_lib
-from measure.predict import calibrate, features, kernels
+from measure.predict import bench, calibrate, features, kernels
 from measure.predict import model as model_lib
 
 SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32",
@@ -329,3 +329,10 @@ def test_kernels_together_weigh_as_much_as_networks_together():
     weights = model_lib.weights(points)
     assert weights[:30].sum() == pytest.approx(weights[30:].sum()) == pytest.approx(len(points) / 2)
     np.testing.assert_allclose(model_lib.weights(points[:30]), 1.0)  # kernels alone: all alike
+
+
+def test_the_bench_refuses_more_variants_than_its_space_has_before_timing(tmp_path, run_program):
+    for flag in (f"--rank_variants={bench.DISTINCT_RESNETS + 1}", f"--fit_variants={bench.DISTINCT_RESNETS}"):
+        result = run_program("measure.predict.bench", f"--out={tmp_path}/b", flag)
+        assert result.returncode == 2 and f"{bench.DISTINCT_RESNETS:,} distinct variants" in result.stderr
+        assert result.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "b")

@@ -23,6 +23,7 @@ from absl import flags
 
 import models
 from core import cli, files, runtime, values
+from core.errors import UserError
 from explore import sample
 from measure import device as device_lib
 from measure import points, predict, results, timing
@@ -60,8 +61,18 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the variants and kernels.", low
 cli.require_finite(_CALIBRATION_S, _MIN_TIME)
 
 
+# Its knobs' values: 3 depths per stage (4 stages), 8 widths, 7 sides, both block types (random_resnets).
+DISTINCT_RESNETS = len(RESNETS) * 3 ** 4 * 8 * 7
+
+
 def random_resnets(count: int, seed: int) -> list[str]:
-    """`count` distinct ResNet variants: 1-3 blocks a stage, widths 0.125-1, 32-128 px, both block types."""
+    """`count` distinct ResNet variants: 1-3 blocks a stage, widths 0.125-1, 32-128 px, both block types.
+
+    UserError when the space has fewer than `count` (the draws would never end).
+    """
+    if count > DISTINCT_RESNETS:
+        raise UserError(f"the bench's ResNet space has {DISTINCT_RESNETS:,} distinct variants, fewer than the "
+                        f"{count:,} asked for; ask for at most that many")
     rng, drawn = np.random.default_rng(seed), {}
     while len(drawn) < count:
         variant = models.from_knobs(str(rng.choice(RESNETS)), int(rng.integers(2, 9)) * 16,
@@ -167,9 +178,10 @@ def main(argv):
     runtime.configure()
     device = device_lib.default_device()
     name, here = device_lib.device_name(device), predict.environment_here(device)
+    resnets = random_resnets(_FIT.value + _TEST.value, _SEED.value)
+    ranked = random_resnets(_RANK.value, _SEED.value + 1)  # drawn first: too many asked is refused before timing
     out = _OUT.value
     files.prepare_out_dir(out)
-    resnets = random_resnets(_FIT.value + _TEST.value, _SEED.value)
     fit_names, test_names = set(resnets[:_FIT.value]), set(resnets[_FIT.value:])
     paper = models.names() if _PAPER.value else []
     settings = points.Settings(timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
@@ -225,7 +237,6 @@ def main(argv):
             if row["test_set"] == label and row["worst"]:
                 print(f"  worst at batch {row['batch_size']} ({label[:24]}...): " +
                       ", ".join(f"{w['name']} {w['error_pct']:+.0f} %" for w in row["worst"]))
-    ranked = random_resnets(_RANK.value, _SEED.value + 1)
     cold, warm = ranking_rate(ranked, predictor)
     summary.update(rank_variants=len(ranked), rank_per_min_cold=cold, rank_per_min_warm=warm,
                    predictor=predictor.as_json())
