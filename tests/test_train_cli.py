@@ -257,9 +257,22 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
             "--steps=6", "--log_every=3", "--checkpoint_every=3", f"--workdir={tmp_path}",
             f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
-    hosts = [subprocess.Popen([sys.executable, "-m", "train", *args, f"--process_id={i}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
-    outputs = [host.communicate(timeout=300) for host in hosts]
+    # Each host writes to files, not pipes: a host blocked on a full pipe that nobody reads yet stops
+    # joining the collectives, and the other host waits for it forever.
+    logs = [(tmp_path.parent / f"{tmp_path.name}-host{i}.out", tmp_path.parent / f"{tmp_path.name}-host{i}.err")
+            for i in range(2)]
+    hosts = []
+    for i, (out, err) in enumerate(logs):
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            hosts.append(subprocess.Popen([sys.executable, "-m", "train", *args, f"--process_id={i}"], stdout=stdout,
+                                          stderr=stderr, text=True, env=env))
+    try:
+        for host in hosts:
+            host.wait(timeout=300)
+    finally:
+        for host in hosts:
+            host.kill()
+    outputs = [(out.read_text(), err.read_text()) for out, err in logs]
     assert [host.returncode for host in hosts] == [0, 0], outputs
     assert "on 4 cpu device(s)" in outputs[0][0] and "done:" in outputs[0][0]
     assert "[train]" not in outputs[1][0] and "done:" not in outputs[1][0]  # process 0 alone reports

@@ -31,6 +31,17 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         jax.distributed.initialize()  # JAX reads the coordinator and the ranks from SLURM's variables
 
 
+def shutdown() -> None:
+    """Leaves a multi-host run (nothing when alone): every host waits here for the others, then the service stops.
+
+    Left to interpreter exit, each host would leave in whatever order its objects are destroyed, and
+    one whose coordination service (process 0's) had already gone could wait out the service's
+    shutdown timeout, minutes, after every step was done.
+    """
+    if jax.distributed.is_initialized():
+        jax.distributed.shutdown()
+
+
 def _cpu_collectives() -> None:
     """CPU devices of several processes talk through gloo (GPUs use NCCL whatever this says)."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

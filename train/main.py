@@ -90,6 +90,7 @@ def main(argv):
     from train import trainer  # pylint: disable=import-outside-toplevel  # after the hosts have joined
     if _EVAL_ONLY.value:
         _evaluate(trainer, config)
+        distributed.shutdown()
         return
     try:
         result = trainer.fit(config, _WORKDIR.value, tensorboard=_TENSORBOARD.value, console=True,
@@ -98,6 +99,7 @@ def main(argv):
         where = f"the checkpoints are in {_WORKDIR.value}; run the same command to resume" if _WORKDIR.value else \
             "nothing was saved (no --workdir)"
         raise cli.Stopped.after(interrupt, where) from None
+    distributed.shutdown()  # every host has finished its steps and saves: they leave together
     if jax.process_index():  # one host reports
         return
     print(f"done: {result['model']} on {result['dataset']}, step {result['step']}: {_summary(result)}"
