@@ -89,8 +89,8 @@ class Entry:
     def paper_calls(self) -> tuple:
         """The module calls inside it that the paper costs as a whole (see `paper_calls`), paths relative to it.
 
-        Kept once per entry: every count that answers the call needs them, and flattening the calls
-        of nested entries again for each would cost more than the rest of its walk.
+        Kept once per entry (a few calls: BatchNorms, PReLUs): every count that answers the call needs
+        them, and would otherwise flatten the calls of every entry nested in it again.
         """
         return tuple(paper_calls(self.calls))
 
