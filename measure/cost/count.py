@@ -142,12 +142,13 @@ def _bytes(tree) -> int:
 
 
 @contextlib.contextmanager
-def _module_scopes():
-    """Flax's named scope around every module call, on whatever the user's FLAX_PROFILE says.
+def _counting_trace():
+    """What every counting trace runs under: Flax's named scopes on, its registration of plain fields off.
 
-    The per-layer rows and the paper's module-level rules key on these scopes; Flax opens them
-    only when its `flax_profile` setting is on. The override restores the setting on exit. Flax's
-    registration of plain fields is skipped meanwhile (`_plain_fields_unregistered`).
+    The per-layer rows and the paper's module-level rules key on the scope Flax names around every
+    module call, which it opens only when its `flax_profile` setting is on, whatever the user's
+    FLAX_PROFILE says; the override restores the setting on exit. `_plain_fields_unregistered` says
+    why the registration is skipped.
     """
     with nn.override_named_call(True), _plain_fields_unregistered():
         yield
@@ -192,7 +193,7 @@ def _plain_fields_unregistered():
 
 def count_function(fn, *args) -> Cost:
     """Costs of `fn` on abstract arguments (jax.ShapeDtypeStruct pytrees); no parameters known."""
-    with _module_scopes():
+    with _counting_trace():
         closed = jax.make_jaxpr(fn)(*args)
     breakdown = walk_lib.Breakdown()
     walk_lib.walk(closed.jaxpr, breakdown)
@@ -279,7 +280,7 @@ def _trace_eval(module: nn.Module, args: tuple, kwargs: dict, memo) -> _Trace:
 
     _TRACES.append(token)
     try:
-        with _module_scopes(), nn.intercept_methods(record):
+        with _counting_trace(), nn.intercept_methods(record):
             closed, (out, variables) = jax.make_jaxpr(init, return_shape=True)(
                 _abstract_key(), *(leaves[i] for i in positions))
     finally:
@@ -347,7 +348,7 @@ def count_module(module: nn.Module, input_shape: tuple[int, ...], train: bool = 
         variables = models.abstract_variables(module, input_shape, dtype)
         state = {k: v for k, v in variables.items() if k != "params"}
         labels = jax.ShapeDtypeStruct(input_shape[:1], jnp.int32)
-        with _module_scopes(), nn.intercept_methods(_record_calls(calls)[1]):
+        with _counting_trace(), nn.intercept_methods(_record_calls(calls)[1]):
             closed = jax.make_jaxpr(_cross_entropy_step(module))(variables.get("params", {}), state, x, labels)
         static = frozenset(closed.jaxpr.invars[:len(jax.tree.leaves(variables))])  # parameters are traced first
         raw = _walk(closed, calls, root, static, train)
