@@ -58,6 +58,25 @@ def test_fitting_recovers_a_known_cost_model(counted_points):
     assert fitted.coefficients["calls"] == pytest.approx(3e-5, rel=0.05)
 
 
+def test_fitting_finds_the_cache_beyond_which_weights_are_read_from_memory(counted_points):
+    # Dense layers of 8 to 128 MiB of weights: a made-up device whose cache holds 32 MiB.
+    dense = [f"dense:cin={cin},cout={cout}" for cin, cout in
+             ((1024, 2048), (2048, 2048), (2048, 3072), (2048, 4096), (3072, 4096), (4096, 4096), (4096, 8192))]
+    counted = counted_points + [(name, batch, calibrate.layers_of(name).vector(batch))
+                                for name in dense for batch in (1, 4)]
+    cache, per_byte = 32 * 2 ** 20, 5e-11
+    points = [dataclasses.replace(p, latency_s=p.latency_s + per_byte * max(
+        p.features[features.NAMES.index("weight_bytes")] - cache, 0)) for p in points_of(counted, known_cost_model())]
+    fitted = predict.fit(points, {}, "float32", [])
+    assert fitted.cache_bytes == cache
+    assert fitted.coefficients[model_lib.SPILL] == pytest.approx(per_byte, rel=0.05)
+    predicted = fitted.latency_s(np.array([p.features for p in points]))
+    assert np.max(np.abs(predicted / np.array([p.latency_s for p in points]) - 1)) < 0.02
+    # Without the spill, the device is linear: no cache is fitted, or one whose term costs nothing.
+    linear = predict.fit(points_of(counted, known_cost_model()), {}, "float32", [])
+    assert linear.cache_bytes is None or linear.coefficients[model_lib.SPILL] < per_byte / 100
+
+
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):
     points = points_of(counted_points, known_cost_model())
     # No counted kernel computes a transcendental: the fit must not invent a cost for them.
@@ -123,6 +142,7 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     predict.save(fitted, path)
     loaded = predict.load(path)
     assert loaded.coefficients == fitted.coefficients and loaded.interval == pytest.approx(fitted.interval)
+    assert loaded.cache_bytes == fitted.cache_bytes
     loaded.check_here(here, "float32", path)
     with pytest.raises(UserError,
                        match=r"fitted with device 'cpu: here', not .*'NVIDIA H200'.*python -m measure.predict"):
@@ -138,7 +158,8 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     (lambda text: text.replace('"calls": ', '"calls": -'), "coefficient calls"),
     (lambda text: text.replace('"calls": ', '"calls": NaN, "x": '), "NaN is not a number"),
     (lambda text: text.replace('"macs_k4"', '"macs_k3"'), "not this version's features"),
-    (lambda text: text.replace('"version": 1', '"version": 7'), "version 7"),
+    (lambda text: text.replace('"version": 2', '"version": 1'), "version 1, not 2"),
+    (lambda text: text.replace('"cache_bytes": ', '"cache_bytes": -1, "x": '), "cache_bytes is -1"),
     (lambda text: "[]", "no \"format\""),
 ])
 def test_a_corrupt_or_hand_edited_file_is_one_line(tmp_path, counted_points, edit, reason):

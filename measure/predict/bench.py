@@ -17,6 +17,7 @@ bench.json and predicted_vs_measured (PNG and SVG).
 import json
 import os
 import time
+from typing import Optional
 
 import numpy as np
 from absl import flags
@@ -114,20 +115,24 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
     return agreed
 
 
-def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple) -> dict:
-    """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c.
+def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple,
+                cache_bytes: Optional[float]) -> dict:
+    """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c
+    + d*(their weight bytes beyond `cache_bytes`, the predictor's).
 
-    a, b and c are fitted on these networks themselves (b may be negative: each layer timed alone paid a
+    a to d are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
+    spill = {(p.name, p.batch_size): model_lib.with_spill(p.features, cache_bytes)[0, -1] for p in read}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()
                  if all((k, batch_size) in timed for k in [name, *ks])]
-        if len(known) < 4:
+        if len(known) < 5:
             continue
-        design = np.array([[sum(timed[k, batch_size] for k in layers[n]), len(layers[n]), 1.0] for n in known])
+        design = np.array([[sum(timed[k, batch_size] for k in layers[n]), len(layers[n]), 1.0,
+                            spill[n, batch_size]] for n in known])
         measured = np.array([timed[n, batch_size] for n in known])
         coefficients = np.linalg.lstsq(design / measured[:, None], np.ones(len(known)), rcond=None)[0]
         agreed[batch_size] = model_lib.share_within(design @ coefficients, measured)
@@ -244,10 +249,12 @@ def main(argv):
     for batch_size, agreed in summary["repeatability"].items():
         print(f"re-timed held-out ResNets at batch {batch_size} within +-10 % of their first timing: "
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
-    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes)
+    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes,
+                                         predictor.cache_bytes)
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
-              f"per-layer and a per-call time fitted on them): {100 * agreed:.0f} % within +-10 %")
+              f"per-layer, a per-call and a spilled weight byte's time fitted on them): {100 * agreed:.0f} % within "
+              "+-10 %")
     print(f"the explorer ranks {len(ranked)} random ResNet variants (counted exactly, predicted, configuration "
           f"realised): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")

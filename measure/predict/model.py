@@ -5,6 +5,12 @@ by non-negative least squares on relative error: every coefficient is a time per
 shape, per byte, per layer, per call), so more work never predicts less time, and a bigger batch
 never a shorter call. The interval is the spread of measured / predicted over a cross-validation
 (points of one network held out together), so it says how far a network the fit never saw lands.
+
+One more term is not linear in the features: the weight bytes beyond the device's last-level cache.
+A layer timed alone, called again and again, finds its weights in the cache; a network whose weights
+outgrow it reads them from memory on every call, so at batch 1 it runs well above the sum of its
+layers. The cache's size is not asked of the device but fitted: the size among CACHE_CANDIDATES
+whose fit predicts the held-out networks best.
 """
 
 import dataclasses
@@ -20,13 +26,18 @@ from core.errors import UserError
 from measure.predict import features
 
 FORMAT = "canziani-jax latency predictor"
-VERSION = 1
+VERSION = 2  # 2: the weight bytes beyond a fitted cache
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
 WITHIN = 0.10  # nn-Meter's accuracy criterion: predicted within +-10 % of measured
 KERNEL_FAMILY = "kernel"  # the family of calibration kernels' rows and points
-FEWEST_TARGETS = len(features.NAMES)  # calibration times this many whatever its budget: enough points to fit
+SPILL = "weight_bytes_beyond_cache"  # per call: weight bytes above the fitted cache size
+COSTS = (*features.NAMES, SPILL)  # the predictor's coefficients
+# Last-level cache sizes tried, 2 MiB to 256 MiB (CPUs' L3, GPUs' L2); None: no spill term at all.
+CACHE_CANDIDATES = (None, *(2 ** k * 2 ** 20 for k in range(1, 9)))
+FEWEST_TARGETS = len(COSTS)  # calibration times this many whatever its budget: enough points to fit
+_WEIGHT_BYTES = features.NAMES.index("weight_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +69,15 @@ class Predictor:
 
     environment: dict  # measure.main_job.SAME_RUNTIME_KEYS -> value, where the points were timed
     precision: str
-    coefficients: dict  # feature name -> seconds per unit
+    coefficients: dict  # COSTS -> seconds per unit
     interval: tuple[float, float]  # measured / predicted, cross-validated quantiles
+    cache_bytes: Optional[float] = None  # the fitted last-level cache (None: weights never spill)
     power_w: Optional[float] = None  # mean metered power of the points, where a meter read
     fitted_on: dict = dataclasses.field(default_factory=dict)
 
     def latency_s(self, vectors: np.ndarray) -> np.ndarray:
         """Predicted seconds per call for feature vectors (rows)."""
-        return np.asarray(vectors, float) @ np.array([self.coefficients[n] for n in features.NAMES])
+        return with_spill(vectors, self.cache_bytes) @ np.array([self.coefficients[n] for n in COSTS])
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known."""
@@ -88,8 +100,15 @@ class Predictor:
         """The file's contents: readable, every number named."""
         return {"format": FORMAT, "version": VERSION, "environment": self.environment, "precision": self.precision,
                 "unit": "seconds per call (one batch) per feature unit", "coefficients": self.coefficients,
-                "interval_measured_over_predicted": list(self.interval), "power_w": self.power_w,
-                "fitted_on": self.fitted_on}
+                "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval),
+                "power_w": self.power_w, "fitted_on": self.fitted_on}
+
+
+def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
+    """Feature vectors (rows) with the SPILL column appended: weight bytes above `cache_bytes` (None: zero)."""
+    vectors = np.atleast_2d(np.asarray(vectors, float))
+    spill = np.zeros(len(vectors)) if cache_bytes is None else np.maximum(vectors[:, _WEIGHT_BYTES] - cache_bytes, 0)
+    return np.column_stack([vectors, spill])
 
 
 def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
@@ -138,12 +157,12 @@ def weights(points: list[Point]) -> np.ndarray:
     return np.where(kernel, len(points) / (2 * kernel.sum()), len(points) / (2 * (~kernel).sum()))
 
 
-def cross_validated_ratios(points: list[Point], folds: int = FOLDS) -> np.ndarray:
+def cross_validated_ratios(points: list[Point], cache_bytes: Optional[float], folds: int = FOLDS) -> np.ndarray:
     """measured / predicted for every point, each predicted by a fit without its network's points."""
     names = sorted({p.name for p in points})
     order = np.random.default_rng(0).permutation(len(names))
     fold_of = {names[i]: rank % folds for rank, i in enumerate(order)}
-    vectors = np.array([p.features for p in points])
+    vectors = with_spill([p.features for p in points], cache_bytes)
     latencies = np.array([p.latency_s for p in points])
     ratios = np.empty(len(points))
     for fold in range(min(folds, len(names))):
@@ -155,16 +174,29 @@ def cross_validated_ratios(points: list[Point], folds: int = FOLDS) -> np.ndarra
     return ratios
 
 
+def held_out_networks_score(points: list[Point], ratios: np.ndarray) -> tuple[float, float]:
+    """How well a cross-validation predicts the networks (kernels where there are none): (share within
+    +-10 %, minus the median error), larger is better."""
+    networks = np.array([p.family != KERNEL_FAMILY for p in points])
+    chosen = ratios[networks] if networks.any() else ratios
+    errors = np.abs(1 / chosen - 1)
+    return float(np.mean(errors <= WITHIN)), -float(np.median(errors))
+
+
 def fit(points: list[Point], environment: dict, precision: str, sources: list[str]) -> Predictor:
-    """The predictor of these measured points; UserError when there are too few to fit."""
+    """The predictor of these measured points; UserError when there are too few to fit.
+
+    Each of CACHE_CANDIDATES is cross-validated; the one that predicts held-out networks best is kept.
+    """
     networks = {p.name for p in points}
-    if len(points) < len(features.NAMES) or len(networks) < 2 * FOLDS:
+    if len(points) < len(COSTS) or len(networks) < 2 * FOLDS:
         raise UserError(f"{len(points)} measured points of {len(networks)} networks or kernels are too few to fit "
-                        f"{len(features.NAMES)} costs; give a longer --calibration_s or more --results directories")
-    vectors = np.array([p.features for p in points])
+                        f"{len(COSTS)} costs; give a longer --calibration_s or more --results directories")
+    tried = {cache: cross_validated_ratios(points, cache) for cache in CACHE_CANDIDATES}
+    cache_bytes = max(CACHE_CANDIDATES, key=lambda cache: held_out_networks_score(points, tried[cache]))
+    ratios = tried[cache_bytes]
     latencies = np.array([p.latency_s for p in points])
-    coefficients = solve(vectors, latencies, weights(points))
-    ratios = cross_validated_ratios(points)
+    coefficients = solve(with_spill([p.features for p in points], cache_bytes), latencies, weights(points))
     powers = [p.power_w for p in points if p.power_w is not None]
     interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
     fitted_on = {"points": len(points), "networks_and_kernels": len(networks),
@@ -173,8 +205,9 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
                  "cross_validated_within_10pct": share_within(1 / ratios, np.ones(len(ratios))),
                  "cross_validated_median_abs_error": float(np.median(np.abs(1 / ratios - 1)))}
     return Predictor(environment=dict(environment), precision=precision,
-                     coefficients={n: float(c) for n, c in zip(features.NAMES, coefficients)},
-                     interval=interval, power_w=float(np.mean(powers)) if powers else None, fitted_on=fitted_on)
+                     coefficients={n: float(c) for n, c in zip(COSTS, coefficients)}, interval=interval,
+                     cache_bytes=None if cache_bytes is None else float(cache_bytes),
+                     power_w=float(np.mean(powers)) if powers else None, fitted_on=fitted_on)
 
 
 def save(predictor: Predictor, path: str) -> None:
@@ -197,8 +230,9 @@ def _parse(data) -> Predictor:
     if data.get("version") != VERSION:
         raise files.Malformed(f"version {data.get('version')!r}, not {VERSION}")
     coefficients = data.get("coefficients")
-    if not isinstance(coefficients, dict) or set(coefficients) != set(features.NAMES):
+    if not isinstance(coefficients, dict) or set(coefficients) != set(COSTS):
         raise files.Malformed("its coefficients are not this version's features")
+    cache = data.get("cache_bytes")
     environment = data.get("environment")
     if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
         raise files.Malformed("its environment is not an object of strings")
@@ -213,8 +247,9 @@ def _parse(data) -> Predictor:
     if not isinstance(precision, str):
         raise files.Malformed("its precision is not a string")
     return Predictor(environment=environment, precision=precision,
-                     coefficients={n: _number(coefficients[n], f"coefficient {n}") for n in features.NAMES},
-                     interval=(low, high), power_w=None if power is None else _number(power, "power_w"),
+                     coefficients={n: _number(coefficients[n], f"coefficient {n}") for n in COSTS},
+                     interval=(low, high), cache_bytes=None if cache is None else _number(cache, "cache_bytes", True),
+                     power_w=None if power is None else _number(power, "power_w"),
                      fitted_on=data.get("fitted_on") if isinstance(data.get("fitted_on"), dict) else {})
 
 
