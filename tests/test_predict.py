@@ -77,6 +77,94 @@ def test_fitting_finds_the_cache_beyond_which_weights_are_read_from_memory(count
     assert linear.cache_bytes is None or linear.coefficients[model_lib.SPILL] < per_byte / 100
 
 
+# A made-up device that runs a network as its layers' times added up: at each batch size, a * their sum +
+# b per layer + c per call (b < 0: each layer timed alone paid a call of its own).
+COMPOSED = [f"resnet18:depths={d},width={w},resolution={r}" for d, w, r in
+            (("1-1-1-1", 0.125, 32), ("2-1-1-1", 0.125, 48), ("1-2-1-1", 0.25, 32), ("1-1-2-1", 0.125, 64),
+             ("1-1-1-2", 0.25, 48), ("2-2-1-1", 0.125, 32), ("1-2-2-1", 0.25, 64), ("1-1-2-2", 0.125, 48),
+             ("2-1-2-1", 0.25, 32), ("2-2-2-2", 0.125, 64), ("1-2-1-2", 0.25, 48))]
+MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4), 4: (1.1, 2e-5, 1e-3)}
+
+
+def made_up_layer_time(layers: features.Layers, batch_size: int) -> float:
+    """A layer alone on the made-up device: a time per MAC and per call."""
+    return 1e-10 * layers.macs.sum() * batch_size + 2e-5
+
+
+@pytest.fixture(scope="module")
+def composed_points():
+    """Every layer of the COMPOSED networks timed alone, and the networks, on the made-up device at batch 1 and 4."""
+    kernel_names = calibrate.layers_to_time(COMPOSED)
+    layers = {name: calibrate.layers_of(name) for name in kernel_names + COMPOSED}
+    points = []
+    for batch in MADE_UP_COMPOSITION:
+        alone = {layers[k].keys[0]: made_up_layer_time(layers[k], batch) for k in kernel_names}
+        points += [model_lib.Point(k, batch, alone[layers[k].keys[0]], layers[k].vector(batch),
+                                   family=model_lib.KERNEL_FAMILY, keys=layers[k].keys) for k in kernel_names]
+        a, b, c = MADE_UP_COMPOSITION[batch]
+        points += [model_lib.Point(n, batch, a * sum(alone[k] for k in layers[n].keys) + b * len(layers[n].keys) + c,
+                                   layers[n].vector(batch), family="ResNet", keys=layers[n].keys) for n in COMPOSED]
+    return points
+
+
+def test_a_layer_timed_alone_has_the_key_it_has_in_a_network():
+    name = "resnet50:depths=1-1-1-1,width=0.25,resolution=32"
+    alone = [calibrate.layers_of(k).keys for k in calibrate.layers_to_time([name])]
+    assert all(len(keys) == 1 for keys in alone)
+    assert set(calibrate.layers_of(name).keys) == {keys[0] for keys in alone}
+    # Equal MACs, outputs, weights and real taps (XLA:CPU runs the first many times slower): the inputs tell.
+    on_2x2 = calibrate.layers_of("conv:cin=8,cout=8,k=3,stride=1,groups=1,dilation=1,side=2").keys[0]
+    on_3x3 = calibrate.layers_of("conv:cin=8,cout=8,k=3,stride=2,groups=1,dilation=1,side=3").keys[0]
+    assert on_2x2.split(":")[:3] == on_3x3.split(":")[:3] and on_2x2 != on_3x3
+
+
+def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, tmp_path):
+    fitted = predict.fit(composed_points, {}, "float32", [])
+    composition = fitted.composition
+    assert composition is not None and sorted(composition.coefficients) == [1, 4]
+    for batch, (a, b, c) in MADE_UP_COMPOSITION.items():
+        terms = composition.coefficients[batch]
+        assert terms["layer_sum"] == pytest.approx(a, rel=1e-6) and terms["layers"] == pytest.approx(b, rel=1e-4)
+        assert terms["call"] == pytest.approx(c, rel=1e-4)
+    networks = [p for p in composed_points if p.family == "ResNet"]
+    for p in networks:
+        assert composition.covers(p.keys)
+        assert fitted.call_s(p.features, p.keys, p.batch_size)[0] == pytest.approx(p.latency_s, rel=1e-6)
+    assert composition.interval == pytest.approx((1.0, 1.0), abs=1e-6)
+    # More batch, never a shorter call, between the fitted batch sizes and beyond them.
+    layers = calibrate.layers_of(COMPOSED[0])
+    per_call = [fitted.predict(layers, b).latency_s * b for b in (1, 2, 3, 4, 8, 64)]
+    assert all(x < y for x, y in zip(per_call, per_call[1:]))
+    # A network with a layer never timed alone: the per-feature model predicts it.
+    wider = calibrate.layers_of("resnet18:depths=1-1-1-1,width=0.375,resolution=32")
+    assert not composition.covers(wider.keys)
+    assert fitted.predict(wider, 1).latency_s == pytest.approx(float(fitted.latency_s(wider.vector(1))[0]))
+    # The file holds it all.
+    path = str(tmp_path / "p.json")
+    predict.save(fitted, path)
+    loaded = predict.load(path)
+    assert loaded.composition == composition
+    assert loaded.predict(layers, 2) == fitted.predict(layers, 2)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda c: c["coefficients"]["1"].update(layers="fast"), "composition coefficient layers is .fast."),
+    (lambda c: c["coefficients"]["1"].pop("call"), "at batch 1 are not"),
+    (lambda c: c["layer_times_s"].pop("4"), "a batch size without layer times"),
+    (lambda c: c["layer_times_s"]["1"].update(x=0), "layer time x is 0"),
+    (lambda c: c["coefficients"].update({"-2": c["coefficients"]["1"]}), "batch size '-2'"),
+])
+def test_a_hand_edited_composition_is_one_line(composed_points, tmp_path, edit, reason):
+    path = tmp_path / "p.json"
+    predict.save(predict.fit(composed_points, {}, "float32", []), str(path))
+    data = json.loads(path.read_text())
+    edit(data["composition"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=reason) as raised:
+        predict.load(str(path))
+    assert "\n" not in str(raised.value)
+
+
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):
     points = points_of(counted_points, known_cost_model())
     # No counted kernel computes a transcendental: the fit must not invent a cost for them.
@@ -331,13 +419,30 @@ def test_a_budget_too_short_still_times_the_targets_a_fit_needs(tmp_path):
     assert predict.load(str(out)).fitted_on["points"] == model_lib.FEWEST_TARGETS
 
 
+@pytest.mark.slow
+def test_calibrating_a_spaces_layers_makes_its_networks_their_sum(tmp_path):
+    out = tmp_path / "p.json"
+    finished = subprocess.run([sys.executable, "-m", "measure.predict", f"--out={out}", "--kernels=0",
+                               f"--networks={','.join(COMPOSED)}", f"--layers_of={','.join(COMPOSED)}",
+                               "--batch_sizes=1", "--min_time=0.01", "--calibration_s=600"],
+                              capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    lines = joblog.ResultLog(str(tmp_path / "p.calibration.jsonl")).contents.rows
+    assert len(lines) == len(COMPOSED) + len(calibrate.layers_to_time(COMPOSED))
+    fitted = predict.load(str(out))
+    assert fitted.composition is not None and list(fitted.composition.coefficients) == [1]
+    assert all(fitted.composition.covers(calibrate.layers_of(name).keys) for name in COMPOSED)
+    assert "their layers added up, at batch 1" in finished.stdout
+
+
 def test_bad_input_to_the_fit_is_one_line(tmp_path, run_program):
     for args, message in [([f"--out={tmp_path}"], "is a directory"),
                           ([f"--out={tmp_path}/new/p.json", "--calibration_s=0"], "too few to fit"),
                           ([f"--out={tmp_path}/p.json", "--calibration_s=0", "--results=/no/such/dir"],
                            "does not exist"),
                           ([f"--out={tmp_path}/p.json", "--batch_sizes=0"], "batch_sizes"),
-                          ([f"--out={tmp_path}/p.json", "--networks=resnet18:width=nope"], "width")]:
+                          ([f"--out={tmp_path}/p.json", "--networks=resnet18:width=nope"], "width"),
+                          ([f"--out={tmp_path}/p.json", "--layers_of=resnet18:depths=9"], "depths")]:
         result = run_program("measure.predict", *args)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, (args, result)
     assert os.path.isdir(tmp_path / "new") and not os.path.exists(tmp_path / "new" / "p.json")

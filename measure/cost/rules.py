@@ -124,6 +124,7 @@ class Tally:
     paper_other: int = 0  # paper-convention operations outside convolutions and dot products
     activations: int = 0
     equations: int = 0
+    matmul_inputs: int = 0  # elements convolutions and dot products read as data: with the rest, a layer's shape
 
     def __iadd__(self, other: "Tally") -> "Tally":
         # Written out field by field: a sweep adds tallies millions of times, and a loop over the
@@ -136,13 +137,14 @@ class Tally:
         self.paper_other += other.paper_other
         self.activations += other.activations
         self.equations += other.equations
+        self.matmul_inputs += other.matmul_inputs
         return self
 
     def scaled(self, factor: int) -> "Tally":
         """This tally repeated `factor` times (a loop body)."""
         return Tally(self.macs * factor, self.macs_real_taps * factor, self.macs_dense_groups * factor,
                      self.elementwise * factor, self.transcendentals * factor, self.paper_other * factor,
-                     self.activations * factor, self.equations * factor)
+                     self.activations * factor, self.equations * factor, self.matmul_inputs * factor)
 
     def ops(self, convention: str, real_taps: bool = False, dense_groups: bool = False) -> int:
         """The operation count under a named convention (see the module docstring)."""
@@ -183,7 +185,7 @@ def conv_tally(eqn) -> Tally:
     per_position = out.shape[out_spec[0]] * out.shape[out_spec[1]] * rhs.shape[rhs_spec[1]]
     groups = p["feature_group_count"]
     return Tally(macs=macs, macs_real_taps=per_position * real, macs_dense_groups=macs * groups,
-                 activations=size(out), equations=1)
+                 activations=size(out), equations=1, matmul_inputs=size(lhs))
 
 
 def dot_tally(eqn) -> Tally:
@@ -191,7 +193,8 @@ def dot_tally(eqn) -> Tally:
     (lhs_contract, _), _ = eqn.params["dimension_numbers"]
     lhs, out = eqn.invars[0].aval, eqn.outvars[0].aval
     macs = size(out) * math.prod(lhs.shape[d] for d in lhs_contract)
-    return Tally(macs=macs, macs_real_taps=macs, macs_dense_groups=macs, activations=size(out), equations=1)
+    return Tally(macs=macs, macs_real_taps=macs, macs_dense_groups=macs, activations=size(out), equations=1,
+                 matmul_inputs=size(lhs))
 
 
 def _full_size_data_inputs(eqn, is_static) -> int:

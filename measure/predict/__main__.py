@@ -1,11 +1,15 @@
 """Fits this device's latency predictor: `python -m measure.predict` times calibration kernels, then fits.
 
-It times a seeded spread of single layers (and any --networks) at each batch size: the first
-targets a fit needs however long they take, then more until the log holds --calibration_s seconds
-of timing (a rerun after a kill finishes the budget, a larger one adds targets). Each target is
-one line appended to the calibration log (a rerun times nothing twice). It reads the log and any
---results directories of this device, fits the predictor and writes it as JSON to --out with its
-cross-validated accuracy.
+It times any --networks, then each distinct layer of the --layers_of variants alone, then a seeded
+spread of single layers, at each batch size: the first targets a fit needs however long they take,
+then more until the log holds --calibration_s seconds of timing (a rerun after a kill finishes the
+budget, a larger one adds targets). Each target is one line appended to the calibration log (a
+rerun times nothing twice). It reads the log and any --results directories of this device, fits the
+predictor and writes it as JSON to --out with its cross-validated accuracy.
+
+A space's own layers timed alone make the predictor add them up for any network built only of
+them (see model.py), once ten or more such networks are measured (--networks or --results): e.g.
+--layers_of with variants drawn from the space, and --results with an explorer sweep of it.
 """
 
 import os
@@ -34,6 +38,8 @@ _KERNELS = flags.DEFINE_integer("kernels", 400, "Calibration kernels in the seed
                                 "budget allows).", lower_bound=0, flag_values=FLAGS)
 _NETWORKS = flags.DEFINE_list("networks", [], "Networks or variants to time in the calibration too, before the "
                               "kernels.", flag_values=FLAGS)
+_LAYERS_OF = flags.DEFINE_list("layers_of", [], "Networks or variants whose distinct layers are each timed alone, "
+                               "after --networks and before the kernels.", flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time each target at.",
                                  flag_values=FLAGS)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(timing.PRECISIONS), "Precision the predictor is for.",
@@ -54,6 +60,7 @@ def main(argv):
     del argv
     batch_sizes = values.positive_integers("batch_sizes", _BATCH_SIZES.value)
     networks = [str(v) for v in models.variant_list(_NETWORKS.value)]
+    layers_of = [str(v) for v in models.variant_list(_LAYERS_OF.value)]
     if os.path.isdir(_OUT.value):
         raise UserError(f"--out {_OUT.value} is a directory; give the predictor's file name, e.g. {DEFAULT_OUT}")
     files.prepare_out_dir(os.path.dirname(os.path.abspath(_OUT.value)))  # one line if it cannot be made
@@ -63,7 +70,8 @@ def main(argv):
     log = log_path(_OUT.value)
     sources = [log] if _CALIBRATION_S.value > 0 or os.path.exists(log) else []
     if _CALIBRATION_S.value > 0:
-        targets = networks + [str(k) for k in kernels.draw(_KERNELS.value, _SEED.value)]
+        targets = list(dict.fromkeys(networks + calibrate.layers_to_time(layers_of) +
+                                     [str(k) for k in kernels.draw(_KERNELS.value, _SEED.value)]))
         settings = points.Settings(precision=_PRECISION.value,
                                    timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
         timer = calibrate.Timer(settings, batch_sizes, device, name, here)
@@ -84,6 +92,10 @@ def main(argv):
           f"{100 * on['cross_validated_within_10pct']:.0f} % within +-10 %, median error "
           f"{100 * on['cross_validated_median_abs_error']:.1f} %; 90 % interval x{fitted.interval[0]:.2f} to "
           f"x{fitted.interval[1]:.2f}")
+    if fitted.composition is not None:
+        low, high = fitted.composition.interval
+        print(f"networks made of the {on['layers_timed_alone']} layers timed alone are their layers added up, at "
+              f"batch {', '.join(map(str, on['composed_batch_sizes']))}: 90 % interval x{low:.2f} to x{high:.2f}")
     print(f"wrote {_OUT.value}")
 
 

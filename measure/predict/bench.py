@@ -51,6 +51,10 @@ _PAPER = flags.DEFINE_bool("paper_networks", True, "Test on the paper's 14 netwo
 _CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration kernels to time, over all runs.",
                                     lower_bound=0, flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time and predict at.", flag_values=FLAGS)
+_LAYER_VARIANTS = flags.DEFINE_integer("layer_variants", 200, "ResNet variants (the fitted ones first, then more, "
+                                       "never a held-out one) whose layers are each timed alone, as python -m "
+                                       "measure.predict --layers_of times a space's layers.", lower_bound=0,
+                                       flag_values=FLAGS)
 _COMPOSITION = flags.DEFINE_integer("composition_variants", 12, "Held-out ResNet variants whose layers are each "
                                     "timed alone, to test how well layer times add up to a network's.", lower_bound=0,
                                     flag_values=FLAGS)
@@ -81,6 +85,14 @@ def random_resnets(count: int, seed: int) -> list[str]:
                                     width=float(rng.integers(1, 9)) / 8)
         drawn.setdefault(str(variant), None)
     return list(drawn)
+
+
+def layer_variants(resnets: list[str], fit: int, count: int, seed: int) -> list[str]:
+    """The variants whose layers calibration times alone: the `fit` first of `resnets`, then more of the
+    space drawn with another seed, none of the held-out rest of `resnets`."""
+    held_out = set(resnets[fit:])
+    more = [v for v in random_resnets(min(count + len(held_out), DISTINCT_RESNETS), seed + 2) if v not in held_out]
+    return list(dict.fromkeys(resnets[:fit] + more))[:count]
 
 
 def share_within(points: list, predicted: np.ndarray, batch_size: int) -> tuple[float, int]:
@@ -192,11 +204,16 @@ def main(argv):
     settings = points.Settings(timing_options=timing.TimingOptions(min_time_s=_MIN_TIME.value, min_repeats=3))
     timer = calibrate.Timer(settings, batch_sizes, device, name, here)
     kernel_log, network_log = os.path.join(out, "kernels.jsonl"), os.path.join(out, "bench.jsonl")
+    layer_log = os.path.join(out, "layers.jsonl")
     repeat_log, composition_log = os.path.join(out, "repeat.jsonl"), os.path.join(out, "composition.jsonl")
     try:
         start = time.perf_counter()
         calibrate.calibrate([str(k) for k in kernels.draw(1000, _SEED.value)], kernel_log, timer, _CALIBRATION_S.value)
         calibration_s = time.perf_counter() - start
+        start = time.perf_counter()
+        calibrate.calibrate(calibrate.layers_to_time(layer_variants(resnets, _FIT.value, _LAYER_VARIANTS.value,
+                                                                    _SEED.value)), layer_log, timer, float("inf"))
+        layers_s = time.perf_counter() - start
         calibrate.calibrate(resnets + list(UNSEEN) + paper, network_log, timer, float("inf"))
         # The held-out ResNets once more, last: how far two timings of one network differ on this machine.
         calibrate.calibrate(resnets[_FIT.value:], repeat_log, timer, float("inf"))
@@ -209,34 +226,40 @@ def main(argv):
                                 "resume") from None
     finally:
         timer.close()
-    read = calibrate.read_points([kernel_log, network_log, repeat_log, composition_log], name, settings.precision,
-                                 here)
-    kernel_points = [p for p in read if p.source == kernel_log]
+    read = calibrate.read_points([kernel_log, layer_log, network_log, repeat_log, composition_log], name,
+                                 settings.precision, here)
+    kernel_points = [p for p in read if p.source in (kernel_log, layer_log)]
     network_points = [p for p in read if p.source == network_log]
     fit_points = kernel_points + [p for p in network_points if p.name in fit_names]
-    predictor = predict.fit(fit_points, here, settings.precision, [kernel_log, network_log])
+    predictor = predict.fit(fit_points, here, settings.precision, [kernel_log, layer_log, network_log])
     groups = {"held-out ResNet variants (seen space)": [p for p in network_points if p.name in test_names],
               "VGG, ENet, GoogLeNet, NIN, AlexNet variants (unseen)": [p for p in network_points if p.name in UNSEEN],
               "the paper's 14 networks": [p for p in network_points if p.name in paper]}
     baseline = flops_baseline(fit_points)
-    summary = {"device": name, "calibration_kernels": len({p.name for p in kernel_points}),
+    summary = {"device": name, "calibration_kernels": len({p.name for p in kernel_points if p.source == kernel_log}),
                "calibration_s_this_run": calibration_s,
-               "calibration_s_total": calibrate.logged_seconds(kernel_log), "fit_points": len(fit_points), "rows": []}
+               "calibration_s_total": calibrate.logged_seconds(kernel_log),
+               "layers_timed_alone": len({p.name for p in kernel_points if p.source == layer_log}),
+               "layer_variants": _LAYER_VARIANTS.value, "layers_s_this_run": layers_s,
+               "layers_s_total": calibrate.logged_seconds(layer_log), "fit_points": len(fit_points), "rows": []}
     print(f"{name}: fitted on {len(fit_points)} points ({summary['calibration_kernels']} kernels, "
-          f"{len(fit_names)} ResNet variants); calibration took {summary['calibration_s_total']:.0f} s of timing")
-    print(f"{'test set':<55}{'batch':>6}{'points':>7}{'predictor':>11}{'FLOPs':>8}")
+          f"{summary['layers_timed_alone']} layers of {_LAYER_VARIANTS.value} ResNet variants, {len(fit_names)} "
+          f"ResNet variants); calibration took {summary['calibration_s_total']:.0f} s of timing, the layers "
+          f"{summary['layers_s_total']:.0f} s")
+    print(f"{'test set':<55}{'batch':>6}{'points':>7}{'composed':>9}{'predictor':>11}{'FLOPs':>8}")
     predicted = {}
     for label, pts in groups.items():
-        vectors = np.array([p.features for p in pts]) if pts else np.zeros((0, len(features.NAMES)))
-        predicted[label] = (pts, predictor.latency_s(vectors))
+        predicted[label] = (pts, np.array([predictor.call_s(p.features, p.keys, p.batch_size)[0] for p in pts]))
         flops_predicted = np.array([_flops(p) * baseline[0] + baseline[1] for p in pts])
         for batch_size in batch_sizes:
             ours, count = share_within(pts, predicted[label][1], batch_size)
             theirs, _ = share_within(pts, flops_predicted, batch_size)
+            composed = sum(1 for p in pts if p.batch_size == batch_size and predictor.composition is not None
+                           and predictor.composition.covers(p.keys))
             summary["rows"].append({"test_set": label, "batch_size": batch_size, "points": count,
-                                    "predictor_within_10pct": ours, "flops_within_10pct": theirs,
-                                    "worst": _worst(pts, predicted[label][1], batch_size)})
-            print(f"{label:<55}{batch_size:>6}{count:>7}{100 * ours:>10.0f}%{100 * theirs:>7.0f}%")
+                                    "composed": composed, "predictor_within_10pct": ours,
+                                    "flops_within_10pct": theirs, "worst": _worst(pts, predicted[label][1], batch_size)})
+            print(f"{label:<55}{batch_size:>6}{count:>7}{composed:>9}{100 * ours:>10.0f}%{100 * theirs:>7.0f}%")
     for label, pts in groups.items():
         for row in summary["rows"]:
             if row["test_set"] == label and row["worst"]:

@@ -43,6 +43,14 @@ def layers_of(name: str, resolution: Optional[int] = None) -> features.Layers:
     return features.Layers.of(cost_lib.count_variant(variant, memo=cost_memo.SHARED))
 
 
+def layers_to_time(variants: list[str]) -> list[str]:
+    """The distinct layers of these variants (kernels.of_network), as kernel strings, in order of first use."""
+    found = {}
+    for variant in map(models.variant, variants):
+        found.update(dict.fromkeys(str(k) for k in kernels.of_network(variant.module(), variant.input_shape(1))))
+    return list(found)
+
+
 def job_list(targets: list[str], batch_sizes: tuple[int, ...], precision: str, device: str) -> list:
     """(key, payload) per target: every batch size of it timed in one job."""
     batches = ",".join(map(str, batch_sizes))
@@ -199,4 +207,4 @@ def _point(row: results.Row, layers: features.Layers, source: str, pace_scale: f
     # The lower quartile of the timed calls: the time a shared machine's other jobs disturb least.
     per_image = row.time_per_image_p25_s or row.time_per_image_s
     return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size * pace_scale,
-                           layers.vector(row.batch_size), source, power, row.family)
+                           layers.vector(row.batch_size), source, power, row.family, layers.keys)

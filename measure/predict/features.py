@@ -14,6 +14,10 @@ bytes, elementwise work, layers and equations (a kernel launched, a fusion), and
 At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
 exactly; tests/test_cost_models.py pins it), while weights and layer counts do not: features of
 any batch come from one count at batch 1, and none falls when B grows.
+
+Each matrix-product layer also has a key: its exact counts (MACs, outputs, weights, data inputs,
+real taps), which name its shape. A layer timed alone as a calibration kernel has the key of the
+same layer in a network, so a predictor finds its measured time (see model.py).
 """
 
 import dataclasses
@@ -44,15 +48,18 @@ class Layers:
     k: np.ndarray  # reduction length
     n: np.ndarray  # output channels
     totals: dict  # per-image totals and per-call counts (see NAMES)
-    rows: int  # matrix-product layers
+    rows: int  # matrix-product layers (grouped ones apart)
+    keys: tuple[str, ...] = ()  # every matrix-product layer's (grouped ones too), in scope order: layer_key
 
     @classmethod
     def of(cls, cost: cost_lib.Cost) -> "Layers":
         """The layers of a cost counted at batch 1 (an eval forward pass)."""
         if cost.batch_size not in (None, 1):
             raise ValueError(f"features are made from a count at batch 1, not {cost.batch_size}")
-        macs, k, n, grouped, tiny_map = [], [], [], 0, 0
+        macs, k, n, grouped, tiny_map, keys = [], [], [], 0, 0, []
         for scope, tally in cost.breakdown.per_scope.items():
+            if tally.macs:
+                keys.append(layer_key(tally, cost.scope_params.get(scope, 0)))
             if tally.macs_dense_groups > tally.macs:  # a grouped (depthwise) convolution: its own, slower, kernel
                 grouped += tally.macs
             elif tally.macs:
@@ -71,7 +78,7 @@ class Layers:
                   "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
                   "transcendentals": total.transcendentals, "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}
-        return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs))
+        return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs), tuple(keys))
 
     def vector(self, batch_size: int) -> np.ndarray:
         """The features at a batch size, in the order of NAMES."""
@@ -80,6 +87,12 @@ class Layers:
         rest = [self.totals[name] * (batch_size if name in PER_IMAGE else 1)
                 for name in NAMES[len(K_KNOTS) + len(N_KNOTS):]]
         return np.concatenate([by_k * batch_size, by_n * batch_size, np.array(rest, float)])
+
+
+def layer_key(tally, weights: int) -> str:
+    """A matrix-product layer's shape, by its exact counts at batch 1: MACs, outputs, weights, data inputs and
+    real taps (a stride-2 convolution on a 3x3 map and a stride-1 one on 2x2 differ only in their inputs)."""
+    return f"{tally.macs}:{tally.activations}:{weights}:{tally.matmul_inputs}:{tally.macs_real_taps}"
 
 
 def hat_weights(values: np.ndarray, knots: tuple) -> np.ndarray:

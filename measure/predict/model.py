@@ -26,7 +26,7 @@ from core.errors import UserError
 from measure.predict import features
 
 FORMAT = "canziani-jax latency predictor"
-VERSION = 2  # 2: the weight bytes beyond a fitted cache
+VERSION = 2  # 2: the weight bytes beyond a fitted cache, layers timed alone added up
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
@@ -51,6 +51,7 @@ class Point:
     source: str = ""  # a results directory, or the calibration log
     power_w: Optional[float] = None  # where a meter read
     family: str = ""
+    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)  # features.Layers.keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +75,25 @@ class Predictor:
     cache_bytes: Optional[float] = None  # the fitted last-level cache (None: weights never spill)
     power_w: Optional[float] = None  # mean metered power of the points, where a meter read
     fitted_on: dict = dataclasses.field(default_factory=dict)
+    composition: Optional["Composition"] = None  # for networks whose every layer was timed alone
 
     def latency_s(self, vectors: np.ndarray) -> np.ndarray:
-        """Predicted seconds per call for feature vectors (rows)."""
+        """Seconds per call the per-feature model predicts for feature vectors (rows)."""
         return with_spill(vectors, self.cache_bytes) @ np.array([self.coefficients[n] for n in COSTS])
+
+    def call_s(self, vector: np.ndarray, keys: tuple[str, ...], batch_size: int) -> tuple[float, tuple]:
+        """(seconds per call, the interval around it) of a network with these features and layer keys: its
+        layers' own times added up where all were timed, else the per-feature model."""
+        if self.composition is not None and self.composition.covers(keys):
+            spill = float(with_spill(vector, self.cache_bytes)[0, -1])
+            return self.composition.call_s(keys, spill, batch_size), self.composition.interval
+        return float(self.latency_s(vector)[0]), self.interval
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known."""
-        per_image = float(self.latency_s(layers.vector(batch_size)[None])[0]) / batch_size
-        return Prediction(per_image, per_image * self.interval[0], per_image * self.interval[1],
+        per_call, (low, high) = self.call_s(layers.vector(batch_size), layers.keys, batch_size)
+        per_image = per_call / batch_size
+        return Prediction(per_image, per_image * low, per_image * high,
                           per_image * self.power_w if self.power_w is not None else None)
 
     def check_here(self, environment: dict, precision: Optional[str], path: str) -> None:
@@ -101,7 +112,103 @@ class Predictor:
         return {"format": FORMAT, "version": VERSION, "environment": self.environment, "precision": self.precision,
                 "unit": "seconds per call (one batch) per feature unit", "coefficients": self.coefficients,
                 "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval),
-                "power_w": self.power_w, "fitted_on": self.fitted_on}
+                "power_w": self.power_w, "fitted_on": self.fitted_on,
+                "composition": None if self.composition is None else self.composition.as_json()}
+
+
+# Where all of a network's layers were timed alone: a * their sum + b * layers + c + d * weight bytes spilled.
+TERMS = ("layer_sum", "layers", "call", SPILL)
+FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+    """Layers timed alone, by key and batch size, and how they add up to a network at each batch size."""
+
+    layer_times: dict  # batch size -> {features.layer_key: seconds per call of that layer alone}
+    coefficients: dict  # batch size -> TERMS -> its fitted value
+    interval: tuple[float, float]  # measured / predicted of networks held out of the fit, quantiles
+
+    def covers(self, keys: tuple[str, ...]) -> bool:
+        """Whether every layer was timed alone at every batch size the composition was fitted at."""
+        return bool(keys) and all(key in self.layer_times[b] for b in self.coefficients for key in keys)
+
+    def at(self, keys: tuple[str, ...], spill_bytes: float, batch_size: int) -> float:
+        """Seconds per call at a batch size the composition was fitted at."""
+        layer_sum = sum(self.layer_times[batch_size][key] for key in keys)
+        c = self.coefficients[batch_size]
+        composed = c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"] + c[SPILL] * spill_bytes
+        return max(composed, FLOOR * layer_sum)
+
+    def call_s(self, keys: tuple[str, ...], spill_bytes: float, batch_size: int) -> float:
+        """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
+        nearest beyond them, and never less than at a smaller one (more batch, never a shorter call)."""
+        sizes = sorted(self.coefficients)
+        times = np.maximum.accumulate([self.at(keys, spill_bytes, b) for b in sizes])
+        if batch_size <= sizes[0]:
+            return float(times[0] * batch_size / sizes[0])
+        if batch_size >= sizes[-1]:
+            return float(times[-1] * batch_size / sizes[-1])
+        return float(np.interp(batch_size, sizes, times))
+
+    def as_json(self) -> dict:
+        """Its part of the predictor file."""
+        return {"layer_times_s": {str(b): t for b, t in self.layer_times.items()},
+                "coefficients": {str(b): c for b, c in self.coefficients.items()},
+                "interval_measured_over_predicted": list(self.interval)}
+
+
+def layer_times(points: list[Point]) -> dict:
+    """Batch size -> {layer key: seconds per call}, from the kernels of one matrix-product layer (median of
+    repeats)."""
+    timed = {}
+    for p in points:
+        if p.family == KERNEL_FAMILY and len(p.keys) == 1:
+            timed.setdefault(p.batch_size, {}).setdefault(p.keys[0], []).append(p.latency_s)
+    return {b: {key: float(np.median(ts)) for key, ts in by_key.items()} for b, by_key in sorted(timed.items())}
+
+
+def _composition_rows(points: list[Point], times: dict, cache_bytes: Optional[float]) -> dict:
+    """Batch size -> (names, design rows over TERMS, latencies) of the networks whose every layer was timed."""
+    rows = {}
+    for p in points:
+        table = times.get(p.batch_size, {})
+        if p.family != KERNEL_FAMILY and p.keys and all(key in table for key in p.keys):
+            row = [sum(table[key] for key in p.keys), len(p.keys), 1.0,
+                   float(with_spill(p.features, cache_bytes)[0, -1])]
+            names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
+            names.append(p.name), design.append(row), latencies.append(p.latency_s)
+    return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
+            if len(set(names)) >= 2 * FOLDS}
+
+
+def _relative_fit(design: np.ndarray, latencies: np.ndarray) -> np.ndarray:
+    """Least squares on relative error (b may be negative, see the module docstring)."""
+    return np.linalg.lstsq(design / latencies[:, None], np.ones(len(latencies)), rcond=None)[0]
+
+
+def fit_composition(points: list[Point], cache_bytes: Optional[float]) -> Optional[Composition]:
+    """The composition of the networks whose every layer was timed alone, at each batch size with at least
+    2 * FOLDS of them; None where there is no such batch size."""
+    times = layer_times(points)
+    rows = _composition_rows(points, times, cache_bytes)
+    if not rows:
+        return None
+    coefficients = {b: dict(zip(TERMS, map(float, _relative_fit(design, latencies))))
+                    for b, (_, design, latencies) in rows.items()}
+    ratios = []
+    for b, (names, design, latencies) in rows.items():
+        distinct = sorted(set(names))
+        order = np.random.default_rng(0).permutation(len(distinct))
+        fold_of = {distinct[i]: rank % FOLDS for rank, i in enumerate(order)}
+        folds = np.array([fold_of[n] for n in names])
+        for fold in range(FOLDS):
+            held = folds == fold
+            c = _relative_fit(design[~held], latencies[~held])
+            predicted = np.maximum(design[held] @ c, FLOOR * design[held, 0])
+            ratios.extend(latencies[held] / predicted)
+    interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
+    return Composition({b: times[b] for b in coefficients}, coefficients, interval)
 
 
 def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
@@ -204,10 +311,15 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
                  "families": sorted({p.family for p in points if p.family}),
                  "cross_validated_within_10pct": share_within(1 / ratios, np.ones(len(ratios))),
                  "cross_validated_median_abs_error": float(np.median(np.abs(1 / ratios - 1)))}
+    composition = fit_composition(points, cache_bytes)
+    if composition is not None:
+        fitted_on["composed_batch_sizes"] = sorted(composition.coefficients)
+        fitted_on["layers_timed_alone"] = len(next(iter(composition.layer_times.values())))
     return Predictor(environment=dict(environment), precision=precision,
                      coefficients={n: float(c) for n, c in zip(COSTS, coefficients)}, interval=interval,
                      cache_bytes=None if cache_bytes is None else float(cache_bytes),
-                     power_w=float(np.mean(powers)) if powers else None, fitted_on=fitted_on)
+                     power_w=float(np.mean(powers)) if powers else None, fitted_on=fitted_on,
+                     composition=composition)
 
 
 def save(predictor: Predictor, path: str) -> None:
@@ -236,12 +348,7 @@ def _parse(data) -> Predictor:
     environment = data.get("environment")
     if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
         raise files.Malformed("its environment is not an object of strings")
-    interval = data.get("interval_measured_over_predicted")
-    if not isinstance(interval, list) or len(interval) != 2:
-        raise files.Malformed("its interval is not a pair")
-    low, high = (_number(v, "the interval", positive=True) for v in interval)
-    if low > high:
-        raise files.Malformed("its interval's low end is above its high end")
+    low, high = _interval(data.get("interval_measured_over_predicted"), "its interval")
     power = data.get("power_w")
     precision = data.get("precision")
     if not isinstance(precision, str):
@@ -250,7 +357,49 @@ def _parse(data) -> Predictor:
                      coefficients={n: _number(coefficients[n], f"coefficient {n}") for n in COSTS},
                      interval=(low, high), cache_bytes=None if cache is None else _number(cache, "cache_bytes", True),
                      power_w=None if power is None else _number(power, "power_w"),
-                     fitted_on=data.get("fitted_on") if isinstance(data.get("fitted_on"), dict) else {})
+                     fitted_on=data.get("fitted_on") if isinstance(data.get("fitted_on"), dict) else {},
+                     composition=None if data.get("composition") is None else _composition(data["composition"]))
+
+
+def _interval(value, what: str) -> tuple[float, float]:
+    """A [low, high] pair of positive numbers, else files.Malformed."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise files.Malformed(f"{what} is not a pair")
+    low, high = (_number(v, what, positive=True) for v in value)
+    if low > high:
+        raise files.Malformed(f"{what}'s low end is above its high end")
+    return low, high
+
+
+def _batch_size(text) -> int:
+    """A batch size written as a JSON object's key."""
+    if not isinstance(text, str) or not text.isdigit() or int(text) < 1:
+        raise files.Malformed(f"batch size {text!r} is not a positive integer")
+    return int(text)
+
+
+def _composition(data) -> Composition:
+    """The composition part of a predictor file; files.Malformed naming what is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("layer_times_s"), dict) \
+            or not isinstance(data.get("coefficients"), dict):
+        raise files.Malformed("its composition holds no layer times or coefficients")
+    coefficients = {}
+    for batch, terms in data["coefficients"].items():
+        if not isinstance(terms, dict) or set(terms) != set(TERMS):
+            raise files.Malformed(f"its composition's coefficients at batch {batch} are not {', '.join(TERMS)}")
+        for name, value in terms.items():  # b may be negative: finite is all a term must be
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise files.Malformed(f"composition coefficient {name} is {value!r}, not a finite number")
+        coefficients[_batch_size(batch)] = {n: float(v) for n, v in terms.items()}
+    times = {}
+    for batch, by_key in data["layer_times_s"].items():
+        if not isinstance(by_key, dict):
+            raise files.Malformed(f"its layer times at batch {batch} are not an object")
+        times[_batch_size(batch)] = {str(k): _number(v, f"layer time {k}", positive=True) for k, v in by_key.items()}
+    if not coefficients or set(coefficients) - set(times):
+        raise files.Malformed("its composition has a batch size without layer times")
+    return Composition(times, coefficients, _interval(data.get("interval_measured_over_predicted"),
+                                                      "its composition's interval"))
 
 
 def load(path: str) -> Predictor:
