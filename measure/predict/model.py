@@ -85,8 +85,8 @@ class Predictor:
         """(seconds per call, the interval around it) of a network with these features and layer keys: its
         layers' own times added up where all were timed, else the per-feature model."""
         if self.composition is not None and self.composition.covers(keys):
-            spill = float(with_spill(vector, self.cache_bytes)[0, -1])
-            return self.composition.call_s(keys, spill, batch_size), self.composition.interval
+            weight_bytes = float(np.asarray(vector, float).reshape(-1)[_WEIGHT_BYTES])
+            return self.composition.call_s(keys, weight_bytes, batch_size), self.composition.interval
         return float(self.latency_s(vector)[0]), self.interval
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
@@ -128,23 +128,25 @@ class Composition:
     layer_times: dict  # batch size -> {features.layer_key: seconds per call of that layer alone}
     coefficients: dict  # batch size -> TERMS -> its fitted value
     interval: tuple[float, float]  # measured / predicted of networks held out of the fit, quantiles
+    cache_bytes: Optional[float] = None  # its own fitted cache (None: weights never spill)
 
     def covers(self, keys: tuple[str, ...]) -> bool:
         """Whether every layer was timed alone at every batch size the composition was fitted at."""
         return bool(keys) and all(key in self.layer_times[b] for b in self.coefficients for key in keys)
 
-    def at(self, keys: tuple[str, ...], spill_bytes: float, batch_size: int) -> float:
+    def at(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
         """Seconds per call at a batch size the composition was fitted at."""
         layer_sum = sum(self.layer_times[batch_size][key] for key in keys)
         c = self.coefficients[batch_size]
-        composed = c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"] + c[SPILL] * spill_bytes
+        spill = 0.0 if self.cache_bytes is None else max(weight_bytes - self.cache_bytes, 0.0)
+        composed = c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"] + c[SPILL] * spill
         return max(composed, FLOOR * layer_sum)
 
-    def call_s(self, keys: tuple[str, ...], spill_bytes: float, batch_size: int) -> float:
+    def call_s(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
         nearest beyond them, and never less than at a smaller one (more batch, never a shorter call)."""
         sizes = sorted(self.coefficients)
-        times = np.maximum.accumulate([self.at(keys, spill_bytes, b) for b in sizes])
+        times = np.maximum.accumulate([self.at(keys, weight_bytes, b) for b in sizes])
         if batch_size <= sizes[0]:
             return float(times[0] * batch_size / sizes[0])
         if batch_size >= sizes[-1]:
@@ -155,7 +157,7 @@ class Composition:
         """Its part of the predictor file."""
         return {"layer_times_s": {str(b): t for b, t in self.layer_times.items()},
                 "coefficients": {str(b): c for b, c in self.coefficients.items()},
-                "interval_measured_over_predicted": list(self.interval)}
+                "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval)}
 
 
 def layer_times(points: list[Point]) -> dict:
@@ -187,17 +189,10 @@ def _relative_fit(design: np.ndarray, latencies: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(design / latencies[:, None], np.ones(len(latencies)), rcond=None)[0]
 
 
-def fit_composition(points: list[Point], cache_bytes: Optional[float]) -> Optional[Composition]:
-    """The composition of the networks whose every layer was timed alone, at each batch size with at least
-    2 * FOLDS of them; None where there is no such batch size."""
-    times = layer_times(points)
-    rows = _composition_rows(points, times, cache_bytes)
-    if not rows:
-        return None
-    coefficients = {b: dict(zip(TERMS, map(float, _relative_fit(design, latencies))))
-                    for b, (_, design, latencies) in rows.items()}
+def _cross_validated_composition(rows: dict) -> np.ndarray:
+    """measured / predicted of every composed network, each by a fit without its network's points."""
     ratios = []
-    for b, (names, design, latencies) in rows.items():
+    for names, design, latencies in rows.values():
         distinct = sorted(set(names))
         order = np.random.default_rng(0).permutation(len(distinct))
         fold_of = {distinct[i]: rank % FOLDS for rank, i in enumerate(order)}
@@ -205,10 +200,24 @@ def fit_composition(points: list[Point], cache_bytes: Optional[float]) -> Option
         for fold in range(FOLDS):
             held = folds == fold
             c = _relative_fit(design[~held], latencies[~held])
-            predicted = np.maximum(design[held] @ c, FLOOR * design[held, 0])
-            ratios.extend(latencies[held] / predicted)
-    interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
-    return Composition({b: times[b] for b in coefficients}, coefficients, interval)
+            ratios.extend(latencies[held] / np.maximum(design[held] @ c, FLOOR * design[held, 0]))
+    return np.array(ratios)
+
+
+def fit_composition(points: list[Point]) -> Optional[Composition]:
+    """The composition of the networks whose every layer was timed alone, at each batch size with at least
+    2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best."""
+    times = layer_times(points)
+    tried = {cache: _composition_rows(points, times, cache) for cache in CACHE_CANDIDATES}
+    if not tried[None]:
+        return None
+    ratios = {cache: _cross_validated_composition(rows) for cache, rows in tried.items()}
+    cache = max(CACHE_CANDIDATES, key=lambda c: score(ratios[c]))
+    coefficients = {b: dict(zip(TERMS, map(float, _relative_fit(design, latencies))))
+                    for b, (_, design, latencies) in tried[cache].items()}
+    interval = tuple(float(q) for q in np.quantile(ratios[cache], INTERVAL))
+    return Composition({b: times[b] for b in coefficients}, coefficients, interval,
+                       None if cache is None else float(cache))
 
 
 def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
@@ -285,8 +294,12 @@ def held_out_networks_score(points: list[Point], ratios: np.ndarray) -> tuple[fl
     """How well a cross-validation predicts the networks (kernels where there are none): (share within
     +-10 %, minus the median error), larger is better."""
     networks = np.array([p.family != KERNEL_FAMILY for p in points])
-    chosen = ratios[networks] if networks.any() else ratios
-    errors = np.abs(1 / chosen - 1)
+    return score(ratios[networks] if networks.any() else ratios)
+
+
+def score(ratios: np.ndarray) -> tuple[float, float]:
+    """(share of measured / predicted within +-10 %, minus the median error): larger is better."""
+    errors = np.abs(1 / np.asarray(ratios, float) - 1)
     return float(np.mean(errors <= WITHIN)), -float(np.median(errors))
 
 
@@ -311,7 +324,7 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
                  "families": sorted({p.family for p in points if p.family}),
                  "cross_validated_within_10pct": share_within(1 / ratios, np.ones(len(ratios))),
                  "cross_validated_median_abs_error": float(np.median(np.abs(1 / ratios - 1)))}
-    composition = fit_composition(points, cache_bytes)
+    composition = fit_composition(points)
     if composition is not None:
         fitted_on["composed_batch_sizes"] = sorted(composition.coefficients)
         fitted_on["layers_timed_alone"] = len(next(iter(composition.layer_times.values())))
@@ -398,8 +411,10 @@ def _composition(data) -> Composition:
         times[_batch_size(batch)] = {str(k): _number(v, f"layer time {k}", positive=True) for k, v in by_key.items()}
     if not coefficients or set(coefficients) - set(times):
         raise files.Malformed("its composition has a batch size without layer times")
+    cache = data.get("cache_bytes")
     return Composition(times, coefficients, _interval(data.get("interval_measured_over_predicted"),
-                                                      "its composition's interval"))
+                                                      "its composition's interval"),
+                       None if cache is None else _number(cache, "its composition's cache_bytes", positive=True))
 
 
 def load(path: str) -> Predictor:
