@@ -100,10 +100,10 @@ def composed_points():
     for batch in MADE_UP_COMPOSITION:
         alone = {layers[k].keys[0]: made_up_layer_time(layers[k], batch) for k in kernel_names}
         points += [model_lib.Point(k, batch, alone[layers[k].keys[0]], layers[k].vector(batch),
-                                   family=model_lib.KERNEL_FAMILY, keys=layers[k].keys) for k in kernel_names]
+                                   family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in kernel_names]
         a, b, c = MADE_UP_COMPOSITION[batch]
         points += [model_lib.Point(n, batch, a * sum(alone[k] for k in layers[n].keys) + b * len(layers[n].keys) + c,
-                                   layers[n].vector(batch), family="ResNet", keys=layers[n].keys) for n in COMPOSED]
+                                   layers[n].vector(batch), family="ResNet", layers=layers[n]) for n in COMPOSED]
     return points
 
 
@@ -129,7 +129,7 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     networks = [p for p in composed_points if p.family == "ResNet"]
     for p in networks:
         assert composition.covers(p.keys)
-        assert fitted.call_s(p.features, p.keys, p.batch_size)[0] == pytest.approx(p.latency_s, rel=1e-6)
+        assert fitted.predict(p.layers, p.batch_size).latency_s * p.batch_size == pytest.approx(p.latency_s, rel=1e-6)
     assert composition.interval == pytest.approx((1.0, 1.0), abs=1e-6)
     # More batch, never a shorter call, between the fitted batch sizes and beyond them.
     layers = calibrate.layers_of(COMPOSED[0])

@@ -130,7 +130,7 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
 def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple,
                 cache_bytes: Optional[float]) -> dict:
     """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c
-    + d*(their weight bytes beyond `cache_bytes`, the predictor's).
+    + d*(their weight bytes beyond `cache_bytes`, the predictor's own).
 
     a to d are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
@@ -249,7 +249,8 @@ def main(argv):
     print(f"{'test set':<55}{'batch':>6}{'points':>7}{'composed':>9}{'predictor':>11}{'FLOPs':>8}")
     predicted = {}
     for label, pts in groups.items():
-        predicted[label] = (pts, np.array([predictor.call_s(p.features, p.keys, p.batch_size)[0] for p in pts]))
+        predicted[label] = (pts, np.array([predictor.predict(p.layers, p.batch_size).latency_s * p.batch_size
+                                           for p in pts]))
         flops_predicted = np.array([_flops(p) * baseline[0] + baseline[1] for p in pts])
         for batch_size in batch_sizes:
             ours, count = share_within(pts, predicted[label][1], batch_size)
@@ -272,8 +273,8 @@ def main(argv):
     for batch_size, agreed in summary["repeatability"].items():
         print(f"re-timed held-out ResNets at batch {batch_size} within +-10 % of their first timing: "
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
-    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes,
-                                         predictor.cache_bytes)
+    cache_bytes = predictor.cache_bytes if predictor.composition is None else predictor.composition.cache_bytes
+    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes, cache_bytes)
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
               f"per-layer, a per-call and a spilled weight byte's time fitted on them): {100 * agreed:.0f} % within "

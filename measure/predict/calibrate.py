@@ -207,4 +207,4 @@ def _point(row: results.Row, layers: features.Layers, source: str, pace_scale: f
     # The lower quartile of the timed calls: the time a shared machine's other jobs disturb least.
     per_image = row.time_per_image_p25_s or row.time_per_image_s
     return model_lib.Point(row.model, row.batch_size, per_image * row.batch_size * pace_scale,
-                           layers.vector(row.batch_size), source, power, row.family, layers.keys)
+                           layers.vector(row.batch_size), source, power, row.family, layers)

@@ -51,7 +51,12 @@ class Point:
     source: str = ""  # a results directory, or the calibration log
     power_w: Optional[float] = None  # where a meter read
     family: str = ""
-    keys: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)  # features.Layers.keys
+    layers: Optional["features.Layers"] = dataclasses.field(default=None, repr=False, compare=False)  # its count
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Its matrix-product layers' keys (features.Layers.keys; none where its layers are not known)."""
+        return self.layers.keys if self.layers is not None else ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,17 +86,14 @@ class Predictor:
         """Seconds per call the per-feature model predicts for feature vectors (rows)."""
         return with_spill(vectors, self.cache_bytes) @ np.array([self.coefficients[n] for n in COSTS])
 
-    def call_s(self, vector: np.ndarray, keys: tuple[str, ...], batch_size: int) -> tuple[float, tuple]:
-        """(seconds per call, the interval around it) of a network with these features and layer keys: its
-        layers' own times added up where all were timed, else the per-feature model."""
-        if self.composition is not None and self.composition.covers(keys):
-            weight_bytes = float(np.asarray(vector, float).reshape(-1)[_WEIGHT_BYTES])
-            return self.composition.call_s(keys, weight_bytes, batch_size), self.composition.interval
-        return float(self.latency_s(vector)[0]), self.interval
-
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
-        """Latency per image at a batch size, its interval, and energy per image where power is known."""
-        per_call, (low, high) = self.call_s(layers.vector(batch_size), layers.keys, batch_size)
+        """Latency per image at a batch size, its interval, and energy per image where power is known: its
+        layers' own times added up where all were timed alone, else the per-feature model."""
+        if self.composition is not None and self.composition.covers(layers.keys):
+            per_call = self.composition.call_s(layers.keys, layers.totals["weight_bytes"], batch_size)
+            low, high = self.composition.interval
+        else:
+            per_call, (low, high) = float(self.latency_s(layers.vector(batch_size))[0]), self.interval
         per_image = per_call / batch_size
         return Prediction(per_image, per_image * low, per_image * high,
                           per_image * self.power_w if self.power_w is not None else None)
@@ -145,13 +147,16 @@ class Composition:
     def call_s(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
         nearest beyond them, and never less than at a smaller one (more batch, never a shorter call)."""
-        sizes = sorted(self.coefficients)
-        times = np.maximum.accumulate([self.at(keys, weight_bytes, b) for b in sizes])
-        if batch_size <= sizes[0]:
-            return float(times[0] * batch_size / sizes[0])
-        if batch_size >= sizes[-1]:
-            return float(times[-1] * batch_size / sizes[-1])
-        return float(np.interp(batch_size, sizes, times))
+        sizes, times = [], []  # the fitted batch sizes up to the first >= batch_size, and their running maximum
+        for size in sorted(self.coefficients):
+            sizes.append(size)
+            times.append(max([self.at(keys, weight_bytes, size), *times[-1:]]))
+            if size >= batch_size:
+                break
+        if batch_size <= sizes[0] or batch_size >= sizes[-1]:
+            return times[-1] * batch_size / sizes[-1]
+        share = (batch_size - sizes[-2]) / (sizes[-1] - sizes[-2])
+        return times[-2] + share * (times[-1] - times[-2])
 
     def as_json(self) -> dict:
         """Its part of the predictor file."""
