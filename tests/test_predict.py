@@ -457,6 +457,18 @@ def test_kernels_together_weigh_as_much_as_networks_together():
     np.testing.assert_allclose(model_lib.weights(points[:30]), 1.0)  # kernels alone: all alike
 
 
+def test_the_benchs_space_layers_hold_every_layer_of_its_variants():
+    space = bench.space_layer_variants()
+    assert len(space) == len(set(space)) == len(bench.RESNETS) * len(bench.WIDTHS) * len(bench.SIDES)
+    for name in bench.random_resnets(4, seed=5):
+        variant = models.variant(name)
+        knobs = dict(variant.knobs)
+        two_blocks = str(models.from_knobs(variant.name, variant.input_shape(1)[1], depths=(2, 2, 2, 2),
+                                           width=knobs.get("width", 1.0)))
+        assert two_blocks in space
+        assert set(calibrate.layers_to_time([name])) <= set(calibrate.layers_to_time([two_blocks]))
+
+
 def test_the_bench_refuses_more_variants_than_its_space_has_before_timing(tmp_path, run_program):
     for flag in (f"--rank_variants={bench.DISTINCT_RESNETS + 1}", f"--fit_variants={bench.DISTINCT_RESNETS}"):
         result = run_program("measure.predict.bench", f"--out={tmp_path}/b", flag)

@@ -51,10 +51,9 @@ _PAPER = flags.DEFINE_bool("paper_networks", True, "Test on the paper's 14 netwo
 _CALIBRATION_S = flags.DEFINE_float("calibration_s", 180.0, "Seconds of calibration kernels to time, over all runs.",
                                     lower_bound=0, flag_values=FLAGS)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time and predict at.", flag_values=FLAGS)
-_LAYER_VARIANTS = flags.DEFINE_integer("layer_variants", 200, "ResNet variants (the fitted ones first, then more, "
-                                       "never a held-out one) whose layers are each timed alone, as python -m "
-                                       "measure.predict --layers_of times a space's layers.", lower_bound=0,
-                                       flag_values=FLAGS)
+_SPACE_LAYERS = flags.DEFINE_bool("space_layers", True, "Time every distinct layer of the ResNet space alone (as "
+                                  "python -m measure.predict --layers_of=...), so its variants are their layers "
+                                  "added up.", flag_values=FLAGS)
 _COMPOSITION = flags.DEFINE_integer("composition_variants", 12, "Held-out ResNet variants whose layers are each "
                                     "timed alone, to test how well layer times add up to a network's.", lower_bound=0,
                                     flag_values=FLAGS)
@@ -66,8 +65,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the variants and kernels.", low
 cli.require_finite(_CALIBRATION_S, _MIN_TIME)
 
 
-# Its knobs' values: 3 depths per stage (4 stages), 8 widths, 7 sides, both block types (random_resnets).
-DISTINCT_RESNETS = len(RESNETS) * 3 ** 4 * 8 * 7
+# The ResNet space's knobs: blocks a stage (4 stages), widths and sides, for both block types.
+DEPTHS, WIDTHS, SIDES = (1, 2, 3), tuple(i / 8 for i in range(1, 9)), tuple(range(32, 129, 16))
+DISTINCT_RESNETS = len(RESNETS) * len(DEPTHS) ** 4 * len(WIDTHS) * len(SIDES)
 
 
 def random_resnets(count: int, seed: int) -> list[str]:
@@ -80,19 +80,18 @@ def random_resnets(count: int, seed: int) -> list[str]:
                         f"{count:,} asked for; ask for at most that many")
     rng, drawn = np.random.default_rng(seed), {}
     while len(drawn) < count:
-        variant = models.from_knobs(str(rng.choice(RESNETS)), int(rng.integers(2, 9)) * 16,
-                                    depths=tuple(int(d) for d in rng.integers(1, 4, size=4)),
-                                    width=float(rng.integers(1, 9)) / 8)
+        variant = models.from_knobs(str(rng.choice(RESNETS)), SIDES[rng.integers(len(SIDES))],
+                                    depths=tuple(DEPTHS[i] for i in rng.integers(len(DEPTHS), size=4)),
+                                    width=WIDTHS[rng.integers(len(WIDTHS))])
         drawn.setdefault(str(variant), None)
     return list(drawn)
 
 
-def layer_variants(resnets: list[str], fit: int, count: int, seed: int) -> list[str]:
-    """The variants whose layers calibration times alone: the `fit` first of `resnets`, then more of the
-    space drawn with another seed, none of the held-out rest of `resnets`."""
-    held_out = set(resnets[fit:])
-    more = [v for v in random_resnets(min(count + len(held_out), DISTINCT_RESNETS), seed + 2) if v not in held_out]
-    return list(dict.fromkeys(resnets[:fit] + more))[:count]
+def space_layer_variants() -> list[str]:
+    """Variants that hold every distinct layer of the space between them: each block type, width and side at
+    two blocks a stage (a stage's first block and the ones after it differ; a third repeats the second)."""
+    return [str(models.from_knobs(block, side, depths=(2, 2, 2, 2), width=width))
+            for block in RESNETS for width in WIDTHS for side in SIDES]
 
 
 def share_within(points: list, predicted: np.ndarray, batch_size: int) -> tuple[float, int]:
@@ -211,8 +210,8 @@ def main(argv):
         calibrate.calibrate([str(k) for k in kernels.draw(1000, _SEED.value)], kernel_log, timer, _CALIBRATION_S.value)
         calibration_s = time.perf_counter() - start
         start = time.perf_counter()
-        calibrate.calibrate(calibrate.layers_to_time(layer_variants(resnets, _FIT.value, _LAYER_VARIANTS.value,
-                                                                    _SEED.value)), layer_log, timer, float("inf"))
+        if _SPACE_LAYERS.value:
+            calibrate.calibrate(calibrate.layers_to_time(space_layer_variants()), layer_log, timer, float("inf"))
         layers_s = time.perf_counter() - start
         calibrate.calibrate(resnets + list(UNSEEN) + paper, network_log, timer, float("inf"))
         # The held-out ResNets once more, last: how far two timings of one network differ on this machine.
@@ -240,10 +239,10 @@ def main(argv):
                "calibration_s_this_run": calibration_s,
                "calibration_s_total": calibrate.logged_seconds(kernel_log),
                "layers_timed_alone": len({p.name for p in kernel_points if p.source == layer_log}),
-               "layer_variants": _LAYER_VARIANTS.value, "layers_s_this_run": layers_s,
+               "layers_s_this_run": layers_s,
                "layers_s_total": calibrate.logged_seconds(layer_log), "fit_points": len(fit_points), "rows": []}
     print(f"{name}: fitted on {len(fit_points)} points ({summary['calibration_kernels']} kernels, "
-          f"{summary['layers_timed_alone']} layers of {_LAYER_VARIANTS.value} ResNet variants, {len(fit_names)} "
+          f"{summary['layers_timed_alone']} layers of the ResNet space, {len(fit_names)} "
           f"ResNet variants); calibration took {summary['calibration_s_total']:.0f} s of timing, the layers "
           f"{summary['layers_s_total']:.0f} s")
     print(f"{'test set':<55}{'batch':>6}{'points':>7}{'composed':>9}{'predictor':>11}{'FLOPs':>8}")
