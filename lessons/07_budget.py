@@ -213,3 +213,6 @@ check.most_flops_under(answer, planned, budget_ms)
 #
 # From a shell, the same workflow is `python -m measure.predict`, then
 # `python -m explore --predictor=results/predictor/predictor.json --constraints=latency_ms=:20 --predicted_front`.
+# For the closest predictions of a space you sweep often, time its layers too (`python -m measure.predict
+# --layers_of=...` with variants that hold them all, and ten or more of its networks whole): the predictor then
+# adds up each variant's own layer times, which know the slow shapes no per-MAC cost foresees (BUILD.md).

@@ -11,6 +11,14 @@ A layer timed alone, called again and again, finds its weights in the cache; a n
 outgrow it reads them from memory on every call, so at batch 1 it runs well above the sum of its
 layers. The cache's size is not asked of the device but fitted: the size among CACHE_CANDIDATES
 whose fit predicts the held-out networks best.
+
+Where every layer of a network has been timed alone on the device (calibration kernels with its
+layers' keys, see features.py; `python -m measure.predict --layers_of` times a space's layers), the
+predictor adds those times up instead, as nn-Meter does (Composition): a * the sum + b per layer + c
+per call + d per weight byte beyond its own fitted cache, fitted per batch size on such networks (b
+comes out negative: each layer timed alone paid a call of its own). XLA has slow paths for some
+shapes that no feature foresees, and a layer's own time knows them. The per-feature model is left
+for networks with a layer never timed.
 """
 
 import dataclasses
