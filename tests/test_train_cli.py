@@ -256,7 +256,7 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
     args = ["--model=resnet18:depths=1-1-1-1,width=0.25,resolution=32", "--dataset=digits", "--batch_size=32",
             "--steps=6", "--log_every=3", "--checkpoint_every=3", f"--workdir={tmp_path}",
             f"--coordinator_address=localhost:{port}", "--num_processes=2"]
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "PYTHONFAULTHANDLER": "1"}  # SIGABRT: every thread's stack
     # Each host writes to files, not pipes: a host blocked on a full pipe that nobody reads yet stops
     # joining the collectives, and the other host waits for it forever.
     logs = [(tmp_path.parent / f"{tmp_path.name}-host{i}.out", tmp_path.parent / f"{tmp_path.name}-host{i}.err")
@@ -266,13 +266,19 @@ def test_two_hosts_of_two_devices_train_as_one_run(tmp_path):
         with open(out, "w") as stdout, open(err, "w") as stderr:
             hosts.append(subprocess.Popen([sys.executable, "-m", "train", *args, f"--process_id={i}"], stdout=stdout,
                                           stderr=stderr, text=True, env=env))
+    deadline = time.monotonic() + 300
     try:
         for host in hosts:
-            host.wait(timeout=300)
+            host.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        for host in hosts:  # a hang: each host's Python stacks to its stderr, for the failure message
+            host.send_signal(signal.SIGABRT)
+        for host in hosts:
+            host.wait(timeout=30)
     finally:
         for host in hosts:
             host.kill()
-    outputs = [(out.read_text(), err.read_text()) for out, err in logs]
+    outputs = [(out.read_text(), err.read_text()[-6000:]) for out, err in logs]
     assert [host.returncode for host in hosts] == [0, 0], outputs
     assert "on 4 cpu device(s)" in outputs[0][0] and "done:" in outputs[0][0]
     assert "[train]" not in outputs[1][0] and "done:" not in outputs[1][0]  # process 0 alone reports

@@ -119,10 +119,17 @@ class Steps(NamedTuple):
     eval: object
     init: object
     batch_norm_moments: object
+    population_statistics: object
 
 
 def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: int) -> Steps:
-    """The train step, eval step, state initialiser and BatchNorm moments of `module`, jitted over the mesh."""
+    """The train step, eval step, state initialiser and BatchNorm moments and statistics of `module`, jitted over
+    the mesh.
+
+    Every computation on global arrays is one of these: each host runs the same programs in the same order.
+    Eager operations on them instead launch a program per operation, and hosts under load were seen to wait
+    on each other forever in such a launch.
+    """
     dtype = DTYPES[config.precision]
     replicated, batch_sharding = distributed.replicated(mesh), distributed.batch_sharded(mesh)
     train_step = jax.jit(functools.partial(steps.train_step, module=module, tx=tx, dtype=dtype,
@@ -134,7 +141,9 @@ def jitted_steps(module, tx, config: config_lib.TrainConfig, mesh, resolution: i
                    out_shardings=replicated)
     moments = jax.jit(functools.partial(steps.batch_norm_moments, module=module, dtype=dtype, seed=config.seed),
                       in_shardings=(replicated, replicated, batch_sharding), out_shardings=replicated)
-    return Steps(train_step, eval_step, init, moments)
+    statistics = jax.jit(steps.population_statistics, static_argnums=1, in_shardings=(replicated,),
+                         out_shardings=replicated)
+    return Steps(train_step, eval_step, init, moments, statistics)
 
 
 def _abstract_state(init, sharding):
@@ -187,11 +196,10 @@ def precise_batch_norm(run: _Run, state):
                                            resolution=run.resolution, seed=config.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count(),
                                            shuffle_buffer=max(config.precise_bn_images, config.batch_size))
-    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-    sums = (zeros, zeros)
+    sums = ()
     for _ in range(count):
         sums = run.steps.batch_norm_moments(state, sums, distributed.global_batch(next(batches), run.batch_sharding))
-    return state.replace(batch_stats=steps.population_statistics(sums, count))
+    return state.replace(batch_stats=run.steps.population_statistics(sums, count))
 
 
 def evaluate(run: _Run, state) -> dict:
