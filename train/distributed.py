@@ -74,3 +74,12 @@ def per_host_batch_size(global_batch_size: int, mesh: Mesh) -> int:
 def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
     """One global array per field from this host's NumPy batch (its rows of the global batch)."""
     return {name: jax.make_array_from_process_local_data(sharding, value) for name, value in local_batch.items()}
+
+
+def zeros_like(tree):
+    """Zeros shaped, typed and sharded as `tree`'s fully replicated global arrays, made from host memory.
+
+    No program runs to make them (jnp.zeros_like on a global array launches one on every host).
+    """
+    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(
+        leaf.sharding, np.zeros(leaf.shape, leaf.dtype)), tree)

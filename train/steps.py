@@ -103,8 +103,7 @@ def _is_batch_norm(node) -> bool:
 
 
 def batch_norm_moments(state: TrainState, sums: tuple, batch: dict, *, module: nn.Module, dtype, seed: int):
-    """`sums` (of the batch moments, and of their squares; () before the first batch) plus `batch`'s, per
-    BatchNorm in training mode.
+    """`sums` (of the batch moments, and of their squares) plus `batch`'s, per BatchNorm in training mode.
 
     Applied to zeroed statistics, BatchNorm's update is (1 - momentum) times the batch's moments,
     so dividing by that recovers them exactly.
@@ -114,7 +113,7 @@ def batch_norm_moments(state: TrainState, sums: tuple, batch: dict, *, module: n
     _, updates = module.apply(_variables(_cast(state.params, dtype), zeros), images, train=True,
                               mutable=["batch_stats"], rngs={"dropout": jax.random.key(seed)})
     moments = jax.tree.map(lambda u: u.astype(jnp.float32) / (1 - layers.BN_MOMENTUM), updates["batch_stats"])
-    first, second = sums or (zeros, zeros)
+    first, second = sums
     return jax.tree.map(jnp.add, first, moments), jax.tree.map(lambda s, m: s + jnp.square(m), second, moments)
 
 

@@ -196,7 +196,8 @@ def precise_batch_norm(run: _Run, state):
                                            resolution=run.resolution, seed=config.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count(),
                                            shuffle_buffer=max(config.precise_bn_images, config.batch_size))
-    sums = ()
+    zeros = distributed.zeros_like(state.batch_stats)
+    sums = (zeros, zeros)
     for _ in range(count):
         sums = run.steps.batch_norm_moments(state, sums, distributed.global_batch(next(batches), run.batch_sharding))
     return state.replace(batch_stats=run.steps.population_statistics(sums, count))
