@@ -135,7 +135,8 @@ def composition(layers: dict, read: list, network_log: str, layer_log: str, batc
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
-    spill = {(p.name, p.batch_size): model_lib.with_spill(p.features, cache_bytes)[0, -1] for p in read}
+    spill = {(p.name, p.batch_size): model_lib.spilled_bytes(p.features[features.NAMES.index("weight_bytes")],
+                                                             cache_bytes) for p in read}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()
@@ -254,8 +255,7 @@ def main(argv):
         for batch_size in batch_sizes:
             ours, count = share_within(pts, predicted[label][1], batch_size)
             theirs, _ = share_within(pts, flops_predicted, batch_size)
-            composed = sum(1 for p in pts if p.batch_size == batch_size and predictor.composition is not None
-                           and predictor.composition.covers(p.keys))
+            composed = sum(1 for p in pts if p.batch_size == batch_size and predictor.composes(p.keys))
             summary["rows"].append({"test_set": label, "batch_size": batch_size, "points": count,
                                     "composed": composed, "predictor_within_10pct": ours,
                                     "flops_within_10pct": theirs, "worst": _worst(pts, predicted[label][1], batch_size)})

@@ -58,14 +58,15 @@ class Layers:
             raise ValueError(f"features are made from a count at batch 1, not {cost.batch_size}")
         macs, k, n, grouped, tiny_map, keys = [], [], [], 0, 0, []
         for scope, tally in cost.breakdown.per_scope.items():
-            if tally.macs:
-                keys.append(layer_key(tally, cost.scope_params.get(scope, 0)))
+            if not tally.macs:
+                continue
+            weights = cost.scope_params.get(scope, 0)
+            keys.append(layer_key(tally, weights))
             if tally.macs_dense_groups > tally.macs:  # a grouped (depthwise) convolution: its own, slower, kernel
                 grouped += tally.macs
-            elif tally.macs:
+            else:
                 outputs = max(tally.activations, 1)
                 reduction = tally.macs / outputs
-                weights = cost.scope_params.get(scope, 0)
                 macs.append(tally.macs)
                 k.append(reduction)
                 # A product on data alone (no weights in its scope) has one output column per element.

@@ -97,7 +97,7 @@ class Predictor:
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known: its
         layers' own times added up where all were timed alone, else the per-feature model."""
-        if self.composition is not None and self.composition.covers(layers.keys):
+        if self.composes(layers.keys):
             per_call = self.composition.call_s(layers.keys, layers.totals["weight_bytes"], batch_size)
             low, high = self.composition.interval
         else:
@@ -105,6 +105,10 @@ class Predictor:
         per_image = per_call / batch_size
         return Prediction(per_image, per_image * low, per_image * high,
                           per_image * self.power_w if self.power_w is not None else None)
+
+    def composes(self, keys: tuple[str, ...]) -> bool:
+        """Whether a network of these layer keys is predicted as its layers added up (every one timed alone)."""
+        return self.composition is not None and self.composition.covers(keys)
 
     def check_here(self, environment: dict, precision: Optional[str], path: str) -> None:
         """Refuses, in one line, to predict for another device, runtime or precision (None: any) than the fit's."""
@@ -148,8 +152,8 @@ class Composition:
         """Seconds per call at a batch size the composition was fitted at."""
         layer_sum = sum(self.layer_times[batch_size][key] for key in keys)
         c = self.coefficients[batch_size]
-        spill = 0.0 if self.cache_bytes is None else max(weight_bytes - self.cache_bytes, 0.0)
-        composed = c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"] + c[SPILL] * spill
+        composed = (c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"]
+                    + c[SPILL] * spilled_bytes(weight_bytes, self.cache_bytes))
         return max(composed, FLOOR * layer_sum)
 
     def call_s(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
@@ -190,7 +194,7 @@ def _composition_rows(points: list[Point], times: dict, cache_bytes: Optional[fl
         table = times.get(p.batch_size, {})
         if p.family != KERNEL_FAMILY and p.keys and all(key in table for key in p.keys):
             row = [sum(table[key] for key in p.keys), len(p.keys), 1.0,
-                   float(with_spill(p.features, cache_bytes)[0, -1])]
+                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes)]
             names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
             names.append(p.name), design.append(row), latencies.append(p.latency_s)
     return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
@@ -233,11 +237,15 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
                        None if cache is None else float(cache))
 
 
+def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float]) -> float:
+    """The weight bytes above `cache_bytes` (none when no cache was fitted)."""
+    return 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
+
+
 def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
-    """Feature vectors (rows) with the SPILL column appended: weight bytes above `cache_bytes` (None: zero)."""
+    """Feature vectors (rows) with the SPILL column appended: their spilled_bytes."""
     vectors = np.atleast_2d(np.asarray(vectors, float))
-    spill = np.zeros(len(vectors)) if cache_bytes is None else np.maximum(vectors[:, _WEIGHT_BYTES] - cache_bytes, 0)
-    return np.column_stack([vectors, spill])
+    return np.column_stack([vectors, [spilled_bytes(w, cache_bytes) for w in vectors[:, _WEIGHT_BYTES]]])
 
 
 def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
