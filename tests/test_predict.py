@@ -17,7 +17,7 @@ from core.errors import UserError
 from explore import analyse, plan, table
 from measure import predict
 from measure import results as results_lib
-from measure.predict import bench, calibrate, features, kernels
+from measure.predict import bench, calibrate, features, forest, kernels
 from measure.predict import model as model_lib
 
 SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32",
@@ -135,10 +135,17 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     layers = calibrate.layers_of(COMPOSED[0])
     per_call = [fitted.predict(layers, b).latency_s * b for b in (1, 2, 3, 4, 8, 64)]
     assert all(x < y for x, y in zip(per_call, per_call[1:]))
-    # A network with a layer never timed alone: the per-feature model predicts it.
-    wider = calibrate.layers_of("resnet18:depths=1-1-1-1,width=0.375,resolution=32")
-    assert not composition.covers(wider.keys)
-    assert fitted.predict(wider, 1).latency_s == pytest.approx(float(fitted.latency_s(wider.vector(1))[0]))
+    # A network with layers never timed alone: the forest of the timed ones predicts those, and they add up.
+    name = "resnet18:depths=1-1-1-1,width=0.375,resolution=32"
+    wider = calibrate.layers_of(name)
+    assert not composition.covers(wider.keys) and composition.predicts(wider.keys)
+    a, b, c = MADE_UP_COMPOSITION[1]
+    truth = a * sum(made_up_layer_time(calibrate.layers_of(k), 1) for k in calibrate.layers_to_time([name])) \
+        + b * len(wider.keys) + c
+    guessed = fitted.predict(wider, 1)
+    assert guessed.latency_s == pytest.approx(truth, rel=0.1)
+    low, high = composition.predicted_interval
+    assert (guessed.low_s, guessed.high_s) == pytest.approx((guessed.latency_s * low, guessed.latency_s * high))
     # The file holds it all.
     path = str(tmp_path / "p.json")
     predict.save(fitted, path)
@@ -153,6 +160,8 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     (lambda c: c["layer_times_s"].pop("4"), "a batch size without layer times"),
     (lambda c: c["layer_times_s"]["1"].update(x=0), "layer time x is 0"),
     (lambda c: c["coefficients"].update({"-2": c["coefficients"]["1"]}), "batch size '-2'"),
+    (lambda c: c["layer_model"].pop("4"), "one forest per batch size"),
+    (lambda c: c.update(predicted_interval_measured_over_predicted=[2, 1]), "low end is above its high end"),
 ])
 def test_a_hand_edited_composition_is_one_line(composed_points, tmp_path, edit, reason):
     path = tmp_path / "p.json"
@@ -163,6 +172,53 @@ def test_a_hand_edited_composition_is_one_line(composed_points, tmp_path, edit, 
     with pytest.raises(UserError, match=reason) as raised:
         predict.load(str(path))
     assert "\n" not in str(raised.value)
+
+
+def made_up_layer_seconds(key: str) -> float:
+    """A layer alone on a made-up device: a call, and a time per MAC that a short reduction makes slower."""
+    macs, outputs = (float(count) for count in key.split(":")[:2])
+    return 2e-5 + 1e-10 * macs * (1 + 16 * outputs / macs)
+
+
+def test_a_forest_of_layer_times_predicts_layers_it_never_saw(tmp_path):
+    keys = list(dict.fromkeys(k for name in map(str, kernels.draw(160, seed=5)) for k in calibrate.layers_of(name).keys))
+    seen, unseen = keys[:120], keys[120:]
+    trees = forest.fit({k: made_up_layer_seconds(k) for k in seen})
+    # Fewer layers than leaves: every layer it was fitted on is a leaf of every tree, so the walk gives it back.
+    assert trees.seconds(seen) == pytest.approx([made_up_layer_seconds(k) for k in seen], rel=1e-9)
+    errors = trees.seconds(unseen) / np.array([made_up_layer_seconds(k) for k in unseen]) - 1
+    assert np.median(np.abs(errors)) < 0.05
+    # Plain arrays in JSON and back: the same trees.
+    assert forest.parse(json.loads(json.dumps(trees.as_json()))) == trees
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda trees: trees[0]["left"].__setitem__(0, 10 ** 6), "a node pointing outside it"),
+    (lambda trees: trees[0]["left"].__setitem__(0, 0), "a node pointing outside it"),
+    (lambda trees: trees[1]["feature"].__setitem__(0, len(features.KEY_COLUMNS)), "a node pointing outside it"),
+    (lambda trees: trees[0]["value"].pop(), "unequal lengths"),
+    (lambda trees: trees[0]["threshold"].__setitem__(0, "deep"), "other than numbers"),
+    (lambda trees: trees[0].pop("right"), "is not feature, threshold"),
+    (lambda trees: trees.clear(), "no trees"),
+])
+def test_a_hand_edited_forest_is_one_line(composed_points, tmp_path, edit, reason):
+    path = tmp_path / "p.json"
+    predict.save(predict.fit(composed_points, {}, "float32", []), str(path))
+    data = json.loads(path.read_text())
+    edit(data["composition"]["layer_model"]["1"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=reason) as raised:
+        predict.load(str(path))
+    assert "\n" not in str(raised.value)
+
+
+def test_weights_of_a_layer_beyond_the_cache_alone_do_not_spill_again():
+    cache = 8 * 2 ** 20
+    small, large = "1:1:262144:1:1", "1:1:4194304:1:1"  # 1 MiB and 16 MiB of weights
+    assert model_lib.spilled_bytes(20 * 2 ** 20, cache) == 12 * 2 ** 20
+    assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small, large, small)) == 2 * 2 ** 20  # the small ones
+    assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small,) * 20) == 12 * 2 ** 20
+    assert model_lib.spilled_bytes(20 * 2 ** 20, None, (small,) * 20) == 0
 
 
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):
@@ -246,7 +302,7 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     (lambda text: text.replace('"calls": ', '"calls": -'), "coefficient calls"),
     (lambda text: text.replace('"calls": ', '"calls": NaN, "x": '), "NaN is not a number"),
     (lambda text: text.replace('"macs_k4"', '"macs_k3"'), "not this version's features"),
-    (lambda text: text.replace('"version": 2', '"version": 1'), "version 1, not 2"),
+    (lambda text: text.replace('"version": 3', '"version": 2'), "version 2, not 3"),
     (lambda text: text.replace('"cache_bytes": ', '"cache_bytes": -1, "x": '), "cache_bytes is -1"),
     (lambda text: "[]", "no \"format\""),
 ])

@@ -96,6 +96,9 @@ def main(argv):
         low, high = fitted.composition.interval
         print(f"networks made of the {on['layers_timed_alone']} layers timed alone are their layers added up, at "
               f"batch {', '.join(map(str, on['composed_batch_sizes']))}: 90 % interval x{low:.2f} to x{high:.2f}")
+        low, high = fitted.composition.predicted_interval
+        print(f"other networks' layers are predicted from those by trees of layer times; 90 % interval, every layer "
+              f"predicted: x{low:.2f} to x{high:.2f}")
     print(f"wrote {_OUT.value}")
 
 

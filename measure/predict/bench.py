@@ -136,7 +136,7 @@ def composition(layers: dict, read: list, network_log: str, layer_log: str, batc
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
     spill = {(p.name, p.batch_size): model_lib.spilled_bytes(p.features[features.NAMES.index("weight_bytes")],
-                                                             cache_bytes) for p in read}
+                                                             cache_bytes, p.keys) for p in read}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()

@@ -108,3 +108,21 @@ def hat_weights(values: np.ndarray, knots: tuple) -> np.ndarray:
     weights[rows, lower] = 1 - share
     weights[rows, upper] += share
     return weights
+
+
+# The columns of key_vectors: what a layer's time depends on, from its key's exact counts alone.
+KEY_COLUMNS = ("log2_macs", "log2_outputs", "log2_weights", "log2_inputs", "log2_reduction", "log2_output_channels",
+               "log2_positions", "log2_inputs_per_position", "padding_share")
+
+
+def key_vectors(keys) -> np.ndarray:
+    """Each layer key's KEY_COLUMNS (rows): its counts and the matrix product's K, N and M (positions) they imply."""
+    rows = []
+    for key in keys:
+        macs, outputs, weights, inputs, real_taps = (max(float(count), 1.0) for count in key.split(":"))
+        reduction = macs / outputs
+        channels = max(weights / reduction, 1.0) if weights > 1 else outputs  # a product on data alone
+        positions = max(outputs / channels, 1.0)
+        counts = np.log2([macs, outputs, weights, inputs, reduction, channels, positions, inputs / positions])
+        rows.append([*counts, 1 - real_taps / macs])
+    return np.array(rows, float).reshape(-1, len(KEY_COLUMNS))

@@ -17,8 +17,12 @@ layers' keys, see features.py; `python -m measure.predict --layers_of` times a s
 predictor adds those times up instead, as nn-Meter does (Composition): a * the sum + b per layer + c
 per call + d per weight byte beyond its own fitted cache, fitted per batch size on such networks (b
 comes out negative: each layer timed alone paid a call of its own). XLA has slow paths for some
-shapes that no feature foresees, and a layer's own time knows them. The per-feature model is left
-for networks with a layer never timed.
+shapes that no feature foresees, and a layer's own time knows them. A layer never timed alone gets
+the time that trees of the timed ones predict for it (forest.py), so a network of another family
+is its layers added up too; its interval is wider, cross-validated with every layer predicted by
+trees that never saw it. A layer whose own weights outgrow the cache reads them from memory when
+timed alone as well, so only the weights of layers that fit in it alone can spill (spilled_bytes).
+The per-feature model is left for predictors fitted without layers timed alone.
 """
 
 import dataclasses
@@ -31,10 +35,10 @@ from scipy import optimize
 
 from core import files
 from core.errors import UserError
-from measure.predict import features
+from measure.predict import features, forest
 
 FORMAT = "canziani-jax latency predictor"
-VERSION = 2  # 2: the weight bytes beyond a fitted cache, layers timed alone added up
+VERSION = 3  # 2: the weight bytes beyond a fitted cache, layers timed alone added up; 3: a forest of them
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
@@ -97,9 +101,10 @@ class Predictor:
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known: its
         layers' own times added up where all were timed alone, else the per-feature model."""
-        if self.composes(layers.keys):
+        if self.composition is not None and self.composition.predicts(layers.keys):
             per_call = self.composition.call_s(layers.keys, layers.totals["weight_bytes"], batch_size)
-            low, high = self.composition.interval
+            low, high = self.composition.interval if self.composes(layers.keys) else \
+                self.composition.predicted_interval
         else:
             per_call, (low, high) = float(self.latency_s(layers.vector(batch_size))[0]), self.interval
         per_image = per_call / batch_size
@@ -137,24 +142,39 @@ FLOOR = 0.1  # a composed time is never below this share of its layers' own sum 
 
 @dataclasses.dataclass(frozen=True)
 class Composition:
-    """Layers timed alone, by key and batch size, and how they add up to a network at each batch size."""
+    """Layers timed alone, by key and batch size, and how they add up to a network at each batch size; the
+    layers never timed alone predicted from those that were (forest.py)."""
 
     layer_times: dict  # batch size -> {features.layer_key: seconds per call of that layer alone}
     coefficients: dict  # batch size -> TERMS -> its fitted value
     interval: tuple[float, float]  # measured / predicted of networks held out of the fit, quantiles
     cache_bytes: Optional[float] = None  # its own fitted cache (None: weights never spill)
+    layer_model: dict = dataclasses.field(default_factory=dict)  # batch size -> forest.Forest of its layer times
+    # measured / predicted of the fit's networks with every layer predicted by a forest that never saw it
+    predicted_interval: Optional[tuple[float, float]] = None
+    _predicted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # (batch, key) -> s
 
     def covers(self, keys: tuple[str, ...]) -> bool:
         """Whether every layer was timed alone at every batch size the composition was fitted at."""
         return bool(keys) and all(key in self.layer_times[b] for b in self.coefficients for key in keys)
 
+    def predicts(self, keys: tuple[str, ...]) -> bool:
+        """Whether it gives a time for a network of these layer keys: every layer timed alone, or a layer model."""
+        return bool(keys) and (bool(self.layer_model) or self.covers(keys))
+
+    def layer_seconds(self, keys: tuple[str, ...], batch_size: int) -> list[float]:
+        """Each layer's time alone at a fitted batch size: as timed, else as its forest predicts (remembered)."""
+        timed = self.layer_times[batch_size]
+        unknown = list(dict.fromkeys(k for k in keys if k not in timed and (batch_size, k) not in self._predicted))
+        if unknown:
+            self._predicted.update(zip(((batch_size, k) for k in unknown),
+                                       map(float, self.layer_model[batch_size].seconds(unknown))))
+        return [timed[k] if k in timed else self._predicted[batch_size, k] for k in keys]
+
     def at(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
         """Seconds per call at a batch size the composition was fitted at."""
-        layer_sum = sum(self.layer_times[batch_size][key] for key in keys)
-        c = self.coefficients[batch_size]
-        composed = (c["layer_sum"] * layer_sum + c["layers"] * len(keys) + c["call"]
-                    + c[SPILL] * spilled_bytes(weight_bytes, self.cache_bytes))
-        return max(composed, FLOOR * layer_sum)
+        return compose(self.coefficients[batch_size], sum(self.layer_seconds(keys, batch_size)), len(keys),
+                       spilled_bytes(weight_bytes, self.cache_bytes, keys))
 
     def call_s(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
@@ -174,7 +194,17 @@ class Composition:
         """Its part of the predictor file."""
         return {"layer_times_s": {str(b): t for b, t in self.layer_times.items()},
                 "coefficients": {str(b): c for b, c in self.coefficients.items()},
-                "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval)}
+                "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval),
+                "layer_model": {str(b): f.as_json() for b, f in self.layer_model.items()},
+                "predicted_interval_measured_over_predicted":
+                    None if self.predicted_interval is None else list(self.predicted_interval)}
+
+
+def compose(terms: dict, layer_sum: float, layers: int, spilled: float) -> float:
+    """Seconds per call of a network from its layers' times alone (TERMS' coefficients), never below FLOOR of their
+    sum."""
+    composed = terms["layer_sum"] * layer_sum + terms["layers"] * layers + terms["call"] + terms[SPILL] * spilled
+    return max(composed, FLOOR * layer_sum)
 
 
 def layer_times(points: list[Point]) -> dict:
@@ -194,7 +224,7 @@ def _composition_rows(points: list[Point], times: dict, cache_bytes: Optional[fl
         table = times.get(p.batch_size, {})
         if p.family != KERNEL_FAMILY and p.keys and all(key in table for key in p.keys):
             row = [sum(table[key] for key in p.keys), len(p.keys), 1.0,
-                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes)]
+                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys)]
             names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
             names.append(p.name), design.append(row), latencies.append(p.latency_s)
     return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
@@ -223,7 +253,8 @@ def _cross_validated_composition(rows: dict) -> np.ndarray:
 
 def fit_composition(points: list[Point]) -> Optional[Composition]:
     """The composition of the networks whose every layer was timed alone, at each batch size with at least
-    2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best."""
+    2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best; and
+    at those batch sizes, a forest of every layer timed alone for the layers never timed."""
     times = layer_times(points)
     tried = {cache: _composition_rows(points, times, cache) for cache in CACHE_CANDIDATES}
     if not tried[None]:
@@ -233,13 +264,40 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
     coefficients = {b: dict(zip(TERMS, map(float, _relative_fit(design, latencies))))
                     for b, (_, design, latencies) in tried[cache].items()}
     interval = tuple(float(q) for q in np.quantile(ratios[cache], INTERVAL))
-    return Composition({b: times[b] for b in coefficients}, coefficients, interval,
-                       None if cache is None else float(cache))
+    fitted_cache = None if cache is None else float(cache)
+    return Composition({b: times[b] for b in coefficients}, coefficients, interval, fitted_cache,
+                       layer_model={b: forest.fit(times[b]) for b in coefficients},
+                       predicted_interval=_predicted_interval(points, times, coefficients, fitted_cache))
 
 
-def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float]) -> float:
-    """The weight bytes above `cache_bytes` (none when no cache was fitted)."""
-    return 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
+def _predicted_interval(points: list[Point], times: dict, coefficients: dict,
+                        cache_bytes: Optional[float]) -> tuple[float, float]:
+    """Quantiles of measured / predicted of the networks whose layers were timed, each layer's time predicted by a
+    forest fitted without it (its key held out in one of FOLDS folds), added up as the composition does."""
+    held_out = {}
+    for b in coefficients:
+        keys = sorted(times[b])
+        fold_of = np.random.default_rng(0).permutation(len(keys)) % FOLDS
+        for fold in range(FOLDS):
+            trees = forest.fit({k: times[b][k] for k, f in zip(keys, fold_of) if f != fold})
+            chosen = [k for k, f in zip(keys, fold_of) if f == fold]
+            held_out.update(zip(((b, k) for k in chosen), trees.seconds(chosen)))
+    ratios = [p.latency_s / compose(coefficients[p.batch_size], sum(held_out[p.batch_size, k] for k in p.keys),
+                                    len(p.keys), spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys))
+              for p in points if p.family != KERNEL_FAMILY and p.batch_size in coefficients and p.keys
+              and all(k in times[p.batch_size] for k in p.keys)]
+    return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
+
+
+def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple[str, ...] = ()) -> float:
+    """The weight bytes above `cache_bytes` (none when no cache was fitted); given the layer keys, at most the
+    weights of the layers that fit in the cache alone: a layer whose weights do not read them from memory when
+    timed alone too, so its own time holds that already."""
+    spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
+    if keys and spilled:
+        layer_bytes = [int(key.split(":")[2]) * features.BYTES for key in keys]
+        spilled = min(spilled, float(sum(b for b in layer_bytes if b <= cache_bytes)))
+    return spilled
 
 
 def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
@@ -432,10 +490,17 @@ def _composition(data) -> Composition:
         times[_batch_size(batch)] = {str(k): _number(v, f"layer time {k}", positive=True) for k, v in by_key.items()}
     if not coefficients or set(coefficients) - set(times):
         raise files.Malformed("its composition has a batch size without layer times")
+    layer_model = data.get("layer_model")
+    if not isinstance(layer_model, dict) or (layer_model and set(map(_batch_size, layer_model)) != set(coefficients)):
+        raise files.Malformed("its composition's layer model is not one forest per batch size of its coefficients")
     cache = data.get("cache_bytes")
     return Composition(times, coefficients, _interval(data.get("interval_measured_over_predicted"),
                                                       "its composition's interval"),
-                       None if cache is None else _number(cache, "its composition's cache_bytes", positive=True))
+                       None if cache is None else _number(cache, "its composition's cache_bytes", positive=True),
+                       layer_model={_batch_size(b): forest.parse(trees) for b, trees in layer_model.items()},
+                       predicted_interval=_interval(data.get("predicted_interval_measured_over_predicted"),
+                                                    "its composition's interval of predicted layers")
+                       if layer_model else None)
 
 
 def load(path: str) -> Predictor:
