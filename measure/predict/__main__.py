@@ -9,7 +9,8 @@ predictor and writes it as JSON to --out with its cross-validated accuracy.
 
 A space's own layers timed alone make the predictor add them up for any network built only of
 them (see model.py), once ten or more such networks are measured (--networks or --results): e.g.
---layers_of with variants drawn from the space, and --results with an explorer sweep of it.
+--layers_of with variants drawn from the space, and --results with an explorer sweep of it. Then
+other networks are their layers added up too, each layer never timed predicted from those timed.
 """
 
 import os
