@@ -219,6 +219,11 @@ def test_weights_of_a_layer_beyond_the_cache_alone_do_not_spill_again():
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small, large, small)) == 2 * 2 ** 20  # the small ones
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small,) * 20) == 12 * 2 ** 20
     assert model_lib.spilled_bytes(20 * 2 ** 20, None, (small,) * 20) == 0
+    # The per-feature model's column too, where a row's layers are known.
+    vectors = np.zeros((2, len(features.NAMES)))
+    vectors[:, features.NAMES.index("weight_bytes")] = 20 * 2 ** 20
+    column = model_lib.with_spill(vectors, cache, [(small, large, small), ()])[:, -1]
+    assert list(column) == [2 * 2 ** 20, 12 * 2 ** 20]
 
 
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):

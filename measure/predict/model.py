@@ -21,8 +21,8 @@ shapes that no feature foresees, and a layer's own time knows them. A layer neve
 the time that trees of the timed ones predict for it (forest.py), so a network of another family
 is its layers added up too; its interval is wider, cross-validated with every layer predicted by
 trees that never saw it. A layer whose own weights outgrow the cache reads them from memory when
-timed alone as well, so only the weights of layers that fit in it alone can spill (spilled_bytes).
-The per-feature model is left for predictors fitted without layers timed alone.
+timed alone as well, so only the weights of layers that fit in it alone can spill (spilled_bytes),
+in both models. The per-feature model is left for predictors fitted without layers timed alone.
 """
 
 import dataclasses
@@ -94,9 +94,10 @@ class Predictor:
     fitted_on: dict = dataclasses.field(default_factory=dict)
     composition: Optional["Composition"] = None  # for networks whose every layer was timed alone
 
-    def latency_s(self, vectors: np.ndarray) -> np.ndarray:
-        """Seconds per call the per-feature model predicts for feature vectors (rows)."""
-        return with_spill(vectors, self.cache_bytes) @ np.array([self.coefficients[n] for n in COSTS])
+    def latency_s(self, vectors: np.ndarray, keys: Optional[list] = None) -> np.ndarray:
+        """Seconds per call the per-feature model predicts for feature vectors (rows), given each row's layer keys
+        where known (with_spill)."""
+        return with_spill(vectors, self.cache_bytes, keys) @ np.array([self.coefficients[n] for n in COSTS])
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known: its
@@ -106,7 +107,8 @@ class Predictor:
             low, high = self.composition.interval if self.composes(layers.keys) else \
                 self.composition.predicted_interval
         else:
-            per_call, (low, high) = float(self.latency_s(layers.vector(batch_size))[0]), self.interval
+            per_call = float(self.latency_s(layers.vector(batch_size), [layers.keys])[0])
+            low, high = self.interval
         per_image = per_call / batch_size
         return Prediction(per_image, per_image * low, per_image * high,
                           per_image * self.power_w if self.power_w is not None else None)
@@ -300,10 +302,13 @@ def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple
     return spilled
 
 
-def with_spill(vectors: np.ndarray, cache_bytes: Optional[float]) -> np.ndarray:
-    """Feature vectors (rows) with the SPILL column appended: their spilled_bytes."""
+def with_spill(vectors: np.ndarray, cache_bytes: Optional[float], keys: Optional[list] = None) -> np.ndarray:
+    """Feature vectors (rows) with the SPILL column appended: their spilled_bytes, given each row's layer keys
+    where known (None, or () for a row: its layers unknown, every weight byte beyond the cache spills)."""
     vectors = np.atleast_2d(np.asarray(vectors, float))
-    return np.column_stack([vectors, [spilled_bytes(w, cache_bytes) for w in vectors[:, _WEIGHT_BYTES]]])
+    keys = keys if keys is not None else [()] * len(vectors)
+    return np.column_stack([vectors, [spilled_bytes(w, cache_bytes, k) for w, k in zip(vectors[:, _WEIGHT_BYTES],
+                                                                                         keys)]])
 
 
 def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
@@ -357,7 +362,7 @@ def cross_validated_ratios(points: list[Point], cache_bytes: Optional[float], fo
     names = sorted({p.name for p in points})
     order = np.random.default_rng(0).permutation(len(names))
     fold_of = {names[i]: rank % folds for rank, i in enumerate(order)}
-    vectors = with_spill([p.features for p in points], cache_bytes)
+    vectors = with_spill([p.features for p in points], cache_bytes, [p.keys for p in points])
     latencies = np.array([p.latency_s for p in points])
     ratios = np.empty(len(points))
     for fold in range(min(folds, len(names))):
@@ -395,7 +400,8 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
     cache_bytes = max(CACHE_CANDIDATES, key=lambda cache: held_out_networks_score(points, tried[cache]))
     ratios = tried[cache_bytes]
     latencies = np.array([p.latency_s for p in points])
-    coefficients = solve(with_spill([p.features for p in points], cache_bytes), latencies, weights(points))
+    coefficients = solve(with_spill([p.features for p in points], cache_bytes, [p.keys for p in points]), latencies,
+                         weights(points))
     powers = [p.power_w for p in points if p.power_w is not None]
     interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
     fitted_on = {"points": len(points), "networks_and_kernels": len(networks),
