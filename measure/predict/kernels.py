@@ -1,7 +1,8 @@
 """Calibration kernels: single layers over a spread of shapes, timed alone as nn-Meter times its kernels.
 
-A kernel is a convolution (with BatchNorm and ReLU, the unit the networks repeat, which XLA fuses),
-a dense layer (with ReLU) or a max pooling, written like a variant string
+A kernel is a convolution (with BatchNorm and ReLU, the unit the networks repeat, which XLA fuses;
+with `bias=1`, a bias and ReLU instead, as in the networks without BatchNorm), a dense layer (with
+ReLU) or a max pooling, written like a variant string
 (`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw` gives a seeded spread of
 them: the kernel sizes, strides, grouped (AlexNet's two groups) and dilated convolutions and wide
 dense layers of the 14 networks, channels and sides log-uniform, each small enough to time in a
@@ -11,6 +12,7 @@ as a kernel of their own whose time follows the groups more than the MACs.
 
 import dataclasses
 import math
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -38,10 +40,14 @@ class KernelSpec:
     groups: int = 1
     dilation: int = 1
     side: int = 1
+    bias: int = 0  # a convolution: 1 for a bias and ReLU in place of BatchNorm and ReLU
+    pad: Optional[int] = None  # a convolution's padding on every side (None: SAME)
 
     def __str__(self) -> str:
-        fields = {"conv": ("cin", "cout", "k", "stride", "groups", "dilation", "side"), "dense": ("cin", "cout"),
-                  "pool": ("cin", "k", "stride", "side")}[self.kind]
+        conv = ("cin", "cout", "k", "stride", "groups", "dilation", "side") + ("bias",) * self.bias \
+            + ("pad",) * (self.pad is not None)
+        fields = {"conv": conv,
+                  "dense": ("cin", "cout"), "pool": ("cin", "k", "stride", "side")}[self.kind]
         return f"{self.kind}:" + ",".join(f"{name}={getattr(self, name)}" for name in fields)
 
     def input_shape(self, batch_size: int = 1) -> tuple[int, ...]:
@@ -55,7 +61,7 @@ class KernelSpec:
 
 
 class Kernel(nn.Module):
-    """One calibration layer: convolution + BatchNorm + ReLU, dense + ReLU, or max pooling."""
+    """One calibration layer: convolution + BatchNorm (or bias) + ReLU, dense + ReLU, or max pooling."""
 
     spec: KernelSpec
 
@@ -67,8 +73,9 @@ class Kernel(nn.Module):
         if s.kind == "dense":
             return nn.relu(nn.Dense(s.cout, name="dense")(x.reshape(x.shape[0], -1)))
         y = nn.Conv(s.cout, (s.k, s.k), strides=s.stride, feature_group_count=s.groups, kernel_dilation=s.dilation,
-                    padding="SAME", use_bias=False, name="conv")(x)
-        return nn.relu(nn.BatchNorm(use_running_average=not train, name="bn")(y))
+                    padding="SAME" if s.pad is None else ((s.pad, s.pad), (s.pad, s.pad)), use_bias=bool(s.bias),
+                    name="conv")(x)
+        return nn.relu(y if s.bias else nn.BatchNorm(use_running_average=not train, name="bn")(y))
 
 
 def is_kernel(name: str) -> bool:
@@ -85,10 +92,14 @@ def parse(text: str) -> KernelSpec:
     for item in filter(None, rest.split(",")):
         name, _, value = item.partition("=")
         if name not in {f.name for f in dataclasses.fields(KernelSpec)} - {"kind"} or not value.isdigit() \
-                or int(value) < 1:
-            raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer")
+                or int(value) < (name != "pad"):
+            raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer (pad: or 0)")
         values[name] = int(value)
     spec = KernelSpec(kind, **values)
+    if spec.bias > 1 or (spec.bias and spec.kind != "conv"):
+        raise UserError(f"kernel {text!r}: bias=1 is a convolution's only bias (a bias in place of BatchNorm)")
+    if spec.pad is not None and spec.kind != "conv":
+        raise UserError(f"kernel {text!r}: only a convolution takes pad")
     if spec.kind == "conv" and (spec.cin % spec.groups or spec.cout % spec.groups):
         raise UserError(f"kernel {text!r}: groups {spec.groups} must divide cin and cout")
     return spec
@@ -132,9 +143,8 @@ def draw(count: int, seed: int = 0) -> list[KernelSpec]:
 def of_network(module: nn.Module, input_shape: tuple[int, ...]) -> list[KernelSpec]:
     """The square convolutions and the dense layers of a network, in call order, each as the kernel that times it alone.
 
-    A traced init records every Flax Conv and Dense call with its input's shape; other padding than
-    SAME is timed as SAME (the MACs differ only at the borders), and windows that are not square are
-    left out: no kernel string can say them.
+    A traced init records every Flax Conv and Dense call with its input's shape, bias and padding;
+    windows, maps or paddings that are not square are left out: no kernel string can say them.
     """
     found = []
 
@@ -145,15 +155,31 @@ def of_network(module: nn.Module, input_shape: tuple[int, ...]) -> list[KernelSp
         elif context.method_name == "__call__" and isinstance(layer, nn.Conv) and x.ndim == 4:
             size, stride, dilation = (_pair(getattr(layer, name)) for name in ("kernel_size", "strides",
                                                                             "kernel_dilation"))
-            if len(set(size)) == len(set(stride)) == len(set(dilation)) == 1 and x.shape[1] == x.shape[2]:
+            pad = _padding(layer.padding)
+            if len(set(size)) == len(set(stride)) == len(set(dilation)) == 1 and x.shape[1] == x.shape[2] \
+                    and pad != _UNSAID:
                 found.append(KernelSpec("conv", x.shape[-1], layer.features, k=size[0], stride=stride[0],
-                                        groups=layer.feature_group_count, dilation=dilation[0], side=x.shape[1]))
+                                        groups=layer.feature_group_count, dilation=dilation[0], side=x.shape[1],
+                                        bias=int(layer.use_bias), pad=pad))
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
         jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
                        jax.ShapeDtypeStruct(input_shape, jnp.float32))
     return found
+
+
+_UNSAID = "unsaid"  # a padding no kernel string says (one side unlike another)
+
+
+def _padding(value):
+    """A Flax Conv's padding as KernelSpec.pad: None for SAME, the same count on every side, else _UNSAID."""
+    if isinstance(value, str):
+        return {"SAME": None, "VALID": 0}.get(value.upper(), _UNSAID)
+    if isinstance(value, int):
+        return value
+    sides = {side for pair in value for side in ((pair, pair) if isinstance(pair, int) else pair)}
+    return sides.pop() if len(sides) == 1 else _UNSAID
 
 
 def _pair(value) -> tuple[int, ...]:
