@@ -107,11 +107,28 @@ def composed_points():
     return points
 
 
-def test_a_layer_timed_alone_has_the_key_it_has_in_a_network():
-    name = "resnet50:depths=1-1-1-1,width=0.25,resolution=32"
+@pytest.mark.parametrize("name", ["resnet50:depths=1-1-1-1,width=0.25,resolution=32",
+                                  "vgg16:width=0.125,resolution=32", "googlenet:width=0.25,resolution=64",
+                                  "alexnet:width=0.25,resolution=95", "enet:width=0.25,resolution=64"])
+def test_a_layer_timed_alone_has_the_key_it_has_in_a_network(name):
+    # Networks with BatchNorm or a bias, SAME or Torch-style padding: each kernel says its layer exactly.
     alone = [calibrate.layers_of(k).keys for k in calibrate.layers_to_time([name])]
     assert all(len(keys) == 1 for keys in alone)
     assert set(calibrate.layers_of(name).keys) == {keys[0] for keys in alone}
+
+
+def test_a_kernel_string_says_its_bias_and_padding():
+    spec = kernels.parse("conv:cin=8,cout=8,k=3,stride=1,groups=1,dilation=1,side=8,bias=1,pad=0")
+    assert (spec.bias, spec.pad) == (1, 0) and str(spec).endswith("side=8,bias=1,pad=0")
+    assert str(kernels.parse("conv:cin=8,cout=8,k=3,side=8")).endswith("side=8")  # BatchNorm, SAME: as before
+    assert calibrate.layers_of(str(spec)).macs[0] == 6 * 6 * 8 * 72  # VALID: a 6x6 map
+    for text, reason in (("conv:cin=8,cout=8,bias=2", "only bias"), ("dense:cin=8,cout=8,pad=1", "only a convolution"),
+                         ("conv:cin=8,cout=8,k=1,stride=0", "positive integer")):
+        with pytest.raises(UserError, match=reason):
+            kernels.parse(text)
+
+
+def test_the_tiny_map_slow_path_has_a_key_of_its_own():
     # Equal MACs, outputs, weights and real taps (XLA:CPU runs the first many times slower): the inputs tell.
     on_2x2 = calibrate.layers_of("conv:cin=8,cout=8,k=3,stride=1,groups=1,dilation=1,side=2").keys[0]
     on_3x3 = calibrate.layers_of("conv:cin=8,cout=8,k=3,stride=2,groups=1,dilation=1,side=3").keys[0]
