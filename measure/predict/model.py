@@ -92,7 +92,7 @@ class Predictor:
     cache_bytes: Optional[float] = None  # the fitted last-level cache (None: weights never spill)
     power_w: Optional[float] = None  # mean metered power of the points, where a meter read
     fitted_on: dict = dataclasses.field(default_factory=dict)
-    composition: Optional["Composition"] = None  # for networks whose every layer was timed alone
+    composition: Optional["Composition"] = None  # networks as their layers timed alone (or predicted) added up
 
     def latency_s(self, vectors: np.ndarray, keys: Optional[list] = None) -> np.ndarray:
         """Seconds per call the per-feature model predicts for feature vectors (rows), given each row's layer keys
@@ -101,7 +101,8 @@ class Predictor:
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known: its
-        layers' own times added up where all were timed alone, else the per-feature model."""
+        layers' times alone added up (as timed, or as the composition's trees predict them) where a composition
+        was fitted, else the per-feature model."""
         if self.composition is not None and self.composition.predicts(layers.keys):
             per_call = self.composition.call_s(layers.keys, layers.totals["weight_bytes"], batch_size)
             low, high = self.composition.interval if self.composes(layers.keys) else \
