@@ -123,7 +123,8 @@ def test_a_kernel_string_says_its_bias_and_padding():
     assert str(kernels.parse("conv:cin=8,cout=8,k=3,side=8")).endswith("side=8")  # BatchNorm, SAME: as before
     assert calibrate.layers_of(str(spec)).macs[0] == 6 * 6 * 8 * 72  # VALID: a 6x6 map
     for text, reason in (("conv:cin=8,cout=8,bias=2", "only bias"), ("dense:cin=8,cout=8,pad=1", "only a convolution"),
-                         ("conv:cin=8,cout=8,k=1,stride=0", "positive integer")):
+                         ("conv:cin=8,cout=8,k=1,stride=0", "positive integer"),
+                         ("conv:cin=8,cout=8,k=7,side=3,pad=1", "wider than its padded map")):
         with pytest.raises(UserError, match=reason):
             kernels.parse(text)
 

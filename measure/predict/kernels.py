@@ -100,6 +100,8 @@ def parse(text: str) -> KernelSpec:
         raise UserError(f"kernel {text!r}: bias=1 is a convolution's only bias (a bias in place of BatchNorm)")
     if spec.pad is not None and spec.kind != "conv":
         raise UserError(f"kernel {text!r}: only a convolution takes pad")
+    if spec.pad is not None and spec.side + 2 * spec.pad < spec.dilation * (spec.k - 1) + 1:
+        raise UserError(f"kernel {text!r}: its window is wider than its padded map; give a larger side or pad")
     if spec.kind == "conv" and (spec.cin % spec.groups or spec.cout % spec.groups):
         raise UserError(f"kernel {text!r}: groups {spec.groups} must divide cin and cout")
     return spec
