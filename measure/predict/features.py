@@ -96,6 +96,12 @@ def layer_key(tally, weights: int) -> str:
     return f"{tally.macs}:{tally.activations}:{weights}:{tally.matmul_inputs}:{tally.macs_real_taps}"
 
 
+def key_counts(key: str) -> tuple[int, int, int, int, int]:
+    """The counts a layer_key holds: (MACs, outputs, weights, data inputs, real taps)."""
+    macs, outputs, weights, inputs, real_taps = map(int, key.split(":"))
+    return macs, outputs, weights, inputs, real_taps
+
+
 def hat_weights(values: np.ndarray, knots: tuple) -> np.ndarray:
     """Each value's share of each knot (rows: values): linear in log2 between the two neighbouring knots."""
     position = np.clip(np.log2(np.maximum(values, 1.0)), knots[0], knots[-1])
@@ -119,7 +125,7 @@ def key_vectors(keys) -> np.ndarray:
     """Each layer key's KEY_COLUMNS (rows): its counts and the matrix product's K, N and M (positions) they imply."""
     rows = []
     for key in keys:
-        macs, outputs, weights, inputs, real_taps = (max(float(count), 1.0) for count in key.split(":"))
+        macs, outputs, weights, inputs, real_taps = (max(float(count), 1.0) for count in key_counts(key))
         reduction = macs / outputs
         channels = max(weights / reduction, 1.0) if weights > 1 else outputs  # a product on data alone
         positions = max(outputs / channels, 1.0)

@@ -29,9 +29,8 @@ class Forest:
 
     trees: tuple  # of dicts _FIELDS -> np.ndarray
 
-    def log_seconds_per_mac(self, keys) -> np.ndarray:
-        """The mean over trees of each key's leaf value."""
-        x = features.key_vectors(keys)
+    def log_seconds_per_mac(self, x: np.ndarray) -> np.ndarray:
+        """The mean over trees of the leaf value of each row of features.key_vectors."""
         rows, total = np.arange(len(x)), np.zeros(len(x))
         for tree in self.trees:
             node = np.zeros(len(x), int)
@@ -47,8 +46,8 @@ class Forest:
 
     def seconds(self, keys) -> np.ndarray:
         """Each layer key's predicted seconds per call."""
-        macs = np.array([float(key.split(":")[0]) for key in keys])
-        return macs * np.exp(self.log_seconds_per_mac(keys))
+        macs = np.array([features.key_counts(key)[0] for key in keys], float)
+        return macs * np.exp(self.log_seconds_per_mac(features.key_vectors(keys)))
 
     def as_json(self) -> list:
         """Its part of the predictor file: one object of node arrays per tree."""
@@ -63,7 +62,7 @@ def fit(seconds_by_key: dict) -> Forest:
     from sklearn import ensemble  # fitting only: a fitted forest predicts with numpy alone
 
     keys = list(seconds_by_key)
-    target = np.log([seconds_by_key[k] / float(k.split(":")[0]) for k in keys])
+    target = np.log([seconds_by_key[k] / features.key_counts(k)[0] for k in keys])
     fitted = ensemble.ExtraTreesRegressor(n_estimators=TREES, max_leaf_nodes=LEAVES, random_state=0)
     fitted.fit(features.key_vectors(keys), target)
     return Forest(tuple({"feature": np.maximum(e.tree_.feature, 0), "threshold": e.tree_.threshold,

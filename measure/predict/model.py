@@ -220,12 +220,18 @@ def layer_times(points: list[Point]) -> dict:
     return {b: {key: float(np.median(ts)) for key, ts in by_key.items()} for b, by_key in sorted(timed.items())}
 
 
+def _wholly_timed(point: Point, times: dict) -> bool:
+    """Whether a point is a network whose every layer was timed alone at its batch size (times: layer_times)."""
+    table = times.get(point.batch_size, {})
+    return point.family != KERNEL_FAMILY and bool(point.keys) and all(key in table for key in point.keys)
+
+
 def _composition_rows(points: list[Point], times: dict, cache_bytes: Optional[float]) -> dict:
     """Batch size -> (names, design rows over TERMS, latencies) of the networks whose every layer was timed."""
     rows = {}
     for p in points:
-        table = times.get(p.batch_size, {})
-        if p.family != KERNEL_FAMILY and p.keys and all(key in table for key in p.keys):
+        if _wholly_timed(p, times):
+            table = times[p.batch_size]
             row = [sum(table[key] for key in p.keys), len(p.keys), 1.0,
                    spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys)]
             names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
@@ -287,8 +293,7 @@ def _predicted_interval(points: list[Point], times: dict, coefficients: dict,
             held_out.update(zip(((b, k) for k in chosen), trees.seconds(chosen)))
     ratios = [p.latency_s / compose(coefficients[p.batch_size], sum(held_out[p.batch_size, k] for k in p.keys),
                                     len(p.keys), spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys))
-              for p in points if p.family != KERNEL_FAMILY and p.batch_size in coefficients and p.keys
-              and all(k in times[p.batch_size] for k in p.keys)]
+              for p in points if p.batch_size in coefficients and _wholly_timed(p, times)]
     return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
 
 
@@ -298,7 +303,7 @@ def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple
     timed alone too, so its own time holds that already."""
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
     if keys and spilled:
-        layer_bytes = [int(key.split(":")[2]) * features.BYTES for key in keys]
+        layer_bytes = [features.key_counts(key)[2] * features.BYTES for key in keys]
         spilled = min(spilled, float(sum(b for b in layer_bytes if b <= cache_bytes)))
     return spilled
 
