@@ -84,6 +84,11 @@ COMPOSED = [f"resnet18:depths={d},width={w},resolution={r}" for d, w, r in
              ("1-1-1-2", 0.25, 48), ("2-2-1-1", 0.125, 32), ("1-2-2-1", 0.25, 64), ("1-1-2-2", 0.125, 48),
              ("2-1-2-1", 0.25, 32), ("2-2-2-2", 0.125, 64), ("1-2-1-2", 0.25, 48))]
 MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4), 4: (1.1, 2e-5, 1e-3)}
+# Poolings and LRNs on it: a time per window tap and per power (per image), beside a call.
+MADE_UP_OTHER_WORK = {"window_taps": 4e-10, "transcendentals": 3e-9}
+OTHER_KERNELS = ["pool:cin=16,k=3,stride=2,side=32", "pool:cin=64,k=3,stride=1,side=8",
+                 "pool:cin=8,k=2,stride=2,side=64", "avgpool:cin=32,k=3,stride=1,side=16", "lrn:cin=32,side=16",
+                 "lrn:cin=96,side=8"]
 
 
 def made_up_layer_time(layers: features.Layers, batch_size: int) -> float:
@@ -91,18 +96,27 @@ def made_up_layer_time(layers: features.Layers, batch_size: int) -> float:
     return 1e-10 * layers.macs.sum() * batch_size + 2e-5
 
 
+def made_up_other_work(layers: features.Layers, batch_size: int) -> float:
+    """The made-up device's seconds for the poolings and LRNs of a count."""
+    return sum(rate * layers.totals[name] * batch_size for name, rate in MADE_UP_OTHER_WORK.items())
+
+
 @pytest.fixture(scope="module")
 def composed_points():
-    """Every layer of the COMPOSED networks timed alone, and the networks, on the made-up device at batch 1 and 4."""
+    """Every layer of the COMPOSED networks timed alone, poolings and LRNs, and the networks, on the made-up device
+    at batch 1 and 4."""
     kernel_names = calibrate.layers_to_time(COMPOSED)
-    layers = {name: calibrate.layers_of(name) for name in kernel_names + COMPOSED}
+    layers = {name: calibrate.layers_of(name) for name in kernel_names + OTHER_KERNELS + COMPOSED}
     points = []
     for batch in MADE_UP_COMPOSITION:
         alone = {layers[k].keys[0]: made_up_layer_time(layers[k], batch) for k in kernel_names}
         points += [model_lib.Point(k, batch, alone[layers[k].keys[0]], layers[k].vector(batch),
                                    family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in kernel_names]
+        points += [model_lib.Point(k, batch, made_up_other_work(layers[k], batch) + 2e-5, layers[k].vector(batch),
+                                   family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in OTHER_KERNELS]
         a, b, c = MADE_UP_COMPOSITION[batch]
-        points += [model_lib.Point(n, batch, a * sum(alone[k] for k in layers[n].keys) + b * len(layers[n].keys) + c,
+        points += [model_lib.Point(n, batch, a * (sum(alone[k] for k in layers[n].keys)
+                                                  + made_up_other_work(layers[n], batch)) + b * len(layers[n].keys) + c,
                                    layers[n].vector(batch), family="ResNet", layers=layers[n]) for n in COMPOSED]
     return points
 
@@ -122,10 +136,25 @@ def test_a_kernel_string_says_its_bias_and_padding():
     assert (spec.bias, spec.pad) == (1, 0) and str(spec).endswith("side=8,bias=1,pad=0")
     assert str(kernels.parse("conv:cin=8,cout=8,k=3,side=8")).endswith("side=8")  # BatchNorm, SAME: as before
     assert calibrate.layers_of(str(spec)).macs[0] == 6 * 6 * 8 * 72  # VALID: a 6x6 map
-    for text, reason in (("conv:cin=8,cout=8,bias=2", "only bias"), ("dense:cin=8,cout=8,pad=1", "only a convolution"),
+    for text, reason in (("conv:cin=8,cout=8,bias=2", "only bias"),
+                         ("dense:cin=8,cout=8,pad=1", "a dense kernel takes cin, cout, not pad"),
                          ("conv:cin=8,cout=8,k=1,stride=0", "positive integer"),
                          ("conv:cin=8,cout=8,k=7,side=3,pad=1", "wider than its padded map")):
         with pytest.raises(UserError, match=reason):
+            kernels.parse(text)
+
+
+def test_poolings_and_lrns_count_their_window_taps():
+    # SAME 3x3/2 max pooling of an 8x8x8 map: 4x4x8 outputs of 9 taps; 2x2/2 average pooling: 4 taps each;
+    # LRN over 5 channels: 4 steps per element, and a power each.
+    assert calibrate.layers_of("pool:cin=8,k=3,stride=2,side=8").totals["window_taps"] == 4 * 4 * 8 * 9
+    assert calibrate.layers_of("avgpool:cin=8,k=2,stride=2,side=8").totals["window_taps"] == 4 * 4 * 8 * 4
+    lrn = calibrate.layers_of("lrn:cin=16,side=4")
+    assert (lrn.totals["window_taps"], lrn.totals["transcendentals"], lrn.keys) == (4 * 4 * 16 * 4, 4 * 4 * 16, ())
+    # A ResNet's stem pooling (3x3/2 of a 16x16x16 map at 64 px, width 0.25), and nothing else pools.
+    assert calibrate.layers_of("resnet18:width=0.25,resolution=64").totals["window_taps"] == 16 * 16 * 16 * 9
+    for text in ("pool:cin=8,k=3,side=8,bias=1", "lrn:cin=8,side=4,k=3"):
+        with pytest.raises(UserError, match="kernel takes cin"):
             kernels.parse(text)
 
 
@@ -144,6 +173,7 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
         terms = composition.coefficients[batch]
         assert terms["layer_sum"] == pytest.approx(a, rel=1e-6) and terms["layers"] == pytest.approx(b, rel=1e-4)
         assert terms["call"] == pytest.approx(c, rel=1e-4)
+        assert composition.other_rates[batch] == pytest.approx(MADE_UP_OTHER_WORK, rel=1e-3)
     networks = [p for p in composed_points if p.family == "ResNet"]
     for p in networks:
         assert composition.covers(p.keys)
@@ -158,8 +188,8 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     wider = calibrate.layers_of(name)
     assert not composition.covers(wider.keys) and composition.predicts(wider.keys)
     a, b, c = MADE_UP_COMPOSITION[1]
-    truth = a * sum(made_up_layer_time(calibrate.layers_of(k), 1) for k in calibrate.layers_to_time([name])) \
-        + b * len(wider.keys) + c
+    truth = a * (sum(made_up_layer_time(calibrate.layers_of(k), 1) for k in calibrate.layers_to_time([name]))
+                 + made_up_other_work(wider, 1)) + b * len(wider.keys) + c
     guessed = fitted.predict(wider, 1)
     assert guessed.latency_s == pytest.approx(truth, rel=0.1)
     low, high = composition.predicted_interval
@@ -180,6 +210,10 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     (lambda c: c["coefficients"].update({"-2": c["coefficients"]["1"]}), "batch size '-2'"),
     (lambda c: c["layer_model"].pop("4"), "one forest per batch size"),
     (lambda c: c.update(predicted_interval_measured_over_predicted=[2, 1]), "low end is above its high end"),
+    (lambda c: c["other_work_s_per_unit"]["1"].pop("window_taps"), "other work is not window_taps"),
+    (lambda c: c["other_work_s_per_unit"].update({"8": c["other_work_s_per_unit"]["1"]}), "other work is not"),
+    (lambda c: c["other_work_s_per_unit"]["4"].update(transcendentals=-1), "other work rate transcendentals is -1"),
+    (lambda c: c.update(alone_cache_bytes=0), "alone_cache_bytes is 0"),
 ])
 def test_a_hand_edited_composition_is_one_line(composed_points, tmp_path, edit, reason):
     path = tmp_path / "p.json"
@@ -237,6 +271,8 @@ def test_weights_of_a_layer_beyond_the_cache_alone_do_not_spill_again():
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small, large, small)) == 2 * 2 ** 20  # the small ones
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small,) * 20) == 12 * 2 ** 20
     assert model_lib.spilled_bytes(20 * 2 ** 20, None, (small,) * 20) == 0
+    # Alone, a layer may have a larger cache to itself than a network leaves it: then the large one spills too.
+    assert model_lib.spilled_bytes(20 * 2 ** 20, cache, (small, large, small), 32 * 2 ** 20) == 12 * 2 ** 20
     # The per-feature model's column too, where a row's layers are known.
     vectors = np.zeros((2, len(features.NAMES)))
     vectors[:, features.NAMES.index("weight_bytes")] = 20 * 2 ** 20
@@ -244,9 +280,30 @@ def test_weights_of_a_layer_beyond_the_cache_alone_do_not_spill_again():
     assert list(column) == [2 * 2 ** 20, 12 * 2 ** 20]
 
 
+def dense_point(cin: int, cout: int, seconds: float) -> model_lib.Point:
+    """A dense layer timed alone at batch 1, by its key (a weight and a bias per output)."""
+    macs = cin * cout
+    layers = features.Layers(np.array([macs], float), np.array([cin], float), np.array([cout], float), {}, 1,
+                             (f"{macs}:{cout}:{macs + cout}:{cin}:{macs}",))
+    return model_lib.Point(f"dense:cin={cin},cout={cout}", 1, seconds, np.zeros(len(features.NAMES)),
+                           family=model_lib.KERNEL_FAMILY, layers=layers)
+
+
+def test_the_cache_a_layer_has_alone_is_where_dense_layers_slow_down():
+    # A made-up device: weights stream at 100 GB/s from a 32 MiB cache, at 30 GB/s from memory, beside a call.
+    cache = 32 * 2 ** 20
+    shapes = [(1024, 256 * 2 ** i) for i in range(8)] + [(3000, 3000), (5000, 2000), (2048, 2048 * 3)]
+    points = [dense_point(cin, cout, 1e-5 + 4 * cin * cout / (100e9 if 4 * cin * cout <= cache else 30e9))
+              for cin, cout in shapes]
+    assert model_lib.alone_cache_bytes(points, 8 * 2 ** 20) == cache
+    assert model_lib.alone_cache_bytes(points, 64 * 2 ** 20) != cache  # only sizes above the network's cache
+    assert model_lib.alone_cache_bytes(points, None) is None
+    assert model_lib.alone_cache_bytes(points[:3], 2 * 2 ** 20) is None  # nothing beyond any size: no split
+
+
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):
-    points = points_of(counted_points, known_cost_model())
-    # No counted kernel computes a transcendental: the fit must not invent a cost for them.
+    points = [p for p in points_of(counted_points, known_cost_model()) if not p.name.startswith("lrn")]
+    # No kernel left computes a transcendental (LRN's powers): the fit must not invent a cost for them.
     assert all(p.features[features.NAMES.index("transcendentals")] == 0 for p in points)
     fitted = predict.fit(points, {}, "float32", [])
     assert fitted.coefficients["transcendentals"] == 0.0
@@ -325,7 +382,7 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     (lambda text: text.replace('"calls": ', '"calls": -'), "coefficient calls"),
     (lambda text: text.replace('"calls": ', '"calls": NaN, "x": '), "NaN is not a number"),
     (lambda text: text.replace('"macs_k4"', '"macs_k3"'), "not this version's features"),
-    (lambda text: text.replace('"version": 3', '"version": 2'), "version 2, not 3"),
+    (lambda text: text.replace('"version": 4', '"version": 3'), "version 3, not 4"),
     (lambda text: text.replace('"cache_bytes": ', '"cache_bytes": -1, "x": '), "cache_bytes is -1"),
     (lambda text: "[]", "no \"format\""),
 ])

@@ -127,16 +127,16 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
 
 
 def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple,
-                cache_bytes: Optional[float]) -> dict:
+                cache_bytes: Optional[float], alone_bytes: Optional[float]) -> dict:
     """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c
-    + d*(their weight bytes beyond `cache_bytes`, the predictor's own).
+    + d*(their weight bytes beyond `cache_bytes`, the predictor's own, spilled as model.spilled_bytes does).
 
     a to d are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
     spill = {(p.name, p.batch_size): model_lib.spilled_bytes(p.features[features.NAMES.index("weight_bytes")],
-                                                             cache_bytes, p.keys) for p in read}
+                                                             cache_bytes, p.keys, alone_bytes) for p in read}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()
@@ -272,8 +272,11 @@ def main(argv):
     for batch_size, agreed in summary["repeatability"].items():
         print(f"re-timed held-out ResNets at batch {batch_size} within +-10 % of their first timing: "
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
-    cache_bytes = predictor.cache_bytes if predictor.composition is None else predictor.composition.cache_bytes
-    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes, cache_bytes)
+    fitted = predictor.composition
+    cache_bytes, alone_bytes = (predictor.cache_bytes, None) if fitted is None else (fitted.cache_bytes,
+                                                                                     fitted.alone_cache_bytes)
+    summary["composition"] = composition(layers, read, network_log, composition_log, batch_sizes, cache_bytes,
+                                         alone_bytes)
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
               f"per-layer, a per-call and a spilled weight byte's time fitted on them): {100 * agreed:.0f} % within "

@@ -9,7 +9,8 @@ vector width it fills, the reuse of each weight): its MACs are spread over a few
 knots of K and of N (linear interpolation between neighbouring knots), so each knot learns its own
 time per MAC; grouped convolutions, a kernel of their own, count apart, as do windows overhanging
 tiny maps. The other features are the memory traffic and fixed costs: weight and activation
-bytes, elementwise work, layers and equations (a kernel launched, a fusion), and one per call.
+bytes, elementwise work, the taps of pooling windows (max and average pooling, LRN's sum over
+channels), layers and equations (a kernel launched, a fusion), and one per call.
 
 At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
 exactly; tests/test_cost_models.py pins it), while weights and layer counts do not: features of
@@ -25,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from measure import cost as cost_lib
+from measure.cost import rules
 
 K_KNOTS = tuple(range(2, 17, 2))  # log2 of the reduction length: 4 (a depthwise 3x3 is 9) to 65536
 N_KNOTS = tuple(range(2, 13, 2))  # log2 of the output channels: 4 to 4096
@@ -35,9 +37,9 @@ BYTES = 4  # counted in float32: a predictor is fitted at one precision, whose b
 
 NAMES = (*(f"macs_k{2 ** k}" for k in K_KNOTS), *(f"macs_n{2 ** n}" for n in N_KNOTS),
          "grouped_macs", "tiny_map_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise",
-         "transcendentals", "matmul_layers", "equations", "calls")
+         "transcendentals", "window_taps", "matmul_layers", "equations", "calls")
 PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "tiny_map_macs", "padding_macs",
-                       "activation_bytes", "elementwise", "transcendentals"})
+                       "activation_bytes", "elementwise", "transcendentals", "window_taps"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Layers:
         totals = {"grouped_macs": grouped, "tiny_map_macs": tiny_map, "padding_macs": total.macs - total.macs_real_taps,
                   "weight_bytes": cost.params * BYTES,
                   "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
-                  "transcendentals": total.transcendentals, "matmul_layers": len(macs),
+                  "transcendentals": total.transcendentals, "window_taps": window_taps(cost),
+                  "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}
         return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs), tuple(keys))
 
@@ -88,6 +91,12 @@ class Layers:
         rest = [self.totals[name] * (batch_size if name in PER_IMAGE else 1)
                 for name in NAMES[len(K_KNOTS) + len(N_KNOTS):]]
         return np.concatenate([by_k * batch_size, by_n * batch_size, np.array(rest, float)])
+
+
+def window_taps(cost: cost_lib.Cost) -> int:
+    """The taps of every window reduction at batch 1: a pooling output's window, LRN's steps over channels."""
+    return sum(tally.elementwise + tally.activations for name, tally in cost.breakdown.per_primitive.items()
+               if name in rules.POOLING)
 
 
 def layer_key(tally, weights: int) -> str:

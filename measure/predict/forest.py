@@ -31,6 +31,9 @@ class Forest:
 
     def log_seconds_per_mac(self, x: np.ndarray) -> np.ndarray:
         """The mean over trees of the leaf value of each row of features.key_vectors."""
+        # scikit-learn splits on features rounded to float32: a value between a threshold and its rounding
+        # would otherwise take the other branch.
+        x = np.asarray(x, np.float32).astype(float)
         rows, total = np.arange(len(x)), np.zeros(len(x))
         for tree in self.trees:
             node = np.zeros(len(x), int)

@@ -2,12 +2,14 @@
 
 A kernel is a convolution (with BatchNorm and ReLU, the unit the networks repeat, which XLA fuses;
 with `bias=1`, a bias and ReLU instead, as in the networks without BatchNorm), a dense layer (with
-ReLU) or a max pooling, written like a variant string
-(`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw` gives a seeded spread of
-them: the kernel sizes, strides, grouped (AlexNet's two groups) and dilated convolutions and wide
-dense layers of the 14 networks, channels and sides log-uniform, each small enough to time in a
-fraction of a second. No depthwise convolution: none of the networks has one, and XLA:CPU runs them
-as a kernel of their own whose time follows the groups more than the MACs.
+ReLU), a max or average pooling (`pool`, `avgpool`) or Caffe's cross-channel LRN (`lrn`), written
+like a variant string (`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw`
+gives a seeded spread of them: the kernel sizes, strides, grouped (AlexNet's two groups) and
+dilated convolutions, the 3x3 poolings of stride 1 and 2 and the LRNs of the 14 networks, channels
+and sides log-uniform, and dense layers log-uniform in their weights up to several times a CPU's
+last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every call), each small enough
+to time in a fraction of a second. No depthwise convolution: none of the networks has one, and
+XLA:CPU runs them as a kernel of their own whose time follows the groups more than the MACs.
 """
 
 import dataclasses
@@ -20,8 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.errors import UserError
+from models import layers
 
-KINDS = ("conv", "dense", "pool")
+# Each kind's fields, in the order its string says them; a convolution says bias and pad only where it has them.
+FIELDS = {"conv": ("cin", "cout", "k", "stride", "groups", "dilation", "side", "bias", "pad"),
+          "dense": ("cin", "cout"), "pool": ("cin", "k", "stride", "side"), "avgpool": ("cin", "k", "stride", "side"),
+          "lrn": ("cin", "side")}
+KINDS = tuple(FIELDS)
 MAX_MACS = 4e8  # per image: a kernel times in well under a second even at batch 16 on a CPU
 # Timed beside every calibration target (batch 1): how fast the machine runs right now. A shared
 # machine's pace drifts by tens of per cent over minutes; times set against it stay comparable.
@@ -44,11 +51,9 @@ class KernelSpec:
     pad: Optional[int] = None  # a convolution's padding on every side (None: SAME)
 
     def __str__(self) -> str:
-        conv = ("cin", "cout", "k", "stride", "groups", "dilation", "side") + ("bias",) * self.bias \
-            + ("pad",) * (self.pad is not None)
-        fields = {"conv": conv,
-                  "dense": ("cin", "cout"), "pool": ("cin", "k", "stride", "side")}[self.kind]
-        return f"{self.kind}:" + ",".join(f"{name}={getattr(self, name)}" for name in fields)
+        said = [name for name in FIELDS[self.kind] if not (name == "bias" and not self.bias)
+                and not (name == "pad" and self.pad is None)]
+        return f"{self.kind}:" + ",".join(f"{name}={getattr(self, name)}" for name in said)
 
     def input_shape(self, batch_size: int = 1) -> tuple[int, ...]:
         """NHWC input of the kernel (a dense layer reads a 1x1 map)."""
@@ -61,7 +66,7 @@ class KernelSpec:
 
 
 class Kernel(nn.Module):
-    """One calibration layer: convolution + BatchNorm (or bias) + ReLU, dense + ReLU, or max pooling."""
+    """One calibration layer: convolution + BatchNorm (or bias) + ReLU, dense + ReLU, max or average pooling, LRN."""
 
     spec: KernelSpec
 
@@ -70,6 +75,10 @@ class Kernel(nn.Module):
         s = self.spec
         if s.kind == "pool":
             return nn.max_pool(x, (s.k, s.k), strides=(s.stride, s.stride), padding="SAME")
+        if s.kind == "avgpool":  # padded taps in the divisor, as the Inception networks pool (models.layers)
+            return nn.avg_pool(x, (s.k, s.k), strides=(s.stride, s.stride), padding="SAME", count_include_pad=True)
+        if s.kind == "lrn":
+            return layers.LocalResponseNorm(name="lrn")(x)
         if s.kind == "dense":
             return nn.relu(nn.Dense(s.cout, name="dense")(x.reshape(x.shape[0], -1)))
         y = nn.Conv(s.cout, (s.k, s.k), strides=s.stride, feature_group_count=s.groups, kernel_dilation=s.dilation,
@@ -94,12 +103,12 @@ def parse(text: str) -> KernelSpec:
         if name not in {f.name for f in dataclasses.fields(KernelSpec)} - {"kind"} or not value.isdigit() \
                 or int(value) < (name != "pad"):
             raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer (pad: or 0)")
+        if name not in FIELDS[kind]:
+            raise UserError(f"kernel {text!r}: a {kind} kernel takes {', '.join(FIELDS[kind])}, not {name}")
         values[name] = int(value)
     spec = KernelSpec(kind, **values)
-    if spec.bias > 1 or (spec.bias and spec.kind != "conv"):
+    if spec.bias > 1:
         raise UserError(f"kernel {text!r}: bias=1 is a convolution's only bias (a bias in place of BatchNorm)")
-    if spec.pad is not None and spec.kind != "conv":
-        raise UserError(f"kernel {text!r}: only a convolution takes pad")
     if spec.pad is not None and spec.side + 2 * spec.pad < spec.dilation * (spec.k - 1) + 1:
         raise UserError(f"kernel {text!r}: its window is wider than its padded map; give a larger side or pad")
     if spec.kind == "conv" and (spec.cin % spec.groups or spec.cout % spec.groups):
@@ -116,26 +125,37 @@ def _macs(spec: KernelSpec) -> float:
     """MACs per image, roughly (for the size cap only; the cost module counts them exactly)."""
     if spec.kind == "dense":
         return spec.cin * spec.cout
-    if spec.kind == "pool":
+    if spec.kind in ("pool", "avgpool"):
         return spec.side ** 2 * spec.cin * spec.k ** 2
+    if spec.kind == "lrn":
+        return spec.side ** 2 * spec.cin * layers.LocalResponseNorm.size
     return (spec.side / spec.stride) ** 2 * spec.cout * spec.cin / spec.groups * spec.k ** 2
 
 
 def draw(count: int, seed: int = 0) -> list[KernelSpec]:
-    """`count` distinct seeded kernels: convolutions mostly, dense layers and poolings, none above MAX_MACS."""
+    """`count` distinct seeded kernels: convolutions mostly, dense layers, poolings and LRNs, none above MAX_MACS."""
     rng, drawn = np.random.default_rng(seed), {}
     while len(drawn) < count:
-        kind = rng.choice(KINDS, p=(0.7, 0.15, 0.15))
+        kind = rng.choice(KINDS, p=(0.6, 0.25, 0.05, 0.05, 0.05))
         if kind == "dense":
-            spec = KernelSpec("dense", _log_uniform(rng, 64, 25088, 8), _log_uniform(rng, 8, 4096, 8))
-        elif kind == "pool":
-            spec = KernelSpec("pool", _log_uniform(rng, 8, 512, 8), k=int(rng.choice([2, 3])), stride=2,
-                              side=_log_uniform(rng, 4, 128))
+            # Log-uniform in weights, 256 K to 128 M of them (four in nine beyond 32 MiB: how fast memory streams them
+            # is what the dense layers of VGG and AlexNet take), split log-uniformly between inputs and outputs.
+            weights = rng.uniform(18, 27)
+            cin = 2 ** rng.uniform(max(6.0, weights - 12), min(15.0, weights - 3))
+            spec = KernelSpec("dense", _log_uniform(rng, cin, cin, 8), _log_uniform(rng, 2 ** weights / cin,
+                                                                                   2 ** weights / cin, 8))
+        elif kind in ("pool", "avgpool"):
+            k = int(rng.choice([2, 3]))  # 3x3 windows of stride 1 and 2 (GoogLeNet, Inception), 2x2 of stride 2
+            spec = KernelSpec(str(kind), _log_uniform(rng, 8, 1024, 8), k=k, stride=int(rng.choice([1, 2])) if k == 3
+                              else 2, side=_log_uniform(rng, 4, 128))
+        elif kind == "lrn":
+            spec = KernelSpec("lrn", _log_uniform(rng, 16, 512, 8), side=_log_uniform(rng, 4, 128))
         else:
             cin, cout = _log_uniform(rng, 8, 1024, 8), _log_uniform(rng, 8, 1024, 8)
             spec = KernelSpec("conv", cin, cout, k=int(rng.choice([1, 1, 3, 3, 3, 5, 7])),
                               stride=int(rng.choice([1, 1, 2])), groups=2 if rng.random() < 0.1 else 1,
-                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 1, 128))
+                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 1, 128),
+                              bias=int(rng.random() < 0.3))
         # Windows wider than 3 overhang only maps at least their size, as in the networks (stems, Inception).
         if _macs(spec) <= MAX_MACS and (spec.kind != "conv" or spec.k <= max(3, spec.side)):
             drawn.setdefault(str(spec), spec)

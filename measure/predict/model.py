@@ -20,9 +20,14 @@ comes out negative: each layer timed alone paid a call of its own). XLA has slow
 shapes that no feature foresees, and a layer's own time knows them. A layer never timed alone gets
 the time that trees of the timed ones predict for it (forest.py), so a network of another family
 is its layers added up too; its interval is wider, cross-validated with every layer predicted by
-trees that never saw it. A layer whose own weights outgrow the cache reads them from memory when
-timed alone as well, so only the weights of layers that fit in it alone can spill (spilled_bytes),
-in both models. The per-feature model is left for predictors fitted without layers timed alone.
+trees that never saw it. Work outside matrix products is added in too, at the time per unit that
+the kernels timed alone without one show (other_work_rates): each window tap of a pooling, each
+power of LRN. A layer whose own weights outgrow the cache reads them from memory when timed alone as
+well, so only the weights of layers that fit in it alone can spill (spilled_bytes), in both models.
+Alone, a layer has the whole cache to itself: the composition reads where that ends off the dense
+kernels, whose speed per weight byte falls there (alone_cache_bytes), a size larger than the cache
+a network leaves its weights. The per-feature model is left for predictors fitted without layers
+timed alone.
 """
 
 import dataclasses
@@ -38,7 +43,7 @@ from core.errors import UserError
 from measure.predict import features, forest
 
 FORMAT = "canziani-jax latency predictor"
-VERSION = 3  # 2: the weight bytes beyond a fitted cache, layers timed alone added up; 3: a forest of them
+VERSION = 4  # 2: a fitted cache, layers timed alone added up; 3: a forest of them; 4: pooling and LRN work
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
@@ -104,7 +109,7 @@ class Predictor:
         layers' times alone added up (as timed, or as the composition's trees predict them) where a composition
         was fitted, else the per-feature model."""
         if self.composition is not None and self.composition.predicts(layers.keys):
-            per_call = self.composition.call_s(layers.keys, layers.totals["weight_bytes"], batch_size)
+            per_call = self.composition.call_s(layers, batch_size)
             low, high = self.composition.interval if self.composes(layers.keys) else \
                 self.composition.predicted_interval
         else:
@@ -140,6 +145,8 @@ class Predictor:
 
 # Where all of a network's layers were timed alone: a * their sum + b * layers + c + d * weight bytes spilled.
 TERMS = ("layer_sum", "layers", "call", SPILL)
+# Work of no matrix-product layer, per image (features.NAMES), at a time per unit that kernels show: poolings, LRN.
+OTHER_WORK = ("window_taps", "transcendentals")
 FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
 
 
@@ -155,6 +162,8 @@ class Composition:
     layer_model: dict = dataclasses.field(default_factory=dict)  # batch size -> forest.Forest of its layer times
     # measured / predicted of the fit's networks with every layer predicted by a forest that never saw it
     predicted_interval: Optional[tuple[float, float]] = None
+    other_rates: dict = dataclasses.field(default_factory=dict)  # batch size -> OTHER_WORK -> seconds per unit
+    alone_cache_bytes: Optional[float] = None  # the weights a layer timed alone keeps in cache (None: cache_bytes)
     _predicted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # (batch, key) -> s
 
     def covers(self, keys: tuple[str, ...]) -> bool:
@@ -174,18 +183,21 @@ class Composition:
                                        map(float, self.layer_model[batch_size].seconds(unknown))))
         return [timed[k] if k in timed else self._predicted[batch_size, k] for k in keys]
 
-    def at(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
+    def at(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at a batch size the composition was fitted at."""
-        return compose(self.coefficients[batch_size], sum(self.layer_seconds(keys, batch_size)), len(keys),
-                       spilled_bytes(weight_bytes, self.cache_bytes, keys))
+        layer_sum = sum(self.layer_seconds(layers.keys, batch_size)) + other_seconds(self.other_rates, layers,
+                                                                                    batch_size)
+        return compose(self.coefficients[batch_size], layer_sum, len(layers.keys),
+                       spilled_bytes(layers.totals["weight_bytes"], self.cache_bytes, layers.keys,
+                                     self.alone_cache_bytes))
 
-    def call_s(self, keys: tuple[str, ...], weight_bytes: float, batch_size: int) -> float:
+    def call_s(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
         nearest beyond them, and never less than at a smaller one (more batch, never a shorter call)."""
         sizes, times = [], []  # the fitted batch sizes up to the first >= batch_size, and their running maximum
         for size in sorted(self.coefficients):
             sizes.append(size)
-            times.append(max([self.at(keys, weight_bytes, size), *times[-1:]]))
+            times.append(max([self.at(layers, size), *times[-1:]]))
             if size >= batch_size:
                 break
         if batch_size <= sizes[0] or batch_size >= sizes[-1]:
@@ -199,6 +211,8 @@ class Composition:
                 "coefficients": {str(b): c for b, c in self.coefficients.items()},
                 "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval),
                 "layer_model": {str(b): f.as_json() for b, f in self.layer_model.items()},
+                "other_work_s_per_unit": {str(b): rates for b, rates in self.other_rates.items()},
+                "alone_cache_bytes": self.alone_cache_bytes,
                 "predicted_interval_measured_over_predicted":
                     None if self.predicted_interval is None else list(self.predicted_interval)}
 
@@ -208,6 +222,27 @@ def compose(terms: dict, layer_sum: float, layers: int, spilled: float) -> float
     sum."""
     composed = terms["layer_sum"] * layer_sum + terms["layers"] * layers + terms["call"] + terms[SPILL] * spilled
     return max(composed, FLOOR * layer_sum)
+
+
+def other_work_rates(points: list[Point]) -> dict:
+    """Batch size -> OTHER_WORK -> seconds per unit, fitted (non-negative, beside a time per call) on the kernels
+    without a matrix product: the poolings and LRNs timed alone. None timed: no rates, the work costs nothing."""
+    columns = [features.NAMES.index(name) for name in OTHER_WORK]
+    by_batch = {}
+    for p in points:
+        if p.family == KERNEL_FAMILY and p.layers is not None and not p.keys:
+            by_batch.setdefault(p.batch_size, []).append(p)
+    rates = {}
+    for batch_size, chosen in sorted(by_batch.items()):
+        design = np.column_stack([np.array([p.features[columns] for p in chosen]), np.ones(len(chosen))])
+        fitted = solve(design, np.array([p.latency_s for p in chosen]))
+        rates[batch_size] = dict(zip(OTHER_WORK, map(float, fitted[:-1])))
+    return rates
+
+
+def other_seconds(rates: dict, layers: features.Layers, batch_size: int) -> float:
+    """Seconds per call of a network's OTHER_WORK at a batch size (none where no rates were fitted there)."""
+    return sum(rate * layers.totals[name] * batch_size for name, rate in rates.get(batch_size, {}).items())
 
 
 def layer_times(points: list[Point]) -> dict:
@@ -226,14 +261,15 @@ def _wholly_timed(point: Point, times: dict) -> bool:
     return point.family != KERNEL_FAMILY and bool(point.keys) and all(key in table for key in point.keys)
 
 
-def _composition_rows(points: list[Point], times: dict, cache_bytes: Optional[float]) -> dict:
+def _composition_rows(points: list[Point], times: dict, rates: dict, cache_bytes: Optional[float],
+                      alone_bytes: Optional[float]) -> dict:
     """Batch size -> (names, design rows over TERMS, latencies) of the networks whose every layer was timed."""
     rows = {}
     for p in points:
         if _wholly_timed(p, times):
             table = times[p.batch_size]
-            row = [sum(table[key] for key in p.keys), len(p.keys), 1.0,
-                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys)]
+            row = [sum(table[key] for key in p.keys) + other_seconds(rates, p.layers, p.batch_size), len(p.keys), 1.0,
+                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys, alone_bytes)]
             names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
             names.append(p.name), design.append(row), latencies.append(p.latency_s)
     return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
@@ -264,8 +300,9 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
     """The composition of the networks whose every layer was timed alone, at each batch size with at least
     2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best; and
     at those batch sizes, a forest of every layer timed alone for the layers never timed."""
-    times = layer_times(points)
-    tried = {cache: _composition_rows(points, times, cache) for cache in CACHE_CANDIDATES}
+    times, rates = layer_times(points), other_work_rates(points)
+    alone = {cache: alone_cache_bytes(points, cache) for cache in CACHE_CANDIDATES}
+    tried = {cache: _composition_rows(points, times, rates, cache, alone[cache]) for cache in CACHE_CANDIDATES}
     if not tried[None]:
         return None
     ratios = {cache: _cross_validated_composition(rows) for cache, rows in tried.items()}
@@ -276,11 +313,13 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
     fitted_cache = None if cache is None else float(cache)
     return Composition({b: times[b] for b in coefficients}, coefficients, interval, fitted_cache,
                        layer_model={b: forest.fit(times[b]) for b in coefficients},
-                       predicted_interval=_predicted_interval(points, times, coefficients, fitted_cache))
+                       predicted_interval=_predicted_interval(points, times, rates, coefficients, fitted_cache,
+                                                              alone[cache]),
+                       other_rates={b: rates[b] for b in coefficients if b in rates}, alone_cache_bytes=alone[cache])
 
 
-def _predicted_interval(points: list[Point], times: dict, coefficients: dict,
-                        cache_bytes: Optional[float]) -> tuple[float, float]:
+def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficients: dict,
+                        cache_bytes: Optional[float], alone_bytes: Optional[float]) -> tuple[float, float]:
     """Quantiles of measured / predicted of the networks whose layers were timed, each layer's time predicted by a
     forest fitted without it (its key held out in one of FOLDS folds), added up as the composition does."""
     held_out = {}
@@ -291,21 +330,48 @@ def _predicted_interval(points: list[Point], times: dict, coefficients: dict,
             trees = forest.fit({k: times[b][k] for k, f in zip(keys, fold_of) if f != fold})
             chosen = [k for k, f in zip(keys, fold_of) if f == fold]
             held_out.update(zip(((b, k) for k in chosen), trees.seconds(chosen)))
-    ratios = [p.latency_s / compose(coefficients[p.batch_size], sum(held_out[p.batch_size, k] for k in p.keys),
-                                    len(p.keys), spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys))
+    ratios = [p.latency_s / compose(coefficients[p.batch_size], sum(held_out[p.batch_size, k] for k in p.keys)
+                                    + other_seconds(rates, p.layers, p.batch_size), len(p.keys),
+                                    spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys, alone_bytes))
               for p in points if p.batch_size in coefficients and _wholly_timed(p, times)]
     return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
 
 
-def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple[str, ...] = ()) -> float:
+def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple[str, ...] = (),
+                  alone_bytes: Optional[float] = None) -> float:
     """The weight bytes above `cache_bytes` (none when no cache was fitted); given the layer keys, at most the
-    weights of the layers that fit in the cache alone: a layer whose weights do not read them from memory when
-    timed alone too, so its own time holds that already."""
+    weights of the layers that fit in the cache alone (`alone_bytes`, where larger than `cache_bytes`): a layer
+    whose weights do not reads them from memory when timed alone too, so its own time holds that already."""
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
     if keys and spilled:
+        alone = max(cache_bytes, alone_bytes or 0.0)
         layer_bytes = [features.key_counts(key)[2] * features.BYTES for key in keys]
-        spilled = min(spilled, float(sum(b for b in layer_bytes if b <= cache_bytes)))
+        spilled = min(spilled, float(sum(b for b in layer_bytes if b <= alone)))
     return spilled
+
+
+def alone_cache_bytes(points: list[Point], cache_bytes: Optional[float]) -> Optional[float]:
+    """The weights a layer timed alone keeps in cache: the size among CACHE_CANDIDATES above `cache_bytes` (the one
+    a network leaves its weights) that best splits the batch-1 kernels of one position (dense layers, whose time is
+    reading their weights) into two speeds per weight byte, beside a time per call. None where no cache was fitted,
+    or fewer than two such kernels lie on each side of every size."""
+    dense = []
+    for p in points:
+        if p.family == KERNEL_FAMILY and p.batch_size == 1 and len(p.keys) == 1:
+            macs, outputs, weights = features.key_counts(p.keys[0])[:3]
+            if outputs and weights >= macs:  # one position: a weight (and a bias) per multiply-accumulate
+                dense.append((weights * features.BYTES, p.latency_s))
+    if not dense or cache_bytes is None:
+        return None
+    sizes, latencies = np.array(dense).T
+    errors = {}
+    for cache in (c for c in CACHE_CANDIDATES[1:] if c > cache_bytes):
+        inside = sizes <= cache
+        if min(inside.sum(), (~inside).sum()) < 2:
+            continue
+        design = np.column_stack([np.where(inside, sizes, 0.0), np.where(inside, 0.0, sizes), np.ones(len(sizes))])
+        errors[cache] = float(np.sum(np.log(design @ solve(design, latencies) / latencies) ** 2))
+    return float(min(errors, key=errors.get)) if errors else None
 
 
 def with_spill(vectors: np.ndarray, cache_bytes: Optional[float], keys: Optional[list] = None) -> np.ndarray:
@@ -505,14 +571,23 @@ def _composition(data) -> Composition:
     layer_model = data.get("layer_model")
     if not isinstance(layer_model, dict) or (layer_model and set(map(_batch_size, layer_model)) != set(coefficients)):
         raise files.Malformed("its composition's layer model is not one forest per batch size of its coefficients")
-    cache = data.get("cache_bytes")
+    rates = data.get("other_work_s_per_unit")
+    if not isinstance(rates, dict) or set(map(_batch_size, rates)) - set(coefficients) \
+            or not all(isinstance(r, dict) and set(r) == set(OTHER_WORK) for r in rates.values()):
+        raise files.Malformed(f"its composition's other work is not {', '.join(OTHER_WORK)} at batch sizes of its "
+                              "coefficients")
+    cache, alone = data.get("cache_bytes"), data.get("alone_cache_bytes")
     return Composition(times, coefficients, _interval(data.get("interval_measured_over_predicted"),
                                                       "its composition's interval"),
                        None if cache is None else _number(cache, "its composition's cache_bytes", positive=True),
                        layer_model={_batch_size(b): forest.parse(trees) for b, trees in layer_model.items()},
                        predicted_interval=_interval(data.get("predicted_interval_measured_over_predicted"),
                                                     "its composition's interval of predicted layers")
-                       if layer_model else None)
+                       if layer_model else None,
+                       other_rates={_batch_size(b): {n: _number(v, f"other work rate {n}") for n, v in r.items()}
+                                    for b, r in rates.items()},
+                       alone_cache_bytes=None if alone is None
+                       else _number(alone, "its composition's alone_cache_bytes", positive=True))
 
 
 def load(path: str) -> Predictor:
