@@ -9,8 +9,9 @@ vector width it fills, the reuse of each weight): its MACs are spread over a few
 knots of K and of N (linear interpolation between neighbouring knots), so each knot learns its own
 time per MAC; grouped convolutions, a kernel of their own, count apart, as do windows overhanging
 tiny maps. The other features are the memory traffic and fixed costs: weight and activation
-bytes, elementwise work, the taps of pooling windows (max and average pooling, LRN's sum over
-channels), layers and equations (a kernel launched, a fusion), and one per call.
+bytes, elementwise work, the taps of pooling windows (max pooling's apart from the sums of average
+pooling and LRN over channels, which XLA:CPU runs several times faster per tap), layers and
+equations (a kernel launched, a fusion), and one per call.
 
 At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
 exactly; tests/test_cost_models.py pins it), while weights and layer counts do not: features of
@@ -33,13 +34,16 @@ N_KNOTS = tuple(range(2, 13, 2))  # log2 of the output channels: 4 to 4096
 # A convolution whose window overhangs a map of at most this many positions (1x1, 2x2) takes another path
 # in XLA:CPU, many times slower per MAC than on a 3x3 map: its MACs count apart too.
 TINY_MAP_POSITIONS = 4
+SUM_WINDOWS = frozenset({"reduce_window_sum"})  # average pooling, LRN
+MAX_WINDOWS = rules.POOLING - SUM_WINDOWS  # max (and min, and generic) pooling
 BYTES = 4  # counted in float32: a predictor is fitted at one precision, whose bytes scale these by a constant
 
 NAMES = (*(f"macs_k{2 ** k}" for k in K_KNOTS), *(f"macs_n{2 ** n}" for n in N_KNOTS),
          "grouped_macs", "tiny_map_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise",
-         "transcendentals", "window_taps", "matmul_layers", "equations", "calls")
+         "transcendentals", "max_window_taps", "sum_window_taps", "matmul_layers", "equations", "calls")
 PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "tiny_map_macs", "padding_macs",
-                       "activation_bytes", "elementwise", "transcendentals", "window_taps"})
+                       "activation_bytes", "elementwise", "transcendentals", "max_window_taps",
+                       "sum_window_taps"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +83,8 @@ class Layers:
         totals = {"grouped_macs": grouped, "tiny_map_macs": tiny_map, "padding_macs": total.macs - total.macs_real_taps,
                   "weight_bytes": cost.params * BYTES,
                   "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
-                  "transcendentals": total.transcendentals, "window_taps": window_taps(cost),
+                  "transcendentals": total.transcendentals, "max_window_taps": window_taps(cost, MAX_WINDOWS),
+                  "sum_window_taps": window_taps(cost, SUM_WINDOWS),
                   "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}
         return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs), tuple(keys))
@@ -93,10 +98,11 @@ class Layers:
         return np.concatenate([by_k * batch_size, by_n * batch_size, np.array(rest, float)])
 
 
-def window_taps(cost: cost_lib.Cost) -> int:
-    """The taps of every window reduction at batch 1: a pooling output's window, LRN's steps over channels."""
+def window_taps(cost: cost_lib.Cost, primitives: frozenset) -> int:
+    """The taps of the window reductions of these primitives at batch 1: a pooling output's window, LRN's steps
+    over channels."""
     return sum(tally.elementwise + tally.activations for name, tally in cost.breakdown.per_primitive.items()
-               if name in rules.POOLING)
+               if name in primitives)
 
 
 def layer_key(tally, weights: int) -> str:

@@ -6,8 +6,8 @@ ReLU), a max or average pooling (`pool`, `avgpool`) or Caffe's cross-channel LRN
 like a variant string (`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw`
 gives a seeded spread of them: the kernel sizes, strides, grouped (AlexNet's two groups) and
 dilated convolutions, the 3x3 poolings of stride 1 and 2 and the LRNs of the 14 networks, channels
-and sides log-uniform, and dense layers log-uniform in their weights up to several times a CPU's
-last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every call), each small enough
+and sides log-uniform, and dense layers spread over the octaves of their weights up to several times a
+CPU's last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every call), each small enough
 to time in a fraction of a second. No depthwise convolution: none of the networks has one, and
 XLA:CPU runs them as a kernel of their own whose time follows the groups more than the MACs.
 """
@@ -134,13 +134,13 @@ def _macs(spec: KernelSpec) -> float:
 
 def draw(count: int, seed: int = 0) -> list[KernelSpec]:
     """`count` distinct seeded kernels: convolutions mostly, dense layers, poolings and LRNs, none above MAX_MACS."""
-    rng, drawn = np.random.default_rng(seed), {}
+    rng, drawn, dense = np.random.default_rng(seed), {}, 0
     while len(drawn) < count:
-        kind = rng.choice(KINDS, p=(0.6, 0.25, 0.05, 0.05, 0.05))
+        kind = rng.choice(KINDS, p=(0.6, 0.2, 0.1, 0.05, 0.05))
         if kind == "dense":
-            # Log-uniform in weights, 256 K to 128 M of them (four in nine beyond 32 MiB: how fast memory streams them
+            # 512 K to 128 M weights, one octave after another (half beyond 32 MiB: how fast memory streams them
             # is what the dense layers of VGG and AlexNet take), split log-uniformly between inputs and outputs.
-            weights = rng.uniform(18, 27)
+            weights, dense = 19 + dense % 8 + rng.uniform(), dense + 1
             cin = 2 ** rng.uniform(max(6.0, weights - 12), min(15.0, weights - 3))
             spec = KernelSpec("dense", _log_uniform(rng, cin, cin, 8), _log_uniform(rng, 2 ** weights / cin,
                                                                                    2 ** weights / cin, 8))
