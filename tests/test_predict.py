@@ -85,10 +85,11 @@ COMPOSED = [f"resnet18:depths={d},width={w},resolution={r}" for d, w, r in
              ("2-1-2-1", 0.25, 32), ("2-2-2-2", 0.125, 64), ("1-2-1-2", 0.25, 48))]
 MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4), 4: (1.1, 2e-5, 1e-3)}
 # Poolings and LRNs on it: a time per window tap and per power (per image), beside a call.
-MADE_UP_OTHER_WORK = {"max_window_taps": 4e-10, "sum_window_taps": 1e-10, "transcendentals": 3e-9}
+MADE_UP_OTHER_WORK = {"max_window_taps": 4e-10, "sum_window_taps": 2e-10, "tiled_window_taps": 5e-11,
+                      "transcendentals": 3e-9}
 OTHER_KERNELS = ["pool:cin=16,k=3,stride=2,side=32", "pool:cin=64,k=3,stride=1,side=8",
                  "pool:cin=8,k=2,stride=2,side=64", "avgpool:cin=32,k=3,stride=1,side=16", "lrn:cin=32,side=16",
-                 "lrn:cin=96,side=8"]
+                 "lrn:cin=96,side=8", "avgpool:cin=16,k=2,stride=2,side=32"]
 
 
 def made_up_layer_time(layers: features.Layers, batch_size: int) -> float:
@@ -145,12 +146,15 @@ def test_a_kernel_string_says_its_bias_and_padding():
 
 
 def test_poolings_and_lrns_count_their_window_taps():
-    # SAME 3x3/2 max pooling of an 8x8x8 map: 4x4x8 outputs of 9 taps; 2x2/2 average pooling: 4 taps each;
-    # LRN over 5 channels: 4 steps per element, and a power each.
-    pool, avg = (calibrate.layers_of(k).totals for k in ("pool:cin=8,k=3,stride=2,side=8",
-                                                          "avgpool:cin=8,k=2,stride=2,side=8"))
-    assert (pool["max_window_taps"], pool["sum_window_taps"]) == (4 * 4 * 8 * 9, 0)
-    assert (avg["max_window_taps"], avg["sum_window_taps"]) == (0, 4 * 4 * 8 * 4)
+    # SAME 3x3/2 max pooling of an 8x8x8 map: 4x4x8 outputs of 9 taps; 2x2/2 poolings tile the map: 4 taps each;
+    # 3x3/1 average pooling: 8x8x8 outputs of 9 taps; LRN over 5 channels: 4 steps per element, and a power each.
+    pool, tiled, avg, tiled_avg = (calibrate.layers_of(k).totals for k in (
+        "pool:cin=8,k=3,stride=2,side=8", "pool:cin=8,k=2,stride=2,side=8", "avgpool:cin=8,k=3,stride=1,side=8",
+        "avgpool:cin=8,k=2,stride=2,side=8"))
+    names = ("max_window_taps", "sum_window_taps", "tiled_window_taps")
+    assert [pool[n] for n in names] == [4 * 4 * 8 * 9, 0, 0]
+    assert [tiled[n] for n in names] == [tiled_avg[n] for n in names] == [0, 0, 4 * 4 * 8 * 4]
+    assert [avg[n] for n in names] == [0, 8 * 8 * 8 * 9, 0]
     lrn = calibrate.layers_of("lrn:cin=16,side=4")
     assert (lrn.totals["sum_window_taps"], lrn.totals["transcendentals"], lrn.keys) == (4 * 4 * 16 * 4, 4 * 4 * 16, ())
     # A ResNet's stem pooling (3x3/2 of a 16x16x16 map at 64 px, width 0.25), and nothing else pools.

@@ -125,6 +125,7 @@ class Tally:
     activations: int = 0
     equations: int = 0
     matmul_inputs: int = 0  # elements convolutions and dot products read as data: with the rest, a layer's shape
+    tiled_window_taps: int = 0  # taps of windows that tile their input (stride = window): XLA:CPU's fast path
 
     def __iadd__(self, other: "Tally") -> "Tally":
         # Written out field by field: a sweep adds tallies millions of times, and a loop over the
@@ -138,13 +139,15 @@ class Tally:
         self.activations += other.activations
         self.equations += other.equations
         self.matmul_inputs += other.matmul_inputs
+        self.tiled_window_taps += other.tiled_window_taps
         return self
 
     def scaled(self, factor: int) -> "Tally":
         """This tally repeated `factor` times (a loop body)."""
         return Tally(self.macs * factor, self.macs_real_taps * factor, self.macs_dense_groups * factor,
                      self.elementwise * factor, self.transcendentals * factor, self.paper_other * factor,
-                     self.activations * factor, self.equations * factor, self.matmul_inputs * factor)
+                     self.activations * factor, self.equations * factor, self.matmul_inputs * factor,
+                     self.tiled_window_taps * factor)
 
     def ops(self, convention: str, real_taps: bool = False, dense_groups: bool = False) -> int:
         """The operation count under a named convention (see the module docstring)."""
@@ -228,8 +231,9 @@ def pooling_tally(eqn) -> Tally:
     dimensions = eqn.params["window_dimensions"]
     window = math.prod(dimensions)
     pools = dimensions[-1] == 1  # features are last in Flax; a window across them is LRN's, not pooling
+    tiled = tuple(eqn.params["window_strides"]) == tuple(dimensions)  # 2x2 of stride 2: no tap read twice
     return Tally(elementwise=out * (window - 1), paper_other=out * window, activations=out if pools else 0,
-                 equations=1)
+                 equations=1, tiled_window_taps=out * window if tiled else 0)
 
 
 def reduction_tally(eqn) -> Tally:

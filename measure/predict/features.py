@@ -10,8 +10,9 @@ knots of K and of N (linear interpolation between neighbouring knots), so each k
 time per MAC; grouped convolutions, a kernel of their own, count apart, as do windows overhanging
 tiny maps. The other features are the memory traffic and fixed costs: weight and activation
 bytes, elementwise work, the taps of pooling windows (max pooling's apart from the sums of average
-pooling and LRN over channels, which XLA:CPU runs several times faster per tap), layers and
-equations (a kernel launched, a fusion), and one per call.
+pooling and LRN over channels, and windows that tile their input, 2x2 of stride 2, apart from both:
+XLA:CPU runs each several times faster per tap than the one before), layers and equations (a kernel
+launched, a fusion), and one per call.
 
 At a batch size B every MAC, output and elementwise count is B times batch 1's (eval scales
 exactly; tests/test_cost_models.py pins it), while weights and layer counts do not: features of
@@ -40,10 +41,11 @@ BYTES = 4  # counted in float32: a predictor is fitted at one precision, whose b
 
 NAMES = (*(f"macs_k{2 ** k}" for k in K_KNOTS), *(f"macs_n{2 ** n}" for n in N_KNOTS),
          "grouped_macs", "tiny_map_macs", "padding_macs", "weight_bytes", "activation_bytes", "elementwise",
-         "transcendentals", "max_window_taps", "sum_window_taps", "matmul_layers", "equations", "calls")
+         "transcendentals", "max_window_taps", "sum_window_taps", "tiled_window_taps", "matmul_layers", "equations",
+         "calls")
 PER_IMAGE = frozenset({*NAMES[:len(K_KNOTS) + len(N_KNOTS)], "grouped_macs", "tiny_map_macs", "padding_macs",
                        "activation_bytes", "elementwise", "transcendentals", "max_window_taps",
-                       "sum_window_taps"})
+                       "sum_window_taps", "tiled_window_taps"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Layers:
                   "activation_bytes": total.activations * BYTES, "elementwise": total.elementwise,
                   "transcendentals": total.transcendentals, "max_window_taps": window_taps(cost, MAX_WINDOWS),
                   "sum_window_taps": window_taps(cost, SUM_WINDOWS),
+                  "tiled_window_taps": window_taps(cost, rules.POOLING, tiled=True),
                   "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}
         return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs), tuple(keys))
@@ -98,11 +101,13 @@ class Layers:
         return np.concatenate([by_k * batch_size, by_n * batch_size, np.array(rest, float)])
 
 
-def window_taps(cost: cost_lib.Cost, primitives: frozenset) -> int:
-    """The taps of the window reductions of these primitives at batch 1: a pooling output's window, LRN's steps
-    over channels."""
-    return sum(tally.elementwise + tally.activations for name, tally in cost.breakdown.per_primitive.items()
-               if name in primitives)
+def window_taps(cost: cost_lib.Cost, primitives: frozenset, tiled: bool = False) -> int:
+    """The taps of the window reductions of these primitives at batch 1 (a pooling output's window, LRN's steps
+    over channels): of the windows that tile their input, or of the others."""
+    tallies = [t for name, t in cost.breakdown.per_primitive.items() if name in primitives]
+    if tiled:
+        return sum(t.tiled_window_taps for t in tallies)
+    return sum(t.elementwise + t.activations - t.tiled_window_taps for t in tallies)
 
 
 def layer_key(tally, weights: int) -> str:

@@ -22,7 +22,7 @@ the time that trees of the timed ones predict for it (forest.py), so a network o
 is its layers added up too; its interval is wider, cross-validated with every layer predicted by
 trees that never saw it. Work outside matrix products is added in too, at the time per unit that
 the kernels timed alone without one show (other_work_rates): each window tap of a max pooling, of
-an average pooling or LRN's sum, each power of LRN. A layer whose own weights outgrow the cache
+an average pooling or LRN's sum, of a window that tiles its input, each power of LRN. A layer whose own weights outgrow the cache
 reads them from memory when timed alone as well, so only the weights of layers that fit in it alone
 can spill (spilled_bytes), in both models. Alone, a layer has the whole cache to itself: the
 composition reads where that ends off the dense kernels, whose speed per weight byte falls there
@@ -146,7 +146,7 @@ class Predictor:
 # Where all of a network's layers were timed alone: a * their sum + b * layers + c + d * weight bytes spilled.
 TERMS = ("layer_sum", "layers", "call", SPILL)
 # Work of no matrix-product layer, per image (features.NAMES), at a time per unit that kernels show: poolings, LRN.
-OTHER_WORK = ("max_window_taps", "sum_window_taps", "transcendentals")
+OTHER_WORK = ("max_window_taps", "sum_window_taps", "tiled_window_taps", "transcendentals")
 FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
 
 
