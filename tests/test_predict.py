@@ -26,8 +26,8 @@ SMALL_RESNETS = ["resnet18:depths=1-1-1-1,width=0.125,resolution=32",
 
 @pytest.fixture(scope="module")
 def counted_points():
-    """Points with real counted features (kernels and two small ResNets at batch 1 and 4), latencies unset."""
-    names = [str(k) for k in kernels.draw(24, seed=3)] + SMALL_RESNETS
+    """Points with real counted features (32 kernels and two small ResNets at batch 1 and 4), latencies unset."""
+    names = [str(k) for k in kernels.draw(32, seed=3)] + SMALL_RESNETS
     layers = {name: calibrate.layers_of(name) for name in names}
     return [(name, batch, layers[name].vector(batch)) for name in names for batch in (1, 4)]
 

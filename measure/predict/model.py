@@ -358,14 +358,15 @@ def alone_cache_bytes(points: list[Point], cache_bytes: Optional[float]) -> Opti
     dense = []
     for p in points:
         if p.family == KERNEL_FAMILY and p.batch_size == 1 and len(p.keys) == 1:
-            macs, outputs, weights = features.key_counts(p.keys[0])[:3]
-            if outputs and weights >= macs:  # one position: a weight (and a bias) per multiply-accumulate
+            macs, outputs, weights, inputs = features.key_counts(p.keys[0])[:4]
+            # A dense layer: each output reads every input through a weight of its own (not a window on a map).
+            if outputs and macs == outputs * inputs and weights >= macs:
                 dense.append((weights * features.BYTES, p.latency_s))
     if not dense or cache_bytes is None:
         return None
     sizes, latencies = np.array(dense).T
     errors = {}
-    for cache in (c for c in CACHE_CANDIDATES[1:] if c > cache_bytes):
+    for cache in (c for c in CACHE_CANDIDATES[1:] if c >= cache_bytes):
         inside = sizes <= cache
         if min(inside.sum(), (~inside).sum()) < 2:
             continue
