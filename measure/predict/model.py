@@ -22,12 +22,12 @@ the time that trees of the timed ones predict for it (forest.py), so a network o
 is its layers added up too; its interval is wider, cross-validated with every layer predicted by
 trees that never saw it. Work outside matrix products is added in too, at the time per unit that
 the kernels timed alone without one show (other_work_rates): each window tap of a max pooling, of
-an average pooling or LRN's sum, of a window that tiles its input, each power of LRN. A layer whose own weights outgrow the cache
-reads them from memory when timed alone as well, so only the weights of layers that fit in it alone
-can spill (spilled_bytes), in both models. Alone, a layer has the whole cache to itself: the
-composition reads where that ends off the dense kernels, whose speed per weight byte falls there
-(alone_cache_bytes), a size larger than the cache a network leaves its weights. The per-feature
-model is left for predictors fitted without layers timed alone.
+an average pooling or LRN's sum, of a window that tiles its input, each power of LRN. A layer whose
+own weights outgrow the cache reads them from memory when timed alone as well, so only the weights
+of layers that fit in it alone can spill (spilled_bytes), in both models. Alone, a layer has the
+whole cache to itself: the composition reads where that ends off the dense kernels, whose speed
+per weight byte falls there (alone_cache_bytes), a size not below the cache a network leaves its
+weights. The per-feature model is left for predictors fitted without layers timed alone.
 """
 
 import dataclasses
