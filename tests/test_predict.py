@@ -302,7 +302,7 @@ def test_the_cache_a_layer_has_alone_is_where_dense_layers_slow_down():
     shapes = [(1024, 256 * 2 ** i) for i in range(8)] + [(3000, 3000), (5000, 2000), (2048, 2048 * 3)]
     points = [dense_point(cin, cout, 1e-5 + 4 * cin * cout / (100e9 if 4 * cin * cout <= cache else 30e9))
               for cin, cout in shapes]
-    assert model_lib.alone_cache_bytes(points, 8 * 2 ** 20) == cache
+    assert model_lib.alone_cache_bytes(model_lib.dense_split_errors(points), 8 * 2 ** 20) == cache
     # A convolution on a 2x2 map has a weight per multiply-accumulate too, but reads a window of its map, not every
     # input: XLA's slow paths for such maps (here as slow as memory, inside the cache) must not move the size.
     slow = []
@@ -311,10 +311,12 @@ def test_the_cache_a_layer_has_alone_is_where_dense_layers_slow_down():
         key = point.keys[0].split(":")
         slow.append(dataclasses.replace(point, layers=dataclasses.replace(point.layers, keys=(
             ":".join([*key[:3], str(4 * cin), key[4]]),))))
-    assert model_lib.alone_cache_bytes(points + slow, 8 * 2 ** 20) == cache
-    assert model_lib.alone_cache_bytes(points, 64 * 2 ** 20) != cache  # only sizes above the network's cache
-    assert model_lib.alone_cache_bytes(points, None) is None
-    assert model_lib.alone_cache_bytes(points[:3], 2 * 2 ** 20) is None  # nothing beyond any size: no split
+    assert model_lib.alone_cache_bytes(model_lib.dense_split_errors(points + slow), 8 * 2 ** 20) == cache
+    splits = model_lib.dense_split_errors(points)
+    assert model_lib.alone_cache_bytes(splits, 64 * 2 ** 20) != cache  # only sizes not below the network's cache
+    assert model_lib.alone_cache_bytes(splits, None) is None
+    # Nothing beyond any size: no split.
+    assert model_lib.alone_cache_bytes(model_lib.dense_split_errors(points[:3]), 2 * 2 ** 20) is None
 
 
 def test_the_fit_weighs_a_ratio_both_ways_and_leaves_unseen_work_free(counted_points):

@@ -100,11 +100,10 @@ def parse(text: str) -> KernelSpec:
     values = {}
     for item in filter(None, rest.split(",")):
         name, _, value = item.partition("=")
-        if name not in {f.name for f in dataclasses.fields(KernelSpec)} - {"kind"} or not value.isdigit() \
-                or int(value) < (name != "pad"):
-            raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer (pad: or 0)")
         if name not in FIELDS[kind]:
             raise UserError(f"kernel {text!r}: a {kind} kernel takes {', '.join(FIELDS[kind])}, not {name}")
+        if not value.isdigit() or int(value) < (name != "pad"):
+            raise UserError(f"kernel {text!r}: {item!r} is not field=positive integer (pad: or 0)")
         values[name] = int(value)
     spec = KernelSpec(kind, **values)
     if spec.bias > 1:

@@ -185,11 +185,9 @@ class Composition:
 
     def at(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at a batch size the composition was fitted at."""
-        layer_sum = sum(self.layer_seconds(layers.keys, batch_size)) + other_seconds(self.other_rates, layers,
-                                                                                    batch_size)
-        return compose(self.coefficients[batch_size], layer_sum, len(layers.keys),
-                       spilled_bytes(layers.totals["weight_bytes"], self.cache_bytes, layers.keys,
-                                     self.alone_cache_bytes))
+        return compose(self.coefficients[batch_size],
+                       terms_row(sum(self.layer_seconds(layers.keys, batch_size)), layers, batch_size, self.other_rates,
+                                 self.cache_bytes, self.alone_cache_bytes))
 
     def call_s(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
@@ -217,11 +215,18 @@ class Composition:
                     None if self.predicted_interval is None else list(self.predicted_interval)}
 
 
-def compose(terms: dict, layer_sum: float, layers: int, spilled: float) -> float:
-    """Seconds per call of a network from its layers' times alone (TERMS' coefficients), never below FLOOR of their
+def terms_row(layer_seconds: float, layers: features.Layers, batch_size: int, rates: dict,
+              cache_bytes: Optional[float], alone_bytes: Optional[float]) -> list[float]:
+    """A network's values of TERMS at a batch size, given its layers' seconds alone added up: those plus its other
+    work, its layer count, one call, and its spilled weight bytes."""
+    return [layer_seconds + other_seconds(rates, layers, batch_size), len(layers.keys), 1.0,
+            spilled_bytes(layers.totals["weight_bytes"], cache_bytes, layers.keys, alone_bytes)]
+
+
+def compose(terms: dict, row: list[float]) -> float:
+    """Seconds per call of a network from its terms_row and TERMS' coefficients, never below FLOOR of its layers'
     sum."""
-    composed = terms["layer_sum"] * layer_sum + terms["layers"] * layers + terms["call"] + terms[SPILL] * spilled
-    return max(composed, FLOOR * layer_sum)
+    return max(sum(terms[name] * value for name, value in zip(TERMS, row)), FLOOR * row[0])
 
 
 def other_work_rates(points: list[Point]) -> dict:
@@ -267,9 +272,8 @@ def _composition_rows(points: list[Point], times: dict, rates: dict, cache_bytes
     rows = {}
     for p in points:
         if _wholly_timed(p, times):
-            table = times[p.batch_size]
-            row = [sum(table[key] for key in p.keys) + other_seconds(rates, p.layers, p.batch_size), len(p.keys), 1.0,
-                   spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys, alone_bytes)]
+            row = terms_row(sum(times[p.batch_size][key] for key in p.keys), p.layers, p.batch_size, rates,
+                            cache_bytes, alone_bytes)
             names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
             names.append(p.name), design.append(row), latencies.append(p.latency_s)
     return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
@@ -300,8 +304,8 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
     """The composition of the networks whose every layer was timed alone, at each batch size with at least
     2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best; and
     at those batch sizes, a forest of every layer timed alone for the layers never timed."""
-    times, rates = layer_times(points), other_work_rates(points)
-    alone = {cache: alone_cache_bytes(points, cache) for cache in CACHE_CANDIDATES}
+    times, rates, splits = layer_times(points), other_work_rates(points), dense_split_errors(points)
+    alone = {cache: alone_cache_bytes(splits, cache) for cache in CACHE_CANDIDATES}
     tried = {cache: _composition_rows(points, times, rates, cache, alone[cache]) for cache in CACHE_CANDIDATES}
     if not tried[None]:
         return None
@@ -330,9 +334,9 @@ def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficie
             trees = forest.fit({k: times[b][k] for k, f in zip(keys, fold_of) if f != fold})
             chosen = [k for k, f in zip(keys, fold_of) if f == fold]
             held_out.update(zip(((b, k) for k in chosen), trees.seconds(chosen)))
-    ratios = [p.latency_s / compose(coefficients[p.batch_size], sum(held_out[p.batch_size, k] for k in p.keys)
-                                    + other_seconds(rates, p.layers, p.batch_size), len(p.keys),
-                                    spilled_bytes(p.features[_WEIGHT_BYTES], cache_bytes, p.keys, alone_bytes))
+    ratios = [p.latency_s / compose(coefficients[p.batch_size],
+                                    terms_row(sum(held_out[p.batch_size, k] for k in p.keys), p.layers, p.batch_size,
+                                              rates, cache_bytes, alone_bytes))
               for p in points if p.batch_size in coefficients and _wholly_timed(p, times)]
     return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
 
@@ -350,11 +354,10 @@ def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple
     return spilled
 
 
-def alone_cache_bytes(points: list[Point], cache_bytes: Optional[float]) -> Optional[float]:
-    """The weights a layer timed alone keeps in cache: the size among CACHE_CANDIDATES above `cache_bytes` (the one
-    a network leaves its weights) that best splits the batch-1 kernels of one position (dense layers, whose time is
-    reading their weights) into two speeds per weight byte, beside a time per call. None where no cache was fitted,
-    or fewer than two such kernels lie on each side of every size."""
+def dense_split_errors(points: list[Point]) -> dict:
+    """Size among CACHE_CANDIDATES -> the squared log error of the batch-1 dense kernels (whose time is reading
+    their weights) split there into two speeds per weight byte, beside a time per call; only sizes with at least
+    two dense kernels on each side."""
     dense = []
     for p in points:
         if p.family == KERNEL_FAMILY and p.batch_size == 1 and len(p.keys) == 1:
@@ -362,16 +365,24 @@ def alone_cache_bytes(points: list[Point], cache_bytes: Optional[float]) -> Opti
             # A dense layer: each output reads every input through a weight of its own (not a window on a map).
             if outputs and macs == outputs * inputs and weights >= macs:
                 dense.append((weights * features.BYTES, p.latency_s))
-    if not dense or cache_bytes is None:
-        return None
+    if not dense:
+        return {}
     sizes, latencies = np.array(dense).T
     errors = {}
-    for cache in (c for c in CACHE_CANDIDATES[1:] if c >= cache_bytes):
+    for cache in CACHE_CANDIDATES[1:]:
         inside = sizes <= cache
         if min(inside.sum(), (~inside).sum()) < 2:
             continue
         design = np.column_stack([np.where(inside, sizes, 0.0), np.where(inside, 0.0, sizes), np.ones(len(sizes))])
         errors[cache] = float(np.sum(np.log(design @ solve(design, latencies) / latencies) ** 2))
+    return errors
+
+
+def alone_cache_bytes(split_errors: dict, cache_bytes: Optional[float]) -> Optional[float]:
+    """The weights a layer timed alone keeps in cache: of the sizes not below `cache_bytes` (the one a network
+    leaves its weights), the best split of the dense kernels (dense_split_errors). None where no cache was fitted
+    or no such size splits them."""
+    errors = {size: e for size, e in split_errors.items() if cache_bytes is not None and size >= cache_bytes}
     return float(min(errors, key=errors.get)) if errors else None
 
 
