@@ -24,6 +24,7 @@ same layer in a network, so a predictor finds its measured time (see model.py).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -91,6 +92,11 @@ class Layers:
                   "matmul_layers": len(macs),
                   "equations": total.equations, "calls": 1}
         return cls(np.array(macs, float), np.array(k, float), np.array(n, float), totals, len(macs), tuple(keys))
+
+    @functools.cached_property
+    def layer_weight_bytes(self) -> np.ndarray:
+        """Each matrix-product layer's weight bytes, in the order of its keys."""
+        return np.array([key_counts(key)[2] * BYTES for key in self.keys], float)
 
     def vector(self, batch_size: int) -> np.ndarray:
         """The features at a batch size, in the order of NAMES."""

@@ -27,13 +27,17 @@ own weights outgrow the cache reads them from memory when timed alone as well, s
 of layers that fit in it alone can spill (spilled_bytes), in both models. Alone, a layer has the
 whole cache to itself: the composition reads where that ends off the dense kernels, whose speed
 per weight byte falls there (alone_cache_bytes), a size not below the cache a network leaves its
-weights. The per-feature model is left for predictors fitted without layers timed alone.
+weights. In a network whose weights outgrow the cache, a layer also takes no less than reading its
+evicted weights at the memory's bandwidth (floored_sum): at batch 1 on small maps, where a layer's work
+is little beside its weights, that floor is its time, while on large maps the work hides the reads.
+The bandwidth is fitted with the cache, among BANDWIDTH_CANDIDATES. The per-feature model is left for
+predictors fitted without layers timed alone.
 """
 
 import dataclasses
 import json
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from scipy import optimize
@@ -43,7 +47,8 @@ from core.errors import UserError
 from measure.predict import features, forest
 
 FORMAT = "canziani-jax latency predictor"
-VERSION = 4  # 2: a fitted cache, layers timed alone added up; 3: a forest of them; 4: pooling and LRN work
+VERSION = 5  # 2: a fitted cache, layers timed alone added up; 3: a forest of them; 4: pooling and LRN work;
+# 5: the memory's bandwidth
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
@@ -53,6 +58,9 @@ SPILL = "weight_bytes_beyond_cache"  # per call: weight bytes above the fitted c
 COSTS = (*features.NAMES, SPILL)  # the predictor's coefficients
 # Last-level cache sizes tried, 2 MiB to 256 MiB (CPUs' L3, GPUs' L2); None: no spill term at all.
 CACHE_CANDIDATES = (None, *(2 ** k * 2 ** 20 for k in range(1, 9)))
+# Bandwidths tried for weights read from memory, bytes per second: 4 GB/s to 8 TB/s in steps of sqrt(2) (one
+# CPU core's share of DRAM to a GPU's HBM); None: no floor.
+BANDWIDTH_CANDIDATES = (None, *(2 ** (k / 2) * 1e9 for k in range(4, 27)))
 FEWEST_TARGETS = len(COSTS)  # calibration times this many whatever its budget: enough points to fit
 _WEIGHT_BYTES = features.NAMES.index("weight_bytes")
 
@@ -150,6 +158,15 @@ OTHER_WORK = ("max_window_taps", "sum_window_taps", "tiled_window_taps", "transc
 FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
 
 
+class Memory(NamedTuple):
+    """Where a network's weights are read from: the cache a network leaves them (None: they never spill), the cache
+    a layer timed alone has (None: the same), and the bytes per second of memory beyond (None: no floor)."""
+
+    cache_bytes: Optional[float] = None
+    alone_bytes: Optional[float] = None
+    bandwidth: Optional[float] = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Composition:
     """Layers timed alone, by key and batch size, and how they add up to a network at each batch size; the
@@ -164,7 +181,13 @@ class Composition:
     predicted_interval: Optional[tuple[float, float]] = None
     other_rates: dict = dataclasses.field(default_factory=dict)  # batch size -> OTHER_WORK -> seconds per unit
     alone_cache_bytes: Optional[float] = None  # the weights a layer timed alone keeps in cache (None: cache_bytes)
+    bandwidth: Optional[float] = None  # bytes per second of evicted weights read from memory (None: no floor)
     _predicted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # (batch, key) -> s
+
+    @property
+    def memory(self) -> Memory:
+        """Its cache, the cache a layer alone has, and the memory's bandwidth."""
+        return Memory(self.cache_bytes, self.alone_cache_bytes, self.bandwidth)
 
     def covers(self, keys: tuple[str, ...]) -> bool:
         """Whether every layer was timed alone at every batch size the composition was fitted at."""
@@ -185,9 +208,8 @@ class Composition:
 
     def at(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at a batch size the composition was fitted at."""
-        return compose(self.coefficients[batch_size],
-                       terms_row(sum(self.layer_seconds(layers.keys, batch_size)), layers, batch_size, self.other_rates,
-                                 self.cache_bytes, self.alone_cache_bytes))
+        return compose(self.coefficients[batch_size], terms_row(self.layer_seconds(layers.keys, batch_size), layers,
+                                                                batch_size, self.other_rates, self.memory))
 
     def call_s(self, layers: features.Layers, batch_size: int) -> float:
         """Seconds per call at any batch size: linear between the fitted ones, the time per image of the
@@ -210,17 +232,32 @@ class Composition:
                 "cache_bytes": self.cache_bytes, "interval_measured_over_predicted": list(self.interval),
                 "layer_model": {str(b): f.as_json() for b, f in self.layer_model.items()},
                 "other_work_s_per_unit": {str(b): rates for b, rates in self.other_rates.items()},
-                "alone_cache_bytes": self.alone_cache_bytes,
+                "alone_cache_bytes": self.alone_cache_bytes, "memory_bandwidth_bytes_per_s": self.bandwidth,
                 "predicted_interval_measured_over_predicted":
                     None if self.predicted_interval is None else list(self.predicted_interval)}
 
 
-def terms_row(layer_seconds: float, layers: features.Layers, batch_size: int, rates: dict,
-              cache_bytes: Optional[float], alone_bytes: Optional[float]) -> list[float]:
-    """A network's values of TERMS at a batch size, given its layers' seconds alone added up: those plus its other
-    work, its layer count, one call, and its spilled weight bytes."""
-    return [layer_seconds + other_seconds(rates, layers, batch_size), len(layers.keys), 1.0,
-            spilled_bytes(layers.totals["weight_bytes"], cache_bytes, layers.keys, alone_bytes)]
+def terms_row(seconds, layers: features.Layers, batch_size: int, rates: dict, memory: Memory) -> list[float]:
+    """A network's values of TERMS at a batch size, given each of its layers' seconds alone: their floored_sum plus
+    its other work, its layer count, one call, and its spilled weight bytes."""
+    return [floored_sum(seconds, layers, memory) + other_seconds(rates, layers, batch_size), len(layers.keys), 1.0,
+            spilled_bytes(layers.totals["weight_bytes"], memory.cache_bytes, layers.keys, memory.alone_bytes)]
+
+
+def floored_sum(seconds, layers: features.Layers, memory: Memory) -> float:
+    """A network's layers' seconds alone added up, each at least the time its evicted weights take from memory.
+
+    A network whose weights outgrow the cache reads a share of them, (total - cache) / total, from memory on every
+    call, as though each layer lost that share; a layer then takes no less than those bytes at the memory's
+    bandwidth. A layer whose weights outgrow the cache alone read them from memory alone too: its time holds that.
+    """
+    total_bytes = layers.totals["weight_bytes"]
+    if memory.bandwidth is None or memory.cache_bytes is None or total_bytes <= memory.cache_bytes:
+        return float(np.sum(seconds))
+    share = (total_bytes - memory.cache_bytes) / total_bytes
+    own = layers.layer_weight_bytes
+    floor = np.where(own <= max(memory.cache_bytes, memory.alone_bytes or 0.0), share * own / memory.bandwidth, 0.0)
+    return float(np.sum(np.maximum(seconds, floor)))
 
 
 def compose(terms: dict, row: list[float]) -> float:
@@ -266,16 +303,14 @@ def _wholly_timed(point: Point, times: dict) -> bool:
     return point.family != KERNEL_FAMILY and bool(point.keys) and all(key in table for key in point.keys)
 
 
-def _composition_rows(points: list[Point], times: dict, rates: dict, cache_bytes: Optional[float],
-                      alone_bytes: Optional[float]) -> dict:
-    """Batch size -> (names, design rows over TERMS, latencies) of the networks whose every layer was timed."""
+def _composition_rows(timed: list[tuple[Point, np.ndarray]], rates: dict, memory: Memory) -> dict:
+    """Batch size -> (names, design rows over TERMS, latencies) of the networks whose every layer was timed, given
+    as (network, its layers' seconds alone)."""
     rows = {}
-    for p in points:
-        if _wholly_timed(p, times):
-            row = terms_row(sum(times[p.batch_size][key] for key in p.keys), p.layers, p.batch_size, rates,
-                            cache_bytes, alone_bytes)
-            names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
-            names.append(p.name), design.append(row), latencies.append(p.latency_s)
+    for p, seconds in timed:
+        row = terms_row(seconds, p.layers, p.batch_size, rates, memory)
+        names, design, latencies = rows.setdefault(p.batch_size, ([], [], []))
+        names.append(p.name), design.append(row), latencies.append(p.latency_s)
     return {b: (names, np.array(design), np.array(latencies)) for b, (names, design, latencies) in rows.items()
             if len(set(names)) >= 2 * FOLDS}
 
@@ -302,28 +337,31 @@ def _cross_validated_composition(rows: dict) -> np.ndarray:
 
 def fit_composition(points: list[Point]) -> Optional[Composition]:
     """The composition of the networks whose every layer was timed alone, at each batch size with at least
-    2 * FOLDS of them (None where there is none), its cache the candidate that predicts held-out ones best; and
-    at those batch sizes, a forest of every layer timed alone for the layers never timed."""
+    2 * FOLDS of them (None where there is none), its cache and memory bandwidth the candidates that predict
+    held-out ones best (the simpler on a tie); and at those batch sizes, a forest of every layer timed alone for
+    the layers never timed."""
     times, rates, splits = layer_times(points), other_work_rates(points), dense_split_errors(points)
-    alone = {cache: alone_cache_bytes(splits, cache) for cache in CACHE_CANDIDATES}
-    tried = {cache: _composition_rows(points, times, rates, cache, alone[cache]) for cache in CACHE_CANDIDATES}
-    if not tried[None]:
+    timed = [(p, np.array([times[p.batch_size][key] for key in p.keys])) for p in points if _wholly_timed(p, times)]
+    candidates = [Memory(cache, alone_cache_bytes(splits, cache), bandwidth) for cache in CACHE_CANDIDATES
+                  for bandwidth in BANDWIDTH_CANDIDATES if cache is not None or bandwidth is None]
+    tried = {memory: _composition_rows(timed, rates, memory) for memory in candidates}
+    if not tried[candidates[0]]:
         return None
-    ratios = {cache: _cross_validated_composition(rows) for cache, rows in tried.items()}
-    cache = max(CACHE_CANDIDATES, key=lambda c: score(ratios[c]))
+    ratios = {memory: _cross_validated_composition(rows) for memory, rows in tried.items()}
+    memory = max(candidates, key=lambda m: score(ratios[m]))
     coefficients = {b: dict(zip(TERMS, map(float, _relative_fit(design, latencies))))
-                    for b, (_, design, latencies) in tried[cache].items()}
-    interval = tuple(float(q) for q in np.quantile(ratios[cache], INTERVAL))
-    fitted_cache = None if cache is None else float(cache)
-    return Composition({b: times[b] for b in coefficients}, coefficients, interval, fitted_cache,
+                    for b, (_, design, latencies) in tried[memory].items()}
+    interval = tuple(float(q) for q in np.quantile(ratios[memory], INTERVAL))
+    memory = Memory(*(None if value is None else float(value) for value in memory))
+    return Composition({b: times[b] for b in coefficients}, coefficients, interval, memory.cache_bytes,
                        layer_model={b: forest.fit(times[b]) for b in coefficients},
-                       predicted_interval=_predicted_interval(points, times, rates, coefficients, fitted_cache,
-                                                              alone[cache]),
-                       other_rates={b: rates[b] for b in coefficients if b in rates}, alone_cache_bytes=alone[cache])
+                       predicted_interval=_predicted_interval(points, times, rates, coefficients, memory),
+                       other_rates={b: rates[b] for b in coefficients if b in rates},
+                       alone_cache_bytes=memory.alone_bytes, bandwidth=memory.bandwidth)
 
 
 def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficients: dict,
-                        cache_bytes: Optional[float], alone_bytes: Optional[float]) -> tuple[float, float]:
+                        memory: Memory) -> tuple[float, float]:
     """Quantiles of measured / predicted of the networks whose layers were timed, each layer's time predicted by a
     forest fitted without it (its key held out in one of FOLDS folds), added up as the composition does."""
     held_out = {}
@@ -335,8 +373,8 @@ def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficie
             chosen = [k for k, f in zip(keys, fold_of) if f == fold]
             held_out.update(zip(((b, k) for k in chosen), trees.seconds(chosen)))
     ratios = [p.latency_s / compose(coefficients[p.batch_size],
-                                    terms_row(sum(held_out[p.batch_size, k] for k in p.keys), p.layers, p.batch_size,
-                                              rates, cache_bytes, alone_bytes))
+                                    terms_row([held_out[p.batch_size, k] for k in p.keys], p.layers, p.batch_size,
+                                              rates, memory))
               for p in points if p.batch_size in coefficients and _wholly_timed(p, times)]
     return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
 
@@ -588,7 +626,8 @@ def _composition(data) -> Composition:
             or not all(isinstance(r, dict) and set(r) == set(OTHER_WORK) for r in rates.values()):
         raise files.Malformed(f"its composition's other work is not {', '.join(OTHER_WORK)} at batch sizes of its "
                               "coefficients")
-    cache, alone = data.get("cache_bytes"), data.get("alone_cache_bytes")
+    cache, alone, bandwidth = data.get("cache_bytes"), data.get("alone_cache_bytes"), \
+        data.get("memory_bandwidth_bytes_per_s")
     return Composition(times, coefficients, _interval(data.get("interval_measured_over_predicted"),
                                                       "its composition's interval"),
                        None if cache is None else _number(cache, "its composition's cache_bytes", positive=True),
@@ -599,7 +638,9 @@ def _composition(data) -> Composition:
                        other_rates={_batch_size(b): {n: _number(v, f"other work rate {n}") for n, v in r.items()}
                                     for b, r in rates.items()},
                        alone_cache_bytes=None if alone is None
-                       else _number(alone, "its composition's alone_cache_bytes", positive=True))
+                       else _number(alone, "its composition's alone_cache_bytes", positive=True),
+                       bandwidth=None if bandwidth is None
+                       else _number(bandwidth, "its composition's memory_bandwidth_bytes_per_s", positive=True))
 
 
 def load(path: str) -> Predictor:
