@@ -94,10 +94,15 @@ def main(argv):
           f"{100 * on['cross_validated_median_abs_error']:.1f} %; 90 % interval x{fitted.interval[0]:.2f} to "
           f"x{fitted.interval[1]:.2f}")
     if fitted.composition is not None:
-        low, high = fitted.composition.interval
+        composition = fitted.composition
+        low, high = composition.interval
         print(f"networks made of the {on['layers_timed_alone']} layers timed alone are their layers added up, at "
               f"batch {', '.join(map(str, on['composed_batch_sizes']))}: 90 % interval x{low:.2f} to x{high:.2f}")
-        low, high = fitted.composition.predicted_interval
+        if composition.cache_bytes is not None:
+            read = "" if composition.bandwidth is None else \
+                f", read from memory at {composition.bandwidth / 1e9:.3g} GB/s"
+            print(f"their weights beyond a {composition.cache_bytes / 2 ** 20:g} MiB cache spill{read}")
+        low, high = composition.predicted_interval
         print(f"other networks' layers are predicted from those by trees of layer times; 90 % interval, every layer "
               f"predicted: x{low:.2f} to x{high:.2f}")
     print(f"wrote {_OUT.value}")

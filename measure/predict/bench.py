@@ -106,8 +106,9 @@ def flops_baseline(fit_points: list) -> np.ndarray:
     return model_lib.solve(vectors, np.array([p.latency_s for p in fit_points]))
 
 
-def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tuple) -> dict:
-    """Per batch size: the share of re-timed targets within +-10 % of their first timing, raw and paced."""
+def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tuple, names: set) -> dict:
+    """Per batch size: the share of these re-timed targets within +-10 % of their first timing, raw and paced (a
+    log may hold earlier runs' held-out targets too)."""
     def raw(log):
         return {(row.model, row.batch_size): row.time_per_image_p25_s for row, _, _ in calibrate.timed_rows(log)
                 if row.status == results.OK and row.time_per_image_p25_s}
@@ -120,7 +121,7 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
         shares = {}
         for label, timed in (("raw", raw), ("paced", paced)):
             first, again = timed(first_log), timed(repeat_log)
-            keys = [key for key in again if key in first and key[1] == batch_size]
+            keys = [key for key in again if key in first and key[0] in names and key[1] == batch_size]
             shares[label] = model_lib.share_within([again[k] for k in keys], [first[k] for k in keys])
         agreed[batch_size] = shares
     return agreed
@@ -268,7 +269,7 @@ def main(argv):
     cold, warm = ranking_rate(ranked, predictor)
     summary.update(rank_variants=len(ranked), rank_per_min_cold=cold, rank_per_min_warm=warm,
                    predictor=predictor.as_json())
-    summary["repeatability"] = repeatability(network_log, repeat_log, read, batch_sizes)
+    summary["repeatability"] = repeatability(network_log, repeat_log, read, batch_sizes, test_names)
     for batch_size, agreed in summary["repeatability"].items():
         print(f"re-timed held-out ResNets at batch {batch_size} within +-10 % of their first timing: "
               f"{100 * agreed['raw']:.0f} % as timed, {100 * agreed['paced']:.0f} % set against the pace")
