@@ -96,7 +96,7 @@ class Layers:
     @functools.cached_property
     def layer_weight_bytes(self) -> np.ndarray:
         """Each matrix-product layer's weight bytes, in the order of its keys."""
-        return np.array([key_counts(key)[2] * BYTES for key in self.keys], float)
+        return weight_bytes_of(self.keys)
 
     def vector(self, batch_size: int) -> np.ndarray:
         """The features at a batch size, in the order of NAMES."""
@@ -126,6 +126,11 @@ def key_counts(key: str) -> tuple[int, int, int, int, int]:
     """The counts a layer_key holds: (MACs, outputs, weights, data inputs, real taps)."""
     macs, outputs, weights, inputs, real_taps = map(int, key.split(":"))
     return macs, outputs, weights, inputs, real_taps
+
+
+def weight_bytes_of(keys) -> np.ndarray:
+    """The weight bytes of the layers of these keys (layer_key), in order."""
+    return np.array([key_counts(key)[2] * BYTES for key in keys], float)
 
 
 def hat_weights(values: np.ndarray, knots: tuple) -> np.ndarray:

@@ -387,8 +387,8 @@ def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
     if keys and spilled:
         alone = max(cache_bytes, alone_bytes or 0.0)
-        layer_bytes = [features.key_counts(key)[2] * features.BYTES for key in keys]
-        spilled = min(spilled, float(sum(b for b in layer_bytes if b <= alone)))
+        layer_bytes = features.weight_bytes_of(keys)
+        spilled = min(spilled, float(layer_bytes[layer_bytes <= alone].sum()))
     return spilled
 
 
