@@ -137,7 +137,8 @@ def composition(layers: dict, read: list, network_log: str, layer_log: str, batc
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
     spill = {(p.name, p.batch_size): model_lib.spilled_bytes(p.features[features.NAMES.index("weight_bytes")],
-                                                             cache_bytes, p.keys, alone_bytes) for p in read}
+                                                             cache_bytes, p.layers.layer_weight_bytes, alone_bytes)
+             for p in read}
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()

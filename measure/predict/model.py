@@ -83,6 +83,11 @@ class Point:
         """Its matrix-product layers' keys (features.Layers.keys; none where its layers are not known)."""
         return self.layers.keys if self.layers is not None else ()
 
+    @property
+    def layer_weight_bytes(self) -> np.ndarray:
+        """Its matrix-product layers' weight bytes (features.Layers.layer_weight_bytes; none where not known)."""
+        return self.layers.layer_weight_bytes if self.layers is not None else np.zeros(0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -107,10 +112,10 @@ class Predictor:
     fitted_on: dict = dataclasses.field(default_factory=dict)
     composition: Optional["Composition"] = None  # networks as their layers timed alone (or predicted) added up
 
-    def latency_s(self, vectors: np.ndarray, keys: Optional[list] = None) -> np.ndarray:
-        """Seconds per call the per-feature model predicts for feature vectors (rows), given each row's layer keys
-        where known (with_spill)."""
-        return with_spill(vectors, self.cache_bytes, keys) @ np.array([self.coefficients[n] for n in COSTS])
+    def latency_s(self, vectors: np.ndarray, layer_bytes: Optional[list] = None) -> np.ndarray:
+        """Seconds per call the per-feature model predicts for feature vectors (rows), given each row's layers'
+        weight bytes where known (with_spill)."""
+        return with_spill(vectors, self.cache_bytes, layer_bytes) @ np.array([self.coefficients[n] for n in COSTS])
 
     def predict(self, layers: features.Layers, batch_size: int) -> Prediction:
         """Latency per image at a batch size, its interval, and energy per image where power is known: its
@@ -121,7 +126,7 @@ class Predictor:
             low, high = self.composition.interval if self.composes(layers.keys) else \
                 self.composition.predicted_interval
         else:
-            per_call = float(self.latency_s(layers.vector(batch_size), [layers.keys])[0])
+            per_call = float(self.latency_s(layers.vector(batch_size), [layers.layer_weight_bytes])[0])
             low, high = self.interval
         per_image = per_call / batch_size
         return Prediction(per_image, per_image * low, per_image * high,
@@ -241,7 +246,8 @@ def terms_row(seconds, layers: features.Layers, batch_size: int, rates: dict, me
     """A network's values of TERMS at a batch size, given each of its layers' seconds alone: their floored_sum plus
     its other work, its layer count, one call, and its spilled weight bytes."""
     return [floored_sum(seconds, layers, memory) + other_seconds(rates, layers, batch_size), len(layers.keys), 1.0,
-            spilled_bytes(layers.totals["weight_bytes"], memory.cache_bytes, layers.keys, memory.alone_bytes)]
+            spilled_bytes(layers.totals["weight_bytes"], memory.cache_bytes, layers.layer_weight_bytes,
+                          memory.alone_bytes)]
 
 
 def floored_sum(seconds, layers: features.Layers, memory: Memory) -> float:
@@ -256,8 +262,14 @@ def floored_sum(seconds, layers: features.Layers, memory: Memory) -> float:
         return float(np.sum(seconds))
     share = (total_bytes - memory.cache_bytes) / total_bytes
     own = layers.layer_weight_bytes
-    floor = np.where(own <= max(memory.cache_bytes, memory.alone_bytes or 0.0), share * own / memory.bandwidth, 0.0)
+    floor = np.where(fits_alone(own, memory.cache_bytes, memory.alone_bytes), share * own / memory.bandwidth, 0.0)
     return float(np.sum(np.maximum(seconds, floor)))
+
+
+def fits_alone(layer_bytes: np.ndarray, cache_bytes: float, alone_bytes: Optional[float]) -> np.ndarray:
+    """Which layers of these weight bytes keep them in cache when timed alone: the cache a layer alone has
+    (`alone_bytes`), where larger than the one a network leaves its weights."""
+    return layer_bytes <= max(cache_bytes, alone_bytes or 0.0)
 
 
 def compose(terms: dict, row: list[float]) -> float:
@@ -342,7 +354,8 @@ def fit_composition(points: list[Point]) -> Optional[Composition]:
     the layers never timed."""
     times, rates, splits = layer_times(points), other_work_rates(points), dense_split_errors(points)
     timed = [(p, np.array([times[p.batch_size][key] for key in p.keys])) for p in points if _wholly_timed(p, times)]
-    candidates = [Memory(cache, alone_cache_bytes(splits, cache), bandwidth) for cache in CACHE_CANDIDATES
+    alone = {cache: alone_cache_bytes(splits, cache) for cache in CACHE_CANDIDATES}
+    candidates = [Memory(cache, alone[cache], bandwidth) for cache in CACHE_CANDIDATES
                   for bandwidth in BANDWIDTH_CANDIDATES if cache is not None or bandwidth is None]
     tried = {memory: _composition_rows(timed, rates, memory) for memory in candidates}
     if not tried[candidates[0]]:
@@ -379,16 +392,15 @@ def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficie
     return tuple(float(q) for q in np.quantile(ratios, INTERVAL))
 
 
-def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], keys: tuple[str, ...] = (),
+def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], layer_bytes=(),
                   alone_bytes: Optional[float] = None) -> float:
-    """The weight bytes above `cache_bytes` (none when no cache was fitted); given the layer keys, at most the
-    weights of the layers that fit in the cache alone (`alone_bytes`, where larger than `cache_bytes`): a layer
-    whose weights do not reads them from memory when timed alone too, so its own time holds that already."""
+    """The weight bytes above `cache_bytes` (none when no cache was fitted); given each layer's weight bytes
+    (features.Layers.layer_weight_bytes; none: its layers unknown), at most those of the layers that fit_alone: a
+    layer whose weights do not reads them from memory when timed alone too, so its own time holds that already."""
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
-    if keys and spilled:
-        alone = max(cache_bytes, alone_bytes or 0.0)
-        layer_bytes = features.weight_bytes_of(keys)
-        spilled = min(spilled, float(layer_bytes[layer_bytes <= alone].sum()))
+    if len(layer_bytes) and spilled:
+        layer_bytes = np.asarray(layer_bytes, float)
+        spilled = min(spilled, float(layer_bytes[fits_alone(layer_bytes, cache_bytes, alone_bytes)].sum()))
     return spilled
 
 
@@ -424,13 +436,13 @@ def alone_cache_bytes(split_errors: dict, cache_bytes: Optional[float]) -> Optio
     return float(min(errors, key=errors.get)) if errors else None
 
 
-def with_spill(vectors: np.ndarray, cache_bytes: Optional[float], keys: Optional[list] = None) -> np.ndarray:
-    """Feature vectors (rows) with the SPILL column appended: their spilled_bytes, given each row's layer keys
-    where known (None, or () for a row: its layers unknown, every weight byte beyond the cache spills)."""
+def with_spill(vectors: np.ndarray, cache_bytes: Optional[float], layer_bytes: Optional[list] = None) -> np.ndarray:
+    """Feature vectors (rows) with the SPILL column appended: their spilled_bytes, given each row's layers' weight
+    bytes where known (None, or none for a row: its layers unknown, every weight byte beyond the cache spills)."""
     vectors = np.atleast_2d(np.asarray(vectors, float))
-    keys = keys if keys is not None else [()] * len(vectors)
-    return np.column_stack([vectors, [spilled_bytes(w, cache_bytes, k) for w, k in zip(vectors[:, _WEIGHT_BYTES],
-                                                                                         keys)]])
+    layer_bytes = layer_bytes if layer_bytes is not None else [()] * len(vectors)
+    return np.column_stack([vectors, [spilled_bytes(w, cache_bytes, b)
+                                      for w, b in zip(vectors[:, _WEIGHT_BYTES], layer_bytes)]])
 
 
 def solve(vectors: np.ndarray, latencies: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
@@ -484,7 +496,7 @@ def cross_validated_ratios(points: list[Point], cache_bytes: Optional[float], fo
     names = sorted({p.name for p in points})
     order = np.random.default_rng(0).permutation(len(names))
     fold_of = {names[i]: rank % folds for rank, i in enumerate(order)}
-    vectors = with_spill([p.features for p in points], cache_bytes, [p.keys for p in points])
+    vectors = with_spill([p.features for p in points], cache_bytes, [p.layer_weight_bytes for p in points])
     latencies = np.array([p.latency_s for p in points])
     ratios = np.empty(len(points))
     for fold in range(min(folds, len(names))):
@@ -522,8 +534,8 @@ def fit(points: list[Point], environment: dict, precision: str, sources: list[st
     cache_bytes = max(CACHE_CANDIDATES, key=lambda cache: held_out_networks_score(points, tried[cache]))
     ratios = tried[cache_bytes]
     latencies = np.array([p.latency_s for p in points])
-    coefficients = solve(with_spill([p.features for p in points], cache_bytes, [p.keys for p in points]), latencies,
-                         weights(points))
+    vectors = with_spill([p.features for p in points], cache_bytes, [p.layer_weight_bytes for p in points])
+    coefficients = solve(vectors, latencies, weights(points))
     powers = [p.power_w for p in points if p.power_w is not None]
     interval = tuple(float(q) for q in np.quantile(ratios, INTERVAL))
     fitted_on = {"points": len(points), "networks_and_kernels": len(networks),
