@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,12 +81,12 @@ def test_fitting_finds_the_cache_beyond_which_weights_are_read_from_memory(count
 
 
 # A made-up device that runs a network as its layers' times added up: at each batch size, a * their sum +
-# b per layer + c per call (b < 0: each layer timed alone paid a call of its own).
+# b per layer + c per call (b < 0: each layer timed alone paid a call of its own) + e per kernel byte copied.
 COMPOSED = [f"resnet18:depths={d},width={w},resolution={r}" for d, w, r in
             (("1-1-1-1", 0.125, 32), ("2-1-1-1", 0.125, 48), ("1-2-1-1", 0.25, 32), ("1-1-2-1", 0.125, 64),
              ("1-1-1-2", 0.25, 48), ("2-2-1-1", 0.125, 32), ("1-2-2-1", 0.25, 64), ("1-1-2-2", 0.125, 48),
              ("2-1-2-1", 0.25, 32), ("2-2-2-2", 0.125, 64), ("1-2-1-2", 0.25, 48))]
-MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4), 4: (1.1, 2e-5, 1e-3)}
+MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4, 2e-11), 4: (1.1, 2e-5, 1e-3, 5e-12)}
 # Poolings and LRNs on it: a time per window tap and per power (per image), beside a call.
 MADE_UP_OTHER_WORK = {"max_window_taps": 4e-10, "sum_window_taps": 2e-10, "tiled_window_taps": 5e-11,
                       "transcendentals": 3e-9}
@@ -114,10 +117,11 @@ def made_up_points(networks: list[str], memory: model_lib.Memory = model_lib.Mem
                                    family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in kernel_names]
         points += [model_lib.Point(k, batch, made_up_other_work(layers[k], batch) + 2e-5, layers[k].vector(batch),
                                    family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in OTHER_KERNELS]
-        a, b, c = MADE_UP_COMPOSITION[batch]
+        a, b, c, e = MADE_UP_COMPOSITION[batch]
         for n in networks:
             seconds = model_lib.floored_sum([alone[k] for k in layers[n].keys], layers[n], memory)
-            latency = a * (seconds + made_up_other_work(layers[n], batch)) + b * len(layers[n].keys) + c
+            latency = a * (seconds + made_up_other_work(layers[n], batch)) + b * len(layers[n].keys) + c \
+                + e * layers[n].copied_weight_bytes
             points.append(model_lib.Point(n, batch, latency, layers[n].vector(batch), family="ResNet",
                                           layers=layers[n]))
     return points
@@ -178,14 +182,33 @@ def test_the_tiny_map_slow_path_has_a_key_of_its_own():
     assert on_2x2.split(":")[:3] == on_3x3.split(":")[:3] and on_2x2 != on_3x3
 
 
+@pytest.mark.parametrize("side, kernel, stride", [(1, 3, 1), (2, 3, 1), (2, 3, 2), (3, 3, 1), (4, 3, 2), (1, 1, 1),
+                                                   (4, 7, 2), (8, 7, 2)])
+def test_xla_copies_the_kernel_of_a_convolution_on_a_map_smaller_than_it(side, kernel, stride):
+    # What XLA:CPU compiles decides: a reversed copy of the kernel in the optimised program, or none.
+    conv = nn.Conv(16, (kernel, kernel), strides=stride, padding=kernel // 2, use_bias=False)
+    x = jnp.ones((1, side, side, 8))
+    compiled = jax.jit(conv.apply).lower(conv.init(jax.random.PRNGKey(0), x), x).compile().as_text()
+    key = calibrate.layers_of(f"conv:cin=8,cout=16,k={kernel},stride={stride},groups=1,dilation=1,side={side}").keys[0]
+    assert features.copies_kernel(key) == (kernel > side) == (" reverse(" in compiled)
+
+
+def test_a_networks_copied_kernels_are_those_of_its_smallest_maps():
+    # At 32 px, width 0.25: stage 3's second 3x3 convolution (64 -> 64 on 2x2) and stage 4's two (on 2x2, 1x1).
+    layers = calibrate.layers_of("resnet18:depths=1-1-1-1,width=0.25,resolution=32")
+    assert layers.copied_weight_bytes == 4 * 9 * (64 * 64 + 64 * 128 + 128 * 128)
+    assert calibrate.layers_of("resnet18:depths=1-1-1-1,width=0.25,resolution=224").copied_weight_bytes == 0
+
+
 def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, tmp_path):
     fitted = predict.fit(composed_points, {}, "float32", [])
     composition = fitted.composition
     assert composition is not None and sorted(composition.coefficients) == [1, 4]
-    for batch, (a, b, c) in MADE_UP_COMPOSITION.items():
+    for batch, (a, b, c, e) in MADE_UP_COMPOSITION.items():
         terms = composition.coefficients[batch]
         assert terms["layer_sum"] == pytest.approx(a, rel=1e-6) and terms["layers"] == pytest.approx(b, rel=1e-4)
         assert terms["call"] == pytest.approx(c, rel=1e-4)
+        assert terms[model_lib.COPIED] == pytest.approx(e, rel=1e-4)
         assert composition.other_rates[batch] == pytest.approx(MADE_UP_OTHER_WORK, rel=1e-3)
     networks = [p for p in composed_points if p.family == "ResNet"]
     for p in networks:
@@ -200,9 +223,9 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     name = "resnet18:depths=1-1-1-1,width=0.375,resolution=32"
     wider = calibrate.layers_of(name)
     assert not composition.covers(wider.keys) and composition.predicts(wider.keys)
-    a, b, c = MADE_UP_COMPOSITION[1]
+    a, b, c, e = MADE_UP_COMPOSITION[1]
     truth = a * (sum(made_up_layer_time(calibrate.layers_of(k), 1) for k in calibrate.layers_to_time([name]))
-                 + made_up_other_work(wider, 1)) + b * len(wider.keys) + c
+                 + made_up_other_work(wider, 1)) + b * len(wider.keys) + c + e * wider.copied_weight_bytes
     guessed = fitted.predict(wider, 1)
     assert guessed.latency_s == pytest.approx(truth, rel=0.1)
     low, high = composition.predicted_interval
@@ -448,7 +471,7 @@ def test_a_predictor_round_trips_and_is_refused_on_another_device_or_runtime(tmp
     (lambda text: text.replace('"calls": ', '"calls": -'), "coefficient calls"),
     (lambda text: text.replace('"calls": ', '"calls": NaN, "x": '), "NaN is not a number"),
     (lambda text: text.replace('"macs_k4"', '"macs_k3"'), "not this version's features"),
-    (lambda text: text.replace('"version": 5', '"version": 4'), "version 4, not 5"),
+    (lambda text: text.replace('"version": 6', '"version": 5'), "version 5, not 6"),
     (lambda text: text.replace('"cache_bytes": ', '"cache_bytes": -1, "x": '), "cache_bytes is -1"),
     (lambda text: "[]", "no \"format\""),
 ])

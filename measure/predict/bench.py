@@ -130,23 +130,23 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
 def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple,
                 cache_bytes: Optional[float], alone_bytes: Optional[float]) -> dict:
     """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c
-    + d*(their weight bytes beyond `cache_bytes`, the predictor's own, spilled as model.spilled_bytes does).
+    + d*(their weight bytes beyond `cache_bytes`, the predictor's own) + e*(their kernels' bytes XLA copies): the
+    predictor's model.TERMS, without a floor.
 
-    a to d are fitted on these networks themselves (b may be negative: each layer timed alone paid a
+    a to e are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
-    spill = {(p.name, p.batch_size): model_lib.spilled_bytes(p.features[features.NAMES.index("weight_bytes")],
-                                                             cache_bytes, p.layers.layer_weight_bytes, alone_bytes)
-             for p in read}
+    counted = {p.name: p.layers for p in read if p.source == network_log}
+    memory = model_lib.Memory(cache_bytes, alone_bytes)
     agreed = {}
     for batch_size in batch_sizes:
         known = [name for name, ks in layers.items()
-                 if all((k, batch_size) in timed for k in [name, *ks])]
+                 if name in counted and all((k, batch_size) in timed for k in [name, *ks])]
         if len(known) < 5:
             continue
-        design = np.array([[sum(timed[k, batch_size] for k in layers[n]), len(layers[n]), 1.0,
-                            spill[n, batch_size]] for n in known])
+        design = np.array([model_lib.terms_row([timed[k, batch_size] for k in layers[n]], counted[n], batch_size,
+                                               {}, memory) for n in known])
         measured = np.array([timed[n, batch_size] for n in known])
         coefficients = np.linalg.lstsq(design / measured[:, None], np.ones(len(known)), rcond=None)[0]
         agreed[batch_size] = model_lib.share_within(design @ coefficients, measured)
@@ -281,8 +281,8 @@ def main(argv):
                                          alone_bytes)
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
-              f"per-layer, a per-call and a spilled weight byte's time fitted on them): {100 * agreed:.0f} % within "
-              "+-10 %")
+              "per-layer, a per-call, a spilled and a copied weight byte's time fitted on them): "
+              f"{100 * agreed:.0f} % within +-10 %")
     print(f"the explorer ranks {len(ranked)} random ResNet variants (counted exactly, predicted, configuration "
           f"realised): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")

@@ -98,6 +98,12 @@ class Layers:
         """Each matrix-product layer's weight bytes, in the order of its keys."""
         return weight_bytes_of(self.keys)
 
+    @functools.cached_property
+    def copied_weight_bytes(self) -> float:
+        """The weight bytes of its layers whose kernels XLA:CPU copies on every call (copies_kernel)."""
+        copied = np.array([copies_kernel(key) for key in self.keys], bool)
+        return float(self.layer_weight_bytes[copied].sum()) if self.keys else 0.0
+
     def vector(self, batch_size: int) -> np.ndarray:
         """The features at a batch size, in the order of NAMES."""
         by_k = self.macs @ hat_weights(self.k, K_KNOTS)
@@ -126,6 +132,15 @@ def key_counts(key: str) -> tuple[int, int, int, int, int]:
     """The counts a layer_key holds: (MACs, outputs, weights, data inputs, real taps)."""
     macs, outputs, weights, inputs, real_taps = map(int, key.split(":"))
     return macs, outputs, weights, inputs, real_taps
+
+
+def copies_kernel(key: str) -> bool:
+    """Whether XLA:CPU writes a reversed copy of this layer's kernel (layer_key) on every call: it swaps the
+    operands of a convolution whose kernel has more taps than its input map has positions (a 3x3 kernel on a
+    1x1 or 2x2 map), and the taps of a square kernel outnumber a square map's positions when its reduction
+    length (taps x input channels) exceeds its data inputs (positions x input channels)."""
+    macs, outputs, weights, inputs, _ = key_counts(key)
+    return weights > 0 and macs > inputs * max(outputs, 1)
 
 
 def weight_bytes_of(keys) -> np.ndarray:
