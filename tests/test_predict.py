@@ -81,12 +81,13 @@ def test_fitting_finds_the_cache_beyond_which_weights_are_read_from_memory(count
 
 
 # A made-up device that runs a network as its layers' times added up: at each batch size, a * their sum +
-# b per layer + c per call (b < 0: each layer timed alone paid a call of its own) + e per kernel byte copied.
+# b per layer + c per call (b < 0: each layer timed alone paid a call of its own) + e per kernel byte copied
+# + f per elementwise operation.
 COMPOSED = [f"resnet18:depths={d},width={w},resolution={r}" for d, w, r in
             (("1-1-1-1", 0.125, 32), ("2-1-1-1", 0.125, 48), ("1-2-1-1", 0.25, 32), ("1-1-2-1", 0.125, 64),
              ("1-1-1-2", 0.25, 48), ("2-2-1-1", 0.125, 32), ("1-2-2-1", 0.25, 64), ("1-1-2-2", 0.125, 48),
              ("2-1-2-1", 0.25, 32), ("2-2-2-2", 0.125, 64), ("1-2-1-2", 0.25, 48))]
-MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4, 2e-11), 4: (1.1, 2e-5, 1e-3, 5e-12)}
+MADE_UP_COMPOSITION = {1: (1.2, -1e-5, 3e-4, 2e-11, 3e-11), 4: (1.1, 2e-5, 1e-3, 5e-12, 6e-11)}
 # Poolings and LRNs on it: a time per window tap and per power (per image), beside a call.
 MADE_UP_OTHER_WORK = {"max_window_taps": 4e-10, "sum_window_taps": 2e-10, "tiled_window_taps": 5e-11,
                       "transcendentals": 3e-9}
@@ -117,11 +118,11 @@ def made_up_points(networks: list[str], memory: model_lib.Memory = model_lib.Mem
                                    family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in kernel_names]
         points += [model_lib.Point(k, batch, made_up_other_work(layers[k], batch) + 2e-5, layers[k].vector(batch),
                                    family=model_lib.KERNEL_FAMILY, layers=layers[k]) for k in OTHER_KERNELS]
-        a, b, c, e = MADE_UP_COMPOSITION[batch]
+        a, b, c, e, f = MADE_UP_COMPOSITION[batch]
         for n in networks:
             seconds = model_lib.floored_sum([alone[k] for k in layers[n].keys], layers[n], memory)
             latency = a * (seconds + made_up_other_work(layers[n], batch)) + b * len(layers[n].keys) + c \
-                + e * layers[n].copied_weight_bytes
+                + e * layers[n].copied_weight_bytes + f * layers[n].totals["elementwise"] * batch
             points.append(model_lib.Point(n, batch, latency, layers[n].vector(batch), family="ResNet",
                                           layers=layers[n]))
     return points
@@ -204,11 +205,12 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     fitted = predict.fit(composed_points, {}, "float32", [])
     composition = fitted.composition
     assert composition is not None and sorted(composition.coefficients) == [1, 4]
-    for batch, (a, b, c, e) in MADE_UP_COMPOSITION.items():
+    for batch, (a, b, c, e, f) in MADE_UP_COMPOSITION.items():
         terms = composition.coefficients[batch]
         assert terms["layer_sum"] == pytest.approx(a, rel=1e-6) and terms["layers"] == pytest.approx(b, rel=1e-4)
         assert terms["call"] == pytest.approx(c, rel=1e-4)
         assert terms[model_lib.COPIED] == pytest.approx(e, rel=1e-4)
+        assert terms[model_lib.ELEMENTWISE] == pytest.approx(f, rel=1e-4)
         assert composition.other_rates[batch] == pytest.approx(MADE_UP_OTHER_WORK, rel=1e-3)
     networks = [p for p in composed_points if p.family == "ResNet"]
     for p in networks:
@@ -223,9 +225,10 @@ def test_networks_whose_layers_were_timed_alone_are_their_sum(composed_points, t
     name = "resnet18:depths=1-1-1-1,width=0.375,resolution=32"
     wider = calibrate.layers_of(name)
     assert not composition.covers(wider.keys) and composition.predicts(wider.keys)
-    a, b, c, e = MADE_UP_COMPOSITION[1]
+    a, b, c, e, f = MADE_UP_COMPOSITION[1]
     truth = a * (sum(made_up_layer_time(calibrate.layers_of(k), 1) for k in calibrate.layers_to_time([name]))
-                 + made_up_other_work(wider, 1)) + b * len(wider.keys) + c + e * wider.copied_weight_bytes
+                 + made_up_other_work(wider, 1)) + b * len(wider.keys) + c + e * wider.copied_weight_bytes \
+        + f * wider.totals["elementwise"]
     guessed = fitted.predict(wider, 1)
     assert guessed.latency_s == pytest.approx(truth, rel=0.1)
     low, high = composition.predicted_interval

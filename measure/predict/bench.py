@@ -130,10 +130,10 @@ def repeatability(first_log: str, repeat_log: str, read: list, batch_sizes: tupl
 def composition(layers: dict, read: list, network_log: str, layer_log: str, batch_sizes: tuple,
                 cache_bytes: Optional[float], alone_bytes: Optional[float]) -> dict:
     """Per batch size: the share of networks within +-10 % of a*(sum of their layers timed alone) + b*layers + c
-    + d*(their weight bytes beyond `cache_bytes`, the predictor's own) + e*(their kernels' bytes XLA copies): the
-    predictor's model.TERMS, without a floor.
+    + d*(their weight bytes beyond `cache_bytes`, the predictor's own) + e*(their kernels' bytes XLA copies) + f*(their
+    elementwise operations): the predictor's model.TERMS, without a floor.
 
-    a to e are fitted on these networks themselves (b may be negative: each layer timed alone paid a
+    a to f are fitted on these networks themselves (b may be negative: each layer timed alone paid a
     call of its own), so the share is a ceiling for any predictor that adds up per-layer times.
     """
     timed = {(p.name, p.batch_size): p.latency_s for p in read if p.source in (network_log, layer_log)}
@@ -281,8 +281,8 @@ def main(argv):
                                          alone_bytes)
     for batch_size, agreed in summary["composition"].items():
         print(f"{len(layers)} held-out ResNets at batch {batch_size} from their layers each timed alone (plus a "
-              "per-layer, a per-call, a spilled and a copied weight byte's time fitted on them): "
-              f"{100 * agreed:.0f} % within +-10 %")
+              "per-layer, a per-call, a spilled and a copied weight byte's and an elementwise operation's time fitted "
+              f"on them): {100 * agreed:.0f} % within +-10 %")
     print(f"the explorer ranks {len(ranked)} random ResNet variants (counted exactly, predicted, configuration "
           f"realised): {cold:,.0f} per minute "
           f"from a cold cost memo, {warm:,.0f} per minute warm")

@@ -15,7 +15,7 @@ whose fit predicts the held-out networks best.
 Where every layer of a network has been timed alone on the device (calibration kernels with its
 layers' keys, see features.py; `python -m measure.predict --layers_of` times a space's layers), the
 predictor adds those times up instead, as nn-Meter does (Composition): a * the sum + b per layer + c
-per call + d per weight byte beyond its own fitted cache (+ e below), fitted per batch size on such networks (b
+per call + d per weight byte beyond its own fitted cache (+ e and f below), fitted per batch size on such networks (b
 comes out negative: each layer timed alone paid a call of its own). XLA has slow paths for some
 shapes that no feature foresees, and a layer's own time knows them. A layer never timed alone gets
 the time that trees of the timed ones predict for it (forest.py), so a network of another family
@@ -35,7 +35,10 @@ that XLA:CPU copies on every call: a convolution whose kernel has more taps than
 3x3 kernel on a 1x1 or 2x2 map) is run with its operands swapped, after writing its kernel reversed
 (features.copies_kernel). Alone, the copy stays in cache and the layer's time holds it; in a network it
 is written back to memory too, so on small maps, where such layers hold most weights, a network takes
-longer than its layers alone add up to. The per-feature model is left for predictors fitted without
+longer than its layers alone add up to. And f per elementwise operation: what a network does beside
+its layers (residual adds, the copies of concatenations) grows with its activations, not with its
+layers' time, so a network of few such operations (VGG) is not charged the share of its layers' time
+that one of many (a ResNet) takes; with f, a falls to about 1. The per-feature model is left for predictors fitted without
 layers timed alone.
 """
 
@@ -53,7 +56,7 @@ from measure.predict import features, forest
 
 FORMAT = "canziani-jax latency predictor"
 VERSION = 6  # 2: a fitted cache, layers timed alone added up; 3: a forest of them; 4: pooling and LRN work;
-# 5: the memory's bandwidth; 6: the kernels XLA:CPU copies
+# 5: the memory's bandwidth; 6: the kernels XLA:CPU copies, elementwise work
 RIDGE = 1e-6  # on features scaled to [0, 1]: keeps knots no point reaches near zero, not where data put them
 FOLDS = 5
 INTERVAL = (0.05, 0.95)  # quantiles of measured / predicted: a 90 % interval
@@ -163,7 +166,8 @@ class Predictor:
 
 # Where all of a network's layers were timed alone: a * their sum + b * layers + c + d * weight bytes spilled.
 COPIED = "copied_weight_bytes"  # per call: weights of the kernels XLA:CPU copies reversed (features.copies_kernel)
-TERMS = ("layer_sum", "layers", "call", SPILL, COPIED)
+ELEMENTWISE = "elementwise"  # per call: the network's elementwise operations (features.NAMES), per image times the batch
+TERMS = ("layer_sum", "layers", "call", SPILL, COPIED, ELEMENTWISE)
 # Work of no matrix-product layer, per image (features.NAMES), at a time per unit that kernels show: poolings, LRN.
 OTHER_WORK = ("max_window_taps", "sum_window_taps", "tiled_window_taps", "transcendentals")
 FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
@@ -250,10 +254,11 @@ class Composition:
 
 def terms_row(seconds, layers: features.Layers, batch_size: int, rates: dict, memory: Memory) -> list[float]:
     """A network's values of TERMS at a batch size, given each of its layers' seconds alone: their floored_sum plus
-    its other work, its layer count, one call, its spilled weight bytes and its copied weight bytes."""
+    its other work, its layer count, one call, its spilled weight bytes, its copied weight bytes and its elementwise
+    operations."""
     return [floored_sum(seconds, layers, memory) + other_seconds(rates, layers, batch_size), len(layers.keys), 1.0,
             spilled_bytes(layers.totals["weight_bytes"], memory.cache_bytes, layers.layer_weight_bytes,
-                          memory.alone_bytes), layers.copied_weight_bytes]
+                          memory.alone_bytes), layers.copied_weight_bytes, layers.totals[ELEMENTWISE] * batch_size]
 
 
 def floored_sum(seconds, layers: features.Layers, memory: Memory) -> float:
