@@ -4,7 +4,12 @@ XLA:CPU gives convolutions to YNNPACK fusions by default; XLA's Eigen path was m
 the CPUs this project was developed on, and kept more of their cores busy, so
 `--xla_cpu_experimental_ynn_fusion_type=` (empty: no YNNPACK fusions) is the CPU default here
 (`python -m measure.bench` prints the comparison on the user's machine; BUILD.md has the
-developers' figures). It only touches the CPU backend; GPUs run XLA's defaults. No XLA setting
+developers' figures). XLA:CPU's default pipeline also fuses a deep residual network badly: in a chain of
+residual blocks, the fusion that makes a block's output recomputes the whole residual stream before it
+from every earlier block's convolution output, so a block's time grows with the blocks before it and
+ResNet-152 took 1.6 times as long as with `--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE`, which
+leaves that fusion out (the other networks within a few per cent either way, compiles faster); that
+preset is chosen too. Both only touch the CPU backend; GPUs run XLA's defaults. No XLA setting
 tried (oneDNN, XNNPACK or YNNPACK fusions) makes XLA:CPU compute bfloat16 convolutions in bfloat16:
 it converts them to float32, so bfloat16 is no faster than float32 on CPUs.
 
@@ -28,7 +33,8 @@ from importlib import metadata
 
 # Flags chosen per backend; XLA_FLAGS is one string for the process, so all go in, each
 # touching only its own backend.
-CHOSEN_XLA_FLAGS = {"cpu": ("--xla_cpu_experimental_ynn_fusion_type=",)}
+CHOSEN_XLA_FLAGS = {"cpu": ("--xla_cpu_experimental_ynn_fusion_type=",
+                            "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE")}
 # Environment variables that change how the process computes or allocates, recorded as found.
 RECORDED_VARIABLES = ("MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL",
                       "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",

@@ -9,6 +9,8 @@ import textwrap
 from core import runtime
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type="
+PRESET = "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE"
+CHOSEN = f"{YNN} {PRESET}"
 
 # Each scenario needs a process whose JAX has not started: one child runs them in order, resetting
 # the module's record between them, and starts JAX only for the last.
@@ -39,10 +41,10 @@ def test_configure_in_a_fresh_process():
     child = subprocess.run([sys.executable, "-c", _SCENARIOS], capture_output=True, text=True, env=env, timeout=300)
     assert child.returncode == 0, child.stderr
     seen = json.loads(child.stdout)
-    assert seen["default"]["xla_flags"] == YNN and seen["default"]["xla_flags_chosen"] == YNN
+    assert seen["default"]["xla_flags"] == CHOSEN and seen["default"]["xla_flags_chosen"] == CHOSEN
     assert seen["again"] == seen["default"]
     user = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
-    assert seen["user"]["xla_flags"] == user and seen["user"]["xla_flags_chosen"] == ""
+    assert seen["user"]["xla_flags"] == f"{user} {PRESET}" and seen["user"]["xla_flags_chosen"] == PRESET
     assert "set by the user in XLA_FLAGS" in seen["user"]["runtime_notes"]
     assert seen["unknown"]["xla_flags"] == f"--xla_dump_disable_metadata=true {YNN}"
     assert "--xla_no_such_flag_anywhere=1 left out: jaxlib" in seen["unknown"]["runtime_notes"]
