@@ -685,6 +685,14 @@ def test_kernels_together_weigh_as_much_as_networks_together():
     np.testing.assert_allclose(model_lib.weights(points[:30]), 1.0)  # kernels alone: all alike
 
 
+def test_the_bench_measures_a_test_network_at_the_lower_of_its_two_timings():
+    def point(name, batch, seconds):
+        return model_lib.Point(name, batch, seconds, np.zeros(len(features.NAMES)))
+    first = [point("a", 1, 2.0), point("a", 16, 5.0), point("b", 1, 3.0)]
+    again = [point("a", 1, 1.5), point("a", 16, 6.0), point("c", 1, 0.1)]
+    assert [p.latency_s for p in bench.least_disturbed(first, again)] == [1.5, 5.0, 3.0]
+
+
 def test_the_benchs_space_layers_hold_every_layer_of_its_variants():
     space = bench.space_layer_variants()
     assert len(space) == len(set(space)) == len(bench.RESNETS) * len(bench.WIDTHS) * len(bench.SIDES)
