@@ -5,8 +5,9 @@ with `bias=1`, a bias and ReLU instead, as in the networks without BatchNorm), a
 ReLU), a max or average pooling (`pool`, `avgpool`) or Caffe's cross-channel LRN (`lrn`), written
 like a variant string (`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,side=28`). `draw`
 gives a seeded spread of them: the kernel sizes, strides, grouped (AlexNet's two groups) and
-dilated convolutions, the 3x3 poolings of stride 1 and 2 and the LRNs of the 14 networks, channels
-and sides log-uniform, and dense layers spread over the octaves of their weights up to several times a
+dilated convolutions, the 3x3 poolings of stride 1 and 2 and the LRNs of the 14 networks (convolutions
+on maps of 1 to 256 px with the channels networks put on maps of that size, log-uniform; poolings and
+LRNs with channels and sides log-uniform), and dense layers spread over the octaves of their weights up to several times a
 CPU's last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every call), each small enough
 to time in a fraction of a second. No depthwise convolution: none of the networks has one, and
 XLA:CPU runs them as a kernel of their own whose time follows the groups more than the MACs.
@@ -150,11 +151,14 @@ def draw(count: int, seed: int = 0) -> list[KernelSpec]:
         elif kind == "lrn":
             spec = KernelSpec("lrn", _log_uniform(rng, 16, 512, 8), side=_log_uniform(rng, 4, 128))
         else:
-            cin, cout = _log_uniform(rng, 8, 1024, 8), _log_uniform(rng, 8, 1024, 8)
+            # Maps of 1 to 256 px, with the channels networks put on them: more on smaller maps (64 on 56x56
+            # and 512 on 7x7 in a ResNet), between 512 and 16384 over the side, within 8 to 1024.
+            side = _log_uniform(rng, 1, 256)
+            low, high = max(8.0, 512 / side), min(1024.0, 16384 / side)
+            cin, cout = _log_uniform(rng, low, high, 8), _log_uniform(rng, low, high, 8)
             spec = KernelSpec("conv", cin, cout, k=int(rng.choice([1, 1, 3, 3, 3, 5, 7])),
                               stride=int(rng.choice([1, 1, 2])), groups=2 if rng.random() < 0.1 else 1,
-                              dilation=2 if rng.random() < 0.1 else 1, side=_log_uniform(rng, 1, 128),
-                              bias=int(rng.random() < 0.3))
+                              dilation=2 if rng.random() < 0.1 else 1, side=side, bias=int(rng.random() < 0.3))
         # Windows wider than 3 overhang only maps at least their size, as in the networks (stems, Inception).
         if _macs(spec) <= MAX_MACS and (spec.kind != "conv" or spec.k <= max(3, spec.side)):
             drawn.setdefault(str(spec), spec)
