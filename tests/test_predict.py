@@ -344,21 +344,22 @@ def test_the_fit_finds_the_bandwidth_evicted_weights_are_read_at():
     assert min(errors) < -0.2
 
 
-def test_weights_of_a_layer_beyond_the_cache_alone_do_not_spill_again():
+def test_a_layer_beyond_the_cache_alone_spills_only_the_cache_it_kept_alone():
     cache = 8 * 2 ** 20
     small, large = "1:1:262144:1:1", "1:1:4194304:1:1"  # 1 MiB and 16 MiB of weights
     mixed, smalls = features.weight_bytes_of((small, large, small)), features.weight_bytes_of((small,) * 20)
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache) == 12 * 2 ** 20
-    assert model_lib.spilled_bytes(20 * 2 ** 20, cache, mixed) == 2 * 2 ** 20  # the small ones
+    assert model_lib.spilled_bytes(20 * 2 ** 20, cache, mixed) == 10 * 2 ** 20  # the small ones, 8 MiB of the large
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, smalls) == 12 * 2 ** 20
     assert model_lib.spilled_bytes(20 * 2 ** 20, None, smalls) == 0
-    # Alone, a layer may have a larger cache to itself than a network leaves it: then the large one spills too.
+    assert model_lib.spilled_bytes(10 * 2 ** 20, cache, mixed[:2]) == 2 * 2 ** 20  # beyond the cache, at most
+    # Alone, a layer may have a larger cache to itself than a network leaves it: then all of the large one spills.
     assert model_lib.spilled_bytes(20 * 2 ** 20, cache, mixed, 32 * 2 ** 20) == 12 * 2 ** 20
     # The per-feature model's column too, where a row's layers are known.
     vectors = np.zeros((2, len(features.NAMES)))
     vectors[:, features.NAMES.index("weight_bytes")] = 20 * 2 ** 20
     column = model_lib.with_spill(vectors, cache, [mixed, ()])[:, -1]
-    assert list(column) == [2 * 2 ** 20, 12 * 2 ** 20]
+    assert list(column) == [10 * 2 ** 20, 12 * 2 ** 20]
 
 
 def dense_point(cin: int, cout: int, seconds: float) -> model_lib.Point:

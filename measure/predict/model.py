@@ -23,8 +23,9 @@ is its layers added up too; its interval is wider, cross-validated with every la
 trees that never saw it. Work outside matrix products is added in too, at the time per unit that
 the kernels timed alone without one show (other_work_rates): each window tap of a max pooling, of
 an average pooling or LRN's sum, of a window that tiles its input, each power of LRN. A layer whose
-own weights outgrow the cache reads them from memory when timed alone as well, so only the weights
-of layers that fit in it alone can spill (spilled_bytes), in both models. Alone, a layer has the
+own weights outgrow the cache reads the rest from memory when timed alone as well, so only what the
+layers keep in cache alone can spill: a small layer's weights, a large one's cache's worth
+(spilled_bytes), in both models. The spill, copy and elementwise terms are fitted non-negative. Alone, a layer has the
 whole cache to itself: the composition reads where that ends off the dense kernels, whose speed
 per weight byte falls there (alone_cache_bytes), a size not below the cache a network leaves its
 weights. In a network whose weights outgrow the cache, a layer also takes no less than reading its
@@ -168,6 +169,7 @@ class Predictor:
 COPIED = "copied_weight_bytes"  # per call: weights of the kernels XLA:CPU copies reversed (features.copies_kernel)
 ELEMENTWISE = "elementwise"  # per call: the network's elementwise operations (features.NAMES), per image times the batch
 TERMS = ("layer_sum", "layers", "call", SPILL, COPIED, ELEMENTWISE)
+NON_NEGATIVE_TERMS = (SPILL, COPIED, ELEMENTWISE)
 # Work of no matrix-product layer, per image (features.NAMES), at a time per unit that kernels show: poolings, LRN.
 OTHER_WORK = ("max_window_taps", "sum_window_taps", "tiled_window_taps", "transcendentals")
 FLOOR = 0.1  # a composed time is never below this share of its layers' own sum (b < 0 on a tiny network)
@@ -339,8 +341,10 @@ def _composition_rows(timed: list[tuple[Point, np.ndarray]], rates: dict, memory
 
 
 def _relative_fit(design: np.ndarray, latencies: np.ndarray) -> np.ndarray:
-    """Least squares on relative error (b may be negative, see the module docstring)."""
-    return np.linalg.lstsq(design / latencies[:, None], np.ones(len(latencies)), rcond=None)[0]
+    """Least squares on relative error over TERMS: b may be negative (see the module docstring), a byte or an
+    operation more (NON_NEGATIVE_TERMS) never takes less time."""
+    lower = np.array([0.0 if name in NON_NEGATIVE_TERMS else -np.inf for name in TERMS])
+    return optimize.lsq_linear(design / latencies[:, None], np.ones(len(latencies)), bounds=(lower, np.inf)).x
 
 
 def _cross_validated_composition(rows: dict) -> np.ndarray:
@@ -406,12 +410,13 @@ def _predicted_interval(points: list[Point], times: dict, rates: dict, coefficie
 def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], layer_bytes=(),
                   alone_bytes: Optional[float] = None) -> float:
     """The weight bytes above `cache_bytes` (none when no cache was fitted); given each layer's weight bytes
-    (features.Layers.layer_weight_bytes; none: its layers unknown), at most those of the layers that fit_alone: a
-    layer whose weights do not reads them from memory when timed alone too, so its own time holds that already."""
+    (features.Layers.layer_weight_bytes; none: its layers unknown), at most what the layers keep in cache when timed
+    alone: all of a layer's weights that fit in the cache it has alone (fits_alone), that cache's worth of a
+    larger layer's. The rest such a layer reads from memory alone too, so its own time holds that already."""
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
     if len(layer_bytes) and spilled:
-        layer_bytes = np.asarray(layer_bytes, float)
-        spilled = min(spilled, float(layer_bytes[fits_alone(layer_bytes, cache_bytes, alone_bytes)].sum()))
+        kept = np.minimum(np.asarray(layer_bytes, float), max(cache_bytes, alone_bytes or 0.0))
+        spilled = min(spilled, float(kept.sum()))
     return spilled
 
 
