@@ -102,7 +102,7 @@ class Layers:
     def copied_weight_bytes(self) -> float:
         """The weight bytes of its layers whose kernels XLA:CPU copies on every call (copies_kernel)."""
         copied = np.array([copies_kernel(key) for key in self.keys], bool)
-        return float(self.layer_weight_bytes[copied].sum()) if self.keys else 0.0
+        return float(self.layer_weight_bytes[copied].sum())
 
     def vector(self, batch_size: int) -> np.ndarray:
         """The features at a batch size, in the order of NAMES."""

@@ -7,9 +7,9 @@ like a variant string (`conv:cin=64,cout=128,k=3,stride=1,groups=1,dilation=1,si
 gives a seeded spread of them: the kernel sizes, strides, grouped (AlexNet's two groups) and
 dilated convolutions, the 3x3 poolings of stride 1 and 2 and the LRNs of the 14 networks (convolutions
 on maps of 1 to 256 px with the channels networks put on maps of that size, log-uniform; poolings and
-LRNs with channels and sides log-uniform), and dense layers spread over the octaves of their weights up to several times a
-CPU's last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every call), each small enough
-to time in a fraction of a second. No depthwise convolution: none of the networks has one, and
+LRNs with channels and sides log-uniform), and dense layers spread over the octaves of their weights up
+to several times a CPU's last-level cache (VGG's and AlexNet's fc6 read theirs from memory on every
+call), each small enough to time in a fraction of a second. No depthwise convolution: none of the networks has one, and
 XLA:CPU runs them as a kernel of their own whose time follows the groups more than the MACs.
 """
 

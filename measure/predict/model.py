@@ -15,8 +15,8 @@ whose fit predicts the held-out networks best.
 Where every layer of a network has been timed alone on the device (calibration kernels with its
 layers' keys, see features.py; `python -m measure.predict --layers_of` times a space's layers), the
 predictor adds those times up instead, as nn-Meter does (Composition): a * the sum + b per layer + c
-per call + d per weight byte beyond its own fitted cache (+ e and f below), fitted per batch size on such networks (b
-comes out negative: each layer timed alone paid a call of its own). XLA has slow paths for some
+per call + d per weight byte beyond its own fitted cache (+ e and f below), fitted per batch size on
+such networks (b comes out negative: each layer timed alone paid a call of its own). XLA has slow paths for some
 shapes that no feature foresees, and a layer's own time knows them. A layer never timed alone gets
 the time that trees of the timed ones predict for it (forest.py), so a network of another family
 is its layers added up too; its interval is wider, cross-validated with every layer predicted by
@@ -25,8 +25,8 @@ the kernels timed alone without one show (other_work_rates): each window tap of 
 an average pooling or LRN's sum, of a window that tiles its input, each power of LRN. A layer whose
 own weights outgrow the cache reads the rest from memory when timed alone as well, so only what the
 layers keep in cache alone can spill: a small layer's weights, a large one's cache's worth
-(spilled_bytes), in both models. The spill, copy and elementwise terms are fitted non-negative. Alone, a layer has the
-whole cache to itself: the composition reads where that ends off the dense kernels, whose speed
+(spilled_bytes), in both models. The spill, copy and elementwise terms are fitted non-negative.
+Alone, a layer has the whole cache to itself: the composition reads where that ends off the dense kernels, whose speed
 per weight byte falls there (alone_cache_bytes), a size not below the cache a network leaves its
 weights. In a network whose weights outgrow the cache, a layer also takes no less than reading its
 evicted weights at the memory's bandwidth (floored_sum): at batch 1 on small maps, where a layer's work
@@ -39,8 +39,8 @@ is written back to memory too, so on small maps, where such layers hold most wei
 longer than its layers alone add up to. And f per elementwise operation: what a network does beside
 its layers (residual adds, the copies of concatenations) grows with its activations, not with its
 layers' time, so a network of few such operations (VGG) is not charged the share of its layers' time
-that one of many (a ResNet) takes; with f, a falls to about 1. The per-feature model is left for predictors fitted without
-layers timed alone.
+that one of many (a ResNet) takes; with f, a falls to about 1. The per-feature model is left for
+predictors fitted without layers timed alone.
 """
 
 import dataclasses
@@ -167,7 +167,7 @@ class Predictor:
 
 # Where all of a network's layers were timed alone: a * their sum + b * layers + c + d * weight bytes spilled.
 COPIED = "copied_weight_bytes"  # per call: weights of the kernels XLA:CPU copies reversed (features.copies_kernel)
-ELEMENTWISE = "elementwise"  # per call: the network's elementwise operations (features.NAMES), per image times the batch
+ELEMENTWISE = "elementwise"  # per call: the network's elementwise operations (features.NAMES) times the batch
 TERMS = ("layer_sum", "layers", "call", SPILL, COPIED, ELEMENTWISE)
 NON_NEGATIVE_TERMS = (SPILL, COPIED, ELEMENTWISE)
 # Work of no matrix-product layer, per image (features.NAMES), at a time per unit that kernels show: poolings, LRN.
@@ -275,14 +275,15 @@ def floored_sum(seconds, layers: features.Layers, memory: Memory) -> float:
         return float(np.sum(seconds))
     share = (total_bytes - memory.cache_bytes) / total_bytes
     own = layers.layer_weight_bytes
-    floor = np.where(fits_alone(own, memory.cache_bytes, memory.alone_bytes), share * own / memory.bandwidth, 0.0)
+    fits = own <= kept_alone_bytes(memory.cache_bytes, memory.alone_bytes)
+    floor = np.where(fits, share * own / memory.bandwidth, 0.0)
     return float(np.sum(np.maximum(seconds, floor)))
 
 
-def fits_alone(layer_bytes: np.ndarray, cache_bytes: float, alone_bytes: Optional[float]) -> np.ndarray:
-    """Which layers of these weight bytes keep them in cache when timed alone: the cache a layer alone has
-    (`alone_bytes`), where larger than the one a network leaves its weights."""
-    return layer_bytes <= max(cache_bytes, alone_bytes or 0.0)
+def kept_alone_bytes(cache_bytes: float, alone_bytes: Optional[float]) -> float:
+    """The most weight bytes a layer timed alone keeps in cache: the cache it has alone (`alone_bytes`), where
+    larger than the one a network leaves its weights."""
+    return max(cache_bytes, alone_bytes or 0.0)
 
 
 def compose(terms: dict, row: list[float]) -> float:
@@ -411,11 +412,11 @@ def spilled_bytes(weight_bytes: float, cache_bytes: Optional[float], layer_bytes
                   alone_bytes: Optional[float] = None) -> float:
     """The weight bytes above `cache_bytes` (none when no cache was fitted); given each layer's weight bytes
     (features.Layers.layer_weight_bytes; none: its layers unknown), at most what the layers keep in cache when timed
-    alone: all of a layer's weights that fit in the cache it has alone (fits_alone), that cache's worth of a
+    alone: all of a layer's weights that fit in the cache it has alone (kept_alone_bytes), that cache's worth of a
     larger layer's. The rest such a layer reads from memory alone too, so its own time holds that already."""
     spilled = 0.0 if cache_bytes is None else max(float(weight_bytes) - cache_bytes, 0.0)
     if len(layer_bytes) and spilled:
-        kept = np.minimum(np.asarray(layer_bytes, float), max(cache_bytes, alone_bytes or 0.0))
+        kept = np.minimum(np.asarray(layer_bytes, float), kept_alone_bytes(cache_bytes, alone_bytes))
         spilled = min(spilled, float(kept.sum()))
     return spilled
 
