@@ -116,6 +116,41 @@ def test_four_devices_equal_one(tmp_path):
         np.testing.assert_allclose(one[name], four[name], rtol=0, atol=1e-4 * scale, err_msg=name)
 
 
+_QUEUED_ALL_REDUCES_PROGRAM = textwrap.dedent("""
+    import os
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: XLA starts the fewest threads
+    import jax
+    jax.config.update("jax_num_cpu_devices", 4)
+    import jax.numpy as jnp
+    import numpy as np
+    from train import distributed
+    mesh = distributed.data_mesh()
+    rows = np.linspace(-1, 1, 256 * 64, dtype=np.float32).reshape(256, 64)
+    x = jax.device_put(rows, distributed.batch_sharded(mesh))
+    w = jax.device_put(np.eye(64, dtype=np.float32), distributed.replicated(mesh))
+    step = jax.jit(lambda x, w: w - 1e-3 * jnp.mean(jnp.tanh(x @ w), axis=0))  # the mean: an all-reduce
+    in_flight = distributed.InFlight()
+    for _ in range(2000):
+        w = in_flight(step(x, w))
+    expected = np.eye(64, dtype=np.float32)
+    for _ in range(2000):
+        expected = expected - 1e-3 * np.tanh(rows @ expected).mean(axis=0)
+    print(np.abs(np.asarray(w) - expected).max())
+""")
+
+
+def test_bounded_dispatch_keeps_xla_cpu_collectives_alive():
+    """2,000 all-reducing steps over 4 CPU devices on one core, dispatched through InFlight, all computed.
+
+    Dispatched unbounded, XLA:CPU aborts this program in every try (an all-reduce's rendezvous
+    times out with a participant missing): the fault that killed the four-device training test.
+    """
+    done = subprocess.run([sys.executable, "-c", _QUEUED_ALL_REDUCES_PROGRAM], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < 1e-5
+
+
 @pytest.mark.slow
 def test_enet_trains_on_mock_imagenet_through_tf_data():
     """A few ENet steps on tfds's mock imagenet2012: JPEG decode, random crop, flip, 1000 classes."""

@@ -1,5 +1,6 @@
-"""Devices and hosts: `jax.distributed` start-up, the data-parallel mesh and global batches."""
+"""Devices and hosts: `jax.distributed` start-up, the data-parallel mesh, global batches and bounded dispatch."""
 
+import collections
 import os
 from typing import Optional
 
@@ -10,6 +11,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from core.errors import UserError
 
 DATA_AXIS = "data"
+# Programs a loop may dispatch ahead of the device: two keep it busy while the host prepares the next batch.
+IN_FLIGHT = 2
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
@@ -83,3 +86,25 @@ def zeros_like(tree):
     """
     return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(
         leaf.sharding, np.zeros(leaf.shape, leaf.dtype)), tree)
+
+
+class InFlight:
+    """Bounds the programs a loop has dispatched but not yet seen finish: beyond `depth`, waits for the oldest.
+
+    JAX dispatches asynchronously, so a loop that fetches nothing (an evaluation split, the steps
+    between two logs) queues every program at once. More than a couple in flight buys no speed,
+    holds more batches in device memory, and with several CPU devices in one process (JAX's
+    jax_num_cpu_devices) XLA:CPU aborts: an all-reduce of one queued step waits on its rendezvous
+    for a device whose part never gets a thread, until XLA's collective timeout ends the process.
+    """
+
+    def __init__(self, depth: int = IN_FLIGHT):
+        self._depth = depth
+        self._outputs = collections.deque()
+
+    def __call__(self, outputs):
+        """Returns `outputs` (never donated later) once the outputs given `depth` calls before are ready."""
+        self._outputs.append(outputs)
+        if len(self._outputs) > self._depth:
+            jax.block_until_ready(self._outputs.popleft())
+        return outputs

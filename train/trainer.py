@@ -197,9 +197,10 @@ def precise_batch_norm(run: _Run, state):
                                            process_index=jax.process_index(), process_count=jax.process_count(),
                                            shuffle_buffer=max(config.precise_bn_images, config.batch_size))
     zeros = distributed.zeros_like(state.batch_stats)
-    sums = (zeros, zeros)
+    sums, in_flight = (zeros, zeros), distributed.InFlight()
     for _ in range(count):
-        sums = run.steps.batch_norm_moments(state, sums, distributed.global_batch(next(batches), run.batch_sharding))
+        sums = in_flight(run.steps.batch_norm_moments(state, sums,
+                                                      distributed.global_batch(next(batches), run.batch_sharding)))
     return state.replace(batch_stats=run.steps.population_statistics(sums, count))
 
 
@@ -209,11 +210,11 @@ def evaluate(run: _Run, state) -> dict:
     batches = input_pipeline.eval_batches(run.info, run.config.data_dir, batch_size=run.local_batch_size,
                                           resolution=run.resolution, process_index=jax.process_index(),
                                           process_count=jax.process_count())
-    metrics = []
+    metrics, in_flight = [], distributed.InFlight()
     for batch in batches:
         batch = distributed.global_batch(batch, run.batch_sharding)
         if metrics:
-            metrics.append(run.steps.eval(state, batch))
+            metrics.append(in_flight(run.steps.eval(state, batch)))
         else:
             with _out_of_memory_is_the_users(run):
                 metrics.append(jax.block_until_ready(run.steps.eval(state, batch)))
@@ -319,6 +320,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog, 
                                            process_index=jax.process_index(), process_count=jax.process_count())
     eval_every = config.eval_every or run.steps_per_epoch
     pending, pending_steps, last_train, last_eval = [], [], {}, {}
+    in_flight = distributed.InFlight()  # on the metrics: the state is donated to the next step
     clock = None  # (time, step) since which throughput is measured: after the first (compiling) step
     started = time.monotonic()
     trained = 0
@@ -359,6 +361,7 @@ def _loop(run: _Run, state, position, start: int, checkpoints, log: MetricsLog, 
                     state, metrics = jax.block_until_ready(run.steps.train(state, batch))
             else:
                 state, metrics = run.steps.train(state, batch)
+                in_flight(metrics)
             step += 1
             trained += 1
             pending.append(metrics)
