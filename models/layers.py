@@ -144,8 +144,11 @@ class PReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],))
-        return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
+        slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],)).astype(x.dtype)
+        # Arithmetic, not jnp.where: XLA:CPU fuses max, min, multiply and add with the BatchNorm before them
+        # into one pass over the activations, while a select with a per-channel operand stays apart, three
+        # passes (compare, multiply, select) that ENet's large early maps take from memory.
+        return jnp.maximum(x, 0) + slope * jnp.minimum(x, 0)
 
 
 class LocalResponseNorm(nn.Module):
