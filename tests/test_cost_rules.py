@@ -316,7 +316,7 @@ class _OneLayer(nn.Module):
     (functools.partial(nn.BatchNorm, use_running_average=True), 0),
     (functools.partial(_FoldedBatchNorm, use_running_average=True), 0),  # its bias add is not counted
     (layers.PReLU, 1),
-    (_ChannelPReLU, 1),  # its where(x >= 0, ...) alone counts 0
+    (_ChannelPReLU, 1),  # its max, min and sum alone would count 3: the class rule replaces them
     (nn.PReLU, 1),
     (BatchNorm, 1),  # its ReLU counts
 ], ids=["BatchNorm", "BatchNorm subclass", "PReLU", "PReLU subclass", "flax PReLU", "namesake BatchNorm"])
