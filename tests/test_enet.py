@@ -224,7 +224,7 @@ def test_prelu_values_and_slope_gradient():
 
 _FUSION_PROGRAM = """
 from core import runtime
-runtime.configure()  # the flags every timing runs with: XLA:CPU's fast-compile pipeline among them
+flags = runtime.configure()["xla_flags"]  # the flags every timing runs with
 import jax, jax.numpy as jnp
 from models import enet
 module = enet.Bottleneck(64, 16)
@@ -232,14 +232,17 @@ x = jnp.ones((16, 32, 32, 64))
 variables = module.init(jax.random.key(0), x)
 program = jax.jit(module.apply).lower(variables, x).compile().as_text()
 entry = program[program.index("ENTRY"):].splitlines()
-print(sum(" fusion(" in line and "[16,32,32," in line for line in entry))  # activations and masks
+print("CPU_OPT_PRESET_FAST_COMPILE" in flags, sum(" fusion(" in line and "[16,32,32," in line for line in entry))
 """
 
 
 def test_each_batch_norm_and_prelu_compile_to_one_pass_over_the_activations():
-    """A bottleneck's three BatchNorm -> PReLU pairs (the last with the shortcut's sum) are three fusions on
-    XLA:CPU under the runtime's flags; PReLU as jnp.where made nine (the BatchNorm, the slope's product and the
-    comparison apart, then the select), and ENet at 224 px and batch 16 about a seventh slower."""
+    """A bottleneck's three BatchNorm -> PReLU pairs (the last with the shortcut's sum) are at most three
+    fusions on XLA:CPU under the runtime's flags; PReLU as jnp.where made nine (the BatchNorm, the slope's
+    product and the comparison apart, then the select), and ENet at 224 px, batch 16, a tenth slower."""
     done = subprocess.run([sys.executable, "-c", _FUSION_PROGRAM], capture_output=True, text=True, timeout=300,
                           check=True)
-    assert int(done.stdout.split()[-1]) == 3
+    preset, fusions = done.stdout.split()[-2:]
+    if preset != "True":
+        pytest.skip("this jaxlib runs without the XLA:CPU preset, whose fusions this checks")
+    assert int(fusions) <= 3  # activation-sized passes (and masks)
