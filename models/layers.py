@@ -145,9 +145,10 @@ class PReLU(nn.Module):
     @nn.compact
     def __call__(self, x):
         slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],)).astype(x.dtype)
-        # Arithmetic, not jnp.where: XLA:CPU fuses max, min, multiply and add with the BatchNorm before them
-        # into one pass over the activations, while a select with a per-channel operand stays apart, three
-        # passes (compare, multiply, select) that ENet's large early maps take from memory.
+        # Arithmetic, not jnp.where: under the runtime's XLA:CPU preset max, min, multiply and add fuse with
+        # the BatchNorm before them into one pass over the activations, while with a select the BatchNorm, the
+        # slope's product and the comparison each take a pass of their own before it, over ENet's large early
+        # maps, from memory.
         return jnp.maximum(x, 0) + slope * jnp.minimum(x, 0)
 
 

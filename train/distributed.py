@@ -94,8 +94,9 @@ class InFlight:
     JAX dispatches asynchronously, so a loop that fetches nothing (an evaluation split, the steps
     between two logs) queues every program at once. More than a couple in flight buys no speed,
     holds more batches in device memory, and with several CPU devices in one process (JAX's
-    jax_num_cpu_devices) XLA:CPU aborts: an all-reduce of one queued step waits on its rendezvous
-    for a device whose part never gets a thread, until XLA's collective timeout ends the process.
+    jax_num_cpu_devices) XLA:CPU aborts: an all-reduce of a queued step waits in its rendezvous for
+    a device's part that never runs, until XLA's collective timeout ends the process
+    (tests/test_train.py reproduces it).
     """
 
     def __init__(self, depth: int = IN_FLIGHT):
